@@ -1,0 +1,108 @@
+"""Batches of token ids: random training windows or pairs, fixed validation batches.
+
+Every training batch is a pure function of ``(seed, batch number)``: batch ``n`` draws from its own
+``torch.Generator`` seeded with a hash of both, so a run resumed at batch ``n`` sees exactly the batches
+an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset
+
+IGNORE_INDEX = -100  # targets the loss skips (padding)
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def batch_seed(seed: int, n: int) -> int:
+    """A 63-bit seed for batch ``n``: independent streams, no state carried between batches."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{n}".encode()).digest()[:8], "little") >> 1
+
+
+def as_tensor(ids: np.ndarray) -> torch.Tensor:
+    """A zero-copy torch view of (possibly read-only, memory-mapped) ids; they are never written."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "non-writable array": we only read
+        return torch.from_numpy(np.asarray(ids))
+
+
+def text_windows(ids: torch.Tensor, offsets: torch.Tensor, block_size: int) -> Batch:
+    """Windows starting at ``offsets`` (B,) -> x, y (B, T) int64, y being x shifted one token left."""
+    idx = offsets[:, None] + torch.arange(block_size + 1)  # (B, T+1)
+    w = ids[idx].long()  # (B, T+1)
+    return w[:, :-1].contiguous(), w[:, 1:].contiguous()
+
+
+def pad_pairs(seqs: Sequence[np.ndarray], pad_id: int) -> Batch:
+    """Right-pad to the longest sequence: x (B, L-1) padded with ``pad_id``, y (B, L-1) with -100."""
+    length = max(len(s) for s in seqs) - 1
+    x = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    y = torch.full((len(seqs), length), IGNORE_INDEX, dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        t = torch.from_numpy(np.asarray(seq, dtype=np.int64))  # (L_i,)
+        x[i, : len(t) - 1], y[i, : len(t) - 1] = t[:-1], t[1:]
+    return x, y
+
+
+class SeededBatches(IterableDataset):
+    """An endless stream of whole batches; batch ``n`` depends only on ``(seed, n)``."""
+
+    def __init__(self, batch_size: int, seed: int) -> None:
+        self.batch_size, self.seed, self.start_batch = batch_size, seed, 0
+
+    def batch(self, n: int) -> Batch:
+        raise NotImplementedError
+
+    def generator(self, n: int) -> torch.Generator:
+        return torch.Generator().manual_seed(batch_seed(self.seed, n))
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = self.start_batch
+        while True:
+            yield self.batch(n)
+            n += 1
+
+
+class TextBatches(SeededBatches):
+    """Random windows of the training stream, nanoGPT-style, gathered with one tensor index."""
+
+    def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, seed: int) -> None:
+        super().__init__(batch_size, seed)
+        self.ids, self.block_size = as_tensor(ids), block_size
+
+    def batch(self, n: int) -> Batch:
+        high = len(self.ids) - self.block_size  # last valid window start + 1
+        offsets = torch.randint(high, (self.batch_size,), generator=self.generator(n))  # (B,)
+        return text_windows(self.ids, offsets, self.block_size)
+
+
+class PairBatches(SeededBatches):
+    """Pairs drawn with replacement, padded to the longest in the batch."""
+
+    def __init__(self, pairs: list[np.ndarray], pad_id: int, batch_size: int, seed: int) -> None:
+        super().__init__(batch_size, seed)
+        self.pairs, self.pad_id = pairs, pad_id
+
+    def batch(self, n: int) -> Batch:
+        picks = torch.randint(len(self.pairs), (self.batch_size,), generator=self.generator(n))  # (B,)
+        return pad_pairs([self.pairs[i] for i in picks.tolist()], self.pad_id)
+
+
+class FixedBatches(Dataset):
+    """A fixed list of validation batches, built on demand: the same every time it is read."""
+
+    def __init__(self, count: int, make: Callable[[int], Batch]) -> None:
+        self.count, self.make = count, make
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> Batch:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        return self.make(i)

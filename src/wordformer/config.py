@@ -1,0 +1,287 @@
+"""Configuration dataclasses: every architectural, data and training choice in one typed place.
+
+Each dataclass validates itself in ``__post_init__`` and names the offending field and value, so a bad
+combination fails before any tensor is allocated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from .errors import WordformerError
+
+ACTIVATIONS = ("relu", "gelu")
+NORMS = ("pre", "post", "none")
+POSITIONALS = ("sinusoidal", "learned")
+TOKENIZERS = ("word", "char", "bpe")
+EOS_MODES = ("auto", "line", "document", "none")
+
+
+def _check_positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise WordformerError(f"{name}={value!r} must be an integer >= 1")
+
+
+def _check_choice(obj: Any, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in choices:
+        raise WordformerError(f"{name}={value!r} must be one of: {', '.join(choices)}")
+
+
+def _check_number(obj: Any, name: str, low: float, high: float, *, high_open: bool = True, low_open: bool = False) -> None:
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WordformerError(f"{name}={value!r} must be a number")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise WordformerError(f"{name}={value!r} must lie in {lo}{low}, {high}{hi}")
+
+
+@dataclass
+class ModelConfig:
+    """The decoder-only transformer: every architectural choice of the chapter."""
+
+    # vocabulary and context
+    vocab_size: int = 256  # one embedding input per token (set from the tokenizer when training)
+    block_size: int = 64  # longest context the model sees; learned positions cannot go beyond it
+    # widths and depth
+    d_model: int = 128  # embedding size; the chapter's toy example uses 2
+    num_heads: int = 4  # attention heads; must divide d_model
+    num_layers: int = 4  # decoder blocks
+    ff_mult: int = 4  # feed-forward hidden size = ff_mult * d_model
+    # choices the chapter and its sources differ on
+    positional: str = "sinusoidal"  # "sinusoidal" (Vaswani / uvadlc) or "learned" (GPT-2)
+    norm: str = "pre"  # "pre" (GPT-2), "post" (uvadlc, the original transformer) or "none" (the chapter's toy)
+    activation: str = "gelu"  # "gelu" (GPT-2) or "relu" (uvadlc)
+    tie_weights: bool = True  # output layer = token embedding run backwards (the chapter's note)
+    bias: bool = True  # biases in linear layers and layer norms
+    dropout: float = 0.0  # dropout after embedding, attention and feed-forward; in [0, 1)
+    layer_norm_eps: float = 1e-5  # layer norm epsilon
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "vocab_size", "block_size", "d_model", "num_heads", "num_layers", "ff_mult")
+        if self.d_model % self.num_heads:
+            raise WordformerError(
+                f"num_heads={self.num_heads} must divide d_model={self.d_model}: "
+                f"choose num_heads from {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0][:8]}"
+            )
+        _check_choice(self, "positional", POSITIONALS)
+        _check_choice(self, "norm", NORMS)
+        _check_choice(self, "activation", ACTIVATIONS)
+        _check_number(self, "dropout", 0.0, 1.0)
+        for name in ("tie_weights", "bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise WordformerError(f"{name}={getattr(self, name)!r} must be true or false")
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.num_heads
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it becomes token ids."""
+
+    data: Optional[str] = None  # a .txt file, a folder of .txt files, or None for the built-in corpus
+    pairs: bool = False  # data is "prompt<TAB>answer" lines, trained as "prompt <eos> answer <eos>"
+    tokenizer: str = "word"  # "word", "char" or "bpe"
+    lowercase: bool = True  # word tokenizer: fold case
+    min_freq: int = 1  # word tokenizer: rarer words become <unk>
+    max_vocab: Optional[int] = None  # word tokenizer: keep only the most frequent words
+    bpe_vocab_size: int = 2000  # bpe tokenizer: target vocabulary size
+    eos: str = "auto"  # where <eos> goes in plain text: "line", "document", "none"; auto = line for word
+    val_fraction: float = 0.1  # the tail of the token stream held out for validation
+    cache_dir: Optional[str] = None  # tokenized corpora; default $WORDFORMER_CACHE or ~/.cache/wordformer
+    encoding_errors: str = "strict"  # "strict" refuses non-UTF-8 input; "replace" decodes with U+FFFD
+
+    def __post_init__(self) -> None:
+        _check_choice(self, "tokenizer", TOKENIZERS)
+        _check_choice(self, "eos", EOS_MODES)
+        _check_positive(self, "min_freq", "bpe_vocab_size")
+        if self.max_vocab is not None:
+            _check_positive(self, "max_vocab")
+        _check_number(self, "val_fraction", 0.0, 0.5, low_open=True, high_open=False)
+        _check_choice(self, "encoding_errors", ("strict", "replace"))
+
+    def eos_mode(self) -> str:
+        """Resolve "auto": word-level text ends each line with <eos>, char and BPE only each document."""
+        if self.eos != "auto":
+            return self.eos
+        return "line" if self.tokenizer == "word" else "document"
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule and Trainer settings."""
+
+    max_steps: int = 2000  # optimiser steps to train
+    batch_size: int = 12  # sequences per batch
+    lr: float = 1e-3  # peak learning rate after warm-up
+    min_lr: float = 1e-4  # floor of the cosine decay
+    warmup_steps: int = 100  # linear warm-up, then cosine decay, stepped per batch
+    weight_decay: float = 0.1  # applied to weight matrices only
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.99  # AdamW beta2
+    grad_clip: float = 1.0  # 0 turns clipping off
+    grad_accum: int = 1  # batches per optimiser step
+    seed: int = 1337  # seeds weights, batches and sampling
+    deterministic: bool = False  # ask PyTorch for deterministic kernels
+    precision: str = "auto"  # "auto" (bf16-mixed on capable GPUs, else 32-true) or any Lightning precision: "32-true", "bf16-mixed", "16-mixed"
+    accelerator: str = "auto"  # "auto" picks cuda, then mps, then cpu
+    devices: str = "auto"  # number of devices, or "auto"
+    eval_interval: int = 250  # validate every this many steps
+    eval_batches: int = 20  # batches per validation
+    log_every: int = 10  # steps between logged training metrics
+    max_time: Optional[float] = None  # stop after this many seconds, whatever max_steps says
+    compile: bool = False  # torch.compile the model
+    progress: bool = True  # show a progress bar
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_every")
+        _check_number(self, "lr", 0.0, 10.0, low_open=True)
+        _check_number(self, "min_lr", 0.0, 10.0)
+        if self.min_lr > self.lr:
+            raise WordformerError(f"min_lr={self.min_lr} must not exceed lr={self.lr}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise WordformerError(f"warmup_steps={self.warmup_steps!r} must be an integer >= 0")
+        _check_number(self, "weight_decay", 0.0, 10.0)
+        _check_number(self, "beta1", 0.0, 1.0)
+        _check_number(self, "beta2", 0.0, 1.0)
+        _check_number(self, "grad_clip", 0.0, 1e9)
+        if self.max_time is not None:
+            _check_number(self, "max_time", 0.0, 1e12, low_open=True)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, values: dict[str, Any], *, where: str = "") -> Any:
+    """Build ``cls`` from a dict, refusing unknown keys with a message that names them."""
+    known = set(field_names(cls))
+    unknown = sorted(set(values) - known)
+    if unknown:
+        loc = f" in {where}" if where else ""
+        raise WordformerError(f"unknown option(s){loc}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**values)
+    except TypeError as exc:  # pragma: no cover - dataclass signature mismatch
+        raise WordformerError(str(exc)) from None
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """The trailing ``# comment`` of each field in the class source: one place documents each option."""
+    import inspect
+    import re
+
+    helps: dict[str, str] = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+):\s*[^=]+=\s*[^#]+#\s*(.+)$", line)
+        if match:
+            helps[match.group(1)] = match.group(2).strip()
+    return helps
+
+
+def field_type(cls: type, name: str) -> type:
+    """The scalar type of a field (``Optional[int]`` -> int), from its annotation string."""
+    annotation = str({f.name: f.type for f in fields(cls)}[name])
+    for scalar in (bool, int, float, str):
+        if scalar.__name__ in annotation:
+            return scalar
+    return str
+
+
+def coerce(cls: type, values: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """Convert YAML values to the field types, naming the key of any value that does not fit.
+
+    YAML 1.1 reads ``1e-3`` as a string; numbers given as strings are converted, anything else of the
+    wrong type is refused here rather than deep inside training.
+    """
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in field_names(cls):
+            out[name] = value  # from_dict names unknown keys
+            continue
+        kind = field_type(cls, name)
+        optional = "Optional" in str({f.name: f.type for f in fields(cls)}[name]) or "None" in str(
+            {f.name: f.type for f in fields(cls)}[name]
+        )
+        if value is None and optional:
+            out[name] = None
+            continue
+        try:
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise ValueError
+                out[name] = value
+            elif kind is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                out[name] = int(value)
+            elif kind is float:
+                if isinstance(value, bool):
+                    raise ValueError
+                out[name] = float(value)
+            else:
+                if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                    raise ValueError
+                out[name] = str(value)
+        except (TypeError, ValueError):
+            raise WordformerError(f"{name}: {value!r} in {where} is not a valid {kind.__name__}") from None
+    return out
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Read a YAML config: flat keys (field names) or sections ``model:``, ``data:``, ``train:``."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise WordformerError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WordformerError(f"cannot read config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise WordformerError(f"config file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise WordformerError(f"config file {path} must hold a mapping of option: value, not {type(raw).__name__}")
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for sub, subvalue in value.items():
+                flat[str(sub).replace("-", "_")] = subvalue
+        else:
+            flat[str(key).replace("-", "_")] = value
+    return flat
+
+
+def build_configs(values: dict[str, Any], *, where: str = "options") -> tuple[ModelConfig, DataConfig, TrainConfig]:
+    """Split flat ``{field: value}`` options among the three configs and validate them."""
+    owner = {name: section for section, cls in SECTIONS.items() for name in field_names(cls)}
+    unknown = sorted(k for k in values if k not in owner)
+    if unknown:
+        raise WordformerError(f"unknown option(s) in {where}: {', '.join(unknown)}")
+    parts: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for key, value in values.items():
+        parts[owner[key]][key] = value
+    built = [from_dict(cls, coerce(cls, parts[section], where=where), where=where) for section, cls in SECTIONS.items()]
+    return built[0], built[1], built[2]

@@ -1,0 +1,354 @@
+"""From text on disk to batches of token ids: loading, tokenizing, caching, splitting, batching.
+
+Plain text becomes one long token stream (with ``<eos>`` after each line, each document or never); its
+last ``val_fraction`` is held out. Prompt/answer pairs become ``prompt <eos> answer <eos>`` sequences.
+Tokenized corpora are cached as ``.npy`` files so a second run neither retrains nor re-tokenizes.
+Training batches are a pure function of ``(seed, batch number)``, so a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Optional, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .batches import IGNORE_INDEX, FixedBatches, PairBatches, SeededBatches, TextBatches, as_tensor, pad_pairs, text_windows
+from .config import DataConfig
+from .errors import WordformerError
+from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_dict
+
+__all__ = ["IGNORE_INDEX", "Corpus", "WordDataModule", "cache_root", "id_dtype", "load_pairs", "load_texts",
+           "pad_pairs", "prepare_corpus"]
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the cached layout or the tokenization changes
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def _read_text(path: Path, encoding_errors: str) -> str:
+    """Decode one file as UTF-8 with ``\\n`` line ends; refuse binary files outright."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise WordformerError(f"cannot read {path}: {exc.strerror or exc}; check the path and its permissions") from None
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise WordformerError(f"{path} looks binary (NUL byte at offset {nul}); give UTF-8 text (UTF-16 files must be converted)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if encoding_errors != "replace":
+            raise WordformerError(
+                f"{path} is not UTF-8 (bad byte at offset {exc.start}); convert it or pass --encoding-errors replace"
+            ) from None
+        text = raw.decode("utf-8", errors="replace")
+    text = text.removeprefix("\ufeff")  # a byte-order mark is not text
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _text_files(data: str) -> list[Path]:
+    """The file itself, or every ``*.txt`` under a folder (recursively), sorted by relative path."""
+    path = Path(data).expanduser()
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise WordformerError(f"data path {data} does not exist; give a .txt file or a folder of .txt files")
+    if not path.is_dir():
+        raise WordformerError(f"data path {data} is neither a file nor a folder; give a .txt file or a folder of .txt files")
+    files = sorted((p for p in path.rglob("*.txt") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+    if not files:
+        raise WordformerError(f"folder {data} holds no .txt files; add some or point --data at a file")
+    return files
+
+
+def builtin_texts() -> list[str]:
+    """The Python documentation topics shipped with CPython (~65k words), one document per topic."""
+    from pydoc_data.topics import topics
+
+    return [topics[k].replace("\r\n", "\n").replace("\r", "\n") for k in sorted(topics)]
+
+
+def load_texts(data: Optional[str], *, encoding_errors: str = "strict") -> list[str]:
+    """Documents of ``data``: None = built-in corpus, a file = one document, a folder = its ``*.txt`` files."""
+    if data is None:
+        return builtin_texts()
+    texts = [_read_text(p, encoding_errors) for p in _text_files(data)]
+    texts = [t for t in texts if t.strip()]  # empty files add nothing
+    if not texts:
+        raise WordformerError(f"corpus {data} is empty or only whitespace; give it some text")
+    return texts
+
+
+def load_pairs(path: str, *, encoding_errors: str = "strict") -> list[tuple[str, str]]:
+    """``prompt<TAB>answer`` lines (blank lines skipped; text after the first TAB is the answer)."""
+    pairs: list[tuple[str, str]] = []
+    for file in _text_files(path):
+        for number, line in enumerate(_read_text(file, encoding_errors).split("\n"), start=1):
+            if not line.strip():
+                continue
+            if "\t" not in line:
+                raise WordformerError(f"{file} line {number} has no TAB; write each pair as 'prompt<TAB>answer'")
+            prompt, answer = (part.strip() for part in line.split("\t", 1))
+            if not prompt or not answer:
+                side = "prompt" if not prompt else "answer"
+                raise WordformerError(f"{file} line {number} has an empty {side}; give both a prompt and an answer")
+            pairs.append((prompt, answer))
+    if not pairs:
+        raise WordformerError(f"pairs file {path} holds no pairs; write lines as 'prompt<TAB>answer'")
+    return pairs
+
+
+# ------------------------------------------------------------------------------------------ corpus
+
+
+@dataclass
+class Corpus:
+    """A tokenizer with the token ids it produced, split into training and validation parts."""
+
+    tokenizer: Tokenizer
+    mode: str  # "text" or "pairs"
+    train_ids: Optional[np.ndarray] = None  # text mode: (N_train,) uint16 or uint32
+    val_ids: Optional[np.ndarray] = None  # text mode: (N_val,)
+    train_pairs: list[np.ndarray] = field(default_factory=list)  # pairs mode: each (L_i,) prompt <eos> answer <eos>
+    val_pairs: list[np.ndarray] = field(default_factory=list)
+    train_answer_starts: list[int] = field(default_factory=list)  # index in each pair where the answer begins
+    val_answer_starts: list[int] = field(default_factory=list)
+    val_is_train: bool = False  # too few pairs to hold any out: validation reuses the training pairs
+    from_cache: bool = False  # loaded from the cache, without training or tokenizing
+    cache_path: Optional[Path] = None  # the cache entry, None when the cache could not be written
+
+
+def id_dtype(vocab_size: int) -> type:
+    """uint16 halves memory and disk for vocabularies up to 65,536 entries."""
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
+
+
+def cache_root(cache_dir: Optional[str] = None) -> Path:
+    """``cache_dir``, else ``$WORDFORMER_CACHE``, else ``$XDG_CACHE_HOME/wordformer`` or ``~/.cache/wordformer``."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("WORDFORMER_CACHE"):
+        return Path(os.environ["WORDFORMER_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "wordformer"
+
+
+def _tokenizer_options(cfg: DataConfig) -> dict[str, Any]:
+    """Only the options the chosen tokenizer uses, so unrelated changes keep the cache valid."""
+    if cfg.tokenizer == "word":
+        return {"lowercase": cfg.lowercase, "min_freq": cfg.min_freq, "max_vocab": cfg.max_vocab}
+    return {"bpe_vocab_size": cfg.bpe_vocab_size} if cfg.tokenizer == "bpe" else {}
+
+
+def _cache_key(cfg: DataConfig, mode: str, pieces: Sequence[str]) -> str:
+    """sha256 of the format, the options and every text (length-prefixed, so boundaries count)."""
+    header = {"format": CACHE_FORMAT, "mode": mode, "tokenizer": cfg.tokenizer, "options": _tokenizer_options(cfg),
+              "eos": cfg.eos_mode() if mode == "text" else "pairs", "val_fraction": cfg.val_fraction}
+    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for piece in pieces:
+        raw = piece.encode("utf-8", "surrogatepass")
+        h.update(len(raw).to_bytes(8, "little"))
+        h.update(raw)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Write to a temporary file beside ``path`` and rename it, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_cache(entry: Path, key: str, tokenizer: Tokenizer, arrays: dict[str, np.ndarray]) -> None:
+    entry.mkdir(parents=True, exist_ok=True)
+    for name, arr in arrays.items():
+        _atomic_write(entry / f"{name}.npy", lambda f, a=arr: np.save(f, a))
+    _atomic_write(entry / "tokenizer.json", lambda f: f.write(json.dumps(tokenizer.to_dict()).encode()))
+    meta = {"format": CACHE_FORMAT, "key": key, "arrays": sorted(arrays)}
+    _atomic_write(entry / "meta.json", lambda f: f.write(json.dumps(meta).encode()))  # last: entry complete
+
+
+def _load_cache(entry: Path, key: str) -> Optional[tuple[Tokenizer, dict[str, np.ndarray]]]:
+    """The cached tokenizer and memory-mapped arrays, or None when absent or unreadable."""
+    if not (entry / "meta.json").is_file():
+        return None
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        if meta.get("key") != key or meta.get("format") != CACHE_FORMAT:
+            return None
+        tokenizer = tokenizer_from_dict(json.loads((entry / "tokenizer.json").read_text()))
+        arrays = {name: np.load(entry / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
+    except (OSError, ValueError, KeyError, TypeError, WordformerError) as exc:
+        logger.warning("ignoring unreadable corpus cache %s (%s); rebuilding it", entry, exc)
+        return None
+    return tokenizer, arrays
+
+
+def _text_stream(tokenizer: Tokenizer, texts: list[str], eos_mode: str) -> np.ndarray:
+    """All documents as one id stream, (N,), with ``<eos>`` after each non-empty line, document or never."""
+    pieces = [ln for t in texts for ln in t.split("\n") if ln.strip()] if eos_mode == "line" else texts
+    eos = np.array([tokenizer.eos_id], dtype=np.int64)
+    dtype, parts = id_dtype(tokenizer.vocab_size), []
+    for start in range(0, len(pieces), 4096):
+        for ids in tokenizer.encode_arrays(pieces[start:start + 4096]):
+            parts.append(ids.astype(dtype))
+            if eos_mode != "none":
+                parts.append(eos.astype(dtype))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _pair_arrays(tokenizer: Tokenizer, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """Pairs as one flat id array plus offsets (n+1,) and answer starts (n,)."""
+    eos = np.array([tokenizer.eos_id], dtype=np.int64)
+    prompts = tokenizer.encode_arrays([p for p, _ in pairs])
+    answers = tokenizer.encode_arrays([a for _, a in pairs])
+    seqs = [np.concatenate([p, eos, a, eos]) for p, a in zip(prompts, answers)]
+    offsets = np.cumsum([0] + [len(s) for s in seqs]).astype(np.int64)
+    starts = np.array([len(p) + 1 for p in prompts], dtype=np.int64)
+    return {"pairs": np.concatenate(seqs).astype(id_dtype(tokenizer.vocab_size)), "offsets": offsets, "starts": starts}
+
+
+def _fit_pair(seq: np.ndarray, start: int, block_size: int, number: int) -> tuple[np.ndarray, int]:
+    """Cut a too-long prompt from the left so the sequence fits ``block_size + 1`` tokens."""
+    extra = len(seq) - (block_size + 1)
+    if extra <= 0:
+        return seq, start
+    if start - extra < 1:  # even the bare "<eos> answer <eos>" is too long
+        raise WordformerError(f"pair {number}: its answer has {len(seq) - start - 1} tokens, too many for "
+                              f"block_size={block_size}; use a larger --block-size or a shorter answer")
+    return seq[extra:], start - extra
+
+
+def _split_pairs(corpus: Corpus, arrays: dict[str, np.ndarray], val_fraction: float, block_size: int) -> None:
+    offsets, starts = arrays["offsets"], arrays["starts"]
+    fitted = [_fit_pair(arrays["pairs"][offsets[i]:offsets[i + 1]], int(starts[i]), block_size, i + 1)
+              for i in range(len(starts))]
+    cut = sum(len(s) != offsets[i + 1] - offsets[i] for i, (s, _) in enumerate(fitted))
+    if cut:
+        logger.warning("%d pair(s) exceed block_size + 1 = %d tokens; their prompts were cut from the left", cut, block_size + 1)
+    n = len(fitted)
+    n_val = min(int(n * val_fraction), n - 1)
+    if n_val < 1:
+        logger.warning("only %d pair(s): too few to hold any out, so validation reuses the training pairs", n)
+        train, val, corpus.val_is_train = fitted, fitted, True
+    else:
+        train, val = fitted[: n - n_val], fitted[n - n_val:]
+    corpus.train_pairs, corpus.train_answer_starts = [s for s, _ in train], [a for _, a in train]
+    corpus.val_pairs, corpus.val_answer_starts = [s for s, _ in val], [a for _, a in val]
+
+
+def _split_text(stream: np.ndarray, val_fraction: float) -> dict[str, np.ndarray]:
+    n_val = max(1, int(len(stream) * val_fraction))
+    return {"train": stream[: len(stream) - n_val], "val": stream[len(stream) - n_val:]}
+
+
+def _check_text_fits(corpus: Corpus, block_size: int) -> None:
+    n_train, n_val, need = len(corpus.train_ids), len(corpus.val_ids), block_size + 1
+    if min(n_train, n_val) < need:
+        raise WordformerError(f"the corpus has {n_train} training and {n_val} validation tokens but block_size={block_size} "
+                              f"needs at least {need} in each; use a smaller --block-size or more text")
+
+
+def prepare_corpus(cfg: DataConfig, block_size: int) -> Corpus:
+    """Load the data, then train the tokenizer and tokenize, or load both from the cache."""
+    mode = "pairs" if cfg.pairs else "text"
+    if cfg.pairs and cfg.data is None:
+        raise WordformerError("pairs mode needs a file of 'prompt<TAB>answer' lines; pass --data")
+    if mode == "pairs":
+        pairs = load_pairs(cfg.data, encoding_errors=cfg.encoding_errors)
+        texts = [t for pair in pairs for t in pair]
+    else:
+        texts = load_texts(cfg.data, encoding_errors=cfg.encoding_errors)
+    key = _cache_key(cfg, mode, texts)
+    entry = cache_root(cfg.cache_dir) / f"corpus-{key}"
+    cache_path: Optional[Path] = entry
+    cached = _load_cache(entry, key)
+    if cached is not None:
+        tokenizer, arrays = cached
+        logger.info("loaded the tokenized corpus from %s", entry)
+    else:
+        tokenizer = build_tokenizer(cfg.tokenizer, texts, **_tokenizer_options(cfg))
+        arrays = _pair_arrays(tokenizer, pairs) if mode == "pairs" else _split_text(
+            _text_stream(tokenizer, texts, cfg.eos_mode()), cfg.val_fraction)
+        try:
+            _save_cache(entry, key, tokenizer, arrays)
+        except OSError as exc:
+            logger.warning("cannot write the corpus cache at %s (%s); continuing without it", entry, exc)
+            cache_path = None
+    corpus = Corpus(tokenizer=tokenizer, mode=mode, from_cache=cached is not None, cache_path=cache_path)
+    if mode == "pairs":
+        _split_pairs(corpus, arrays, cfg.val_fraction, block_size)
+    else:
+        corpus.train_ids, corpus.val_ids = arrays["train"], arrays["val"]
+        _check_text_fits(corpus, block_size)
+    return corpus
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise WordformerError(f"{name}={value!r} must be an integer >= 1")
+
+
+class WordDataModule(L.LightningDataModule):
+    """Training and validation batches of a :class:`Corpus` for Lightning.
+
+    Training: an endless stream of whole (x, y) batches, batch ``n`` a pure function of ``(seed, n)``;
+    validation: the same fixed batches every time. Pairs are right-padded, padded targets set to -100.
+    """
+
+    def __init__(self, corpus: Corpus, block_size: int, batch_size: int, *, seed: int = 1337,
+                 eval_batches: int = 20, grad_accum: int = 1) -> None:
+        super().__init__()
+        _check_positive(block_size=block_size, batch_size=batch_size, eval_batches=eval_batches, grad_accum=grad_accum)
+        self.corpus, self.block_size, self.batch_size = corpus, block_size, batch_size
+        self.seed, self.eval_batches, self.grad_accum = seed, eval_batches, grad_accum
+        if corpus.mode == "text":
+            _check_text_fits(corpus, block_size)
+            self.train_set: SeededBatches = TextBatches(corpus.train_ids, block_size, batch_size, seed)
+            self.val_set = self._text_val_batches()
+        else:
+            longest = max(len(s) for s in corpus.train_pairs + corpus.val_pairs)
+            if longest > block_size + 1:
+                raise WordformerError(f"a pair has {longest} tokens, more than block_size + 1 = {block_size + 1}; "
+                                      "prepare the corpus with the same --block-size")
+            self.train_set = PairBatches(corpus.train_pairs, corpus.tokenizer.pad_id, batch_size, seed)
+            val, pad = corpus.val_pairs, corpus.tokenizer.pad_id
+            count = -(-len(val) // batch_size)
+            self.val_set = FixedBatches(count, lambda i: pad_pairs(val[i * batch_size:(i + 1) * batch_size], pad))
+
+    def _text_val_batches(self) -> FixedBatches:
+        """``eval_batches`` batches of windows spread evenly over the validation stream."""
+        ids, T, B = as_tensor(self.corpus.val_ids), self.block_size, self.batch_size
+        offsets = torch.linspace(0, len(ids) - T - 1, self.eval_batches * B).round().long()  # (E*B,)
+        offsets = offsets.view(self.eval_batches, B)  # (E, B)
+        return FixedBatches(self.eval_batches, lambda i: text_windows(ids, offsets[i], T))
+
+    def train_dataloader(self) -> DataLoader:
+        """Continue the batch sequence where a resumed trainer left off."""
+        if self.trainer is not None:
+            self.train_set.start_batch = self.trainer.global_step * self.grad_accum
+        return DataLoader(self.train_set, batch_size=None, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=None, shuffle=False, num_workers=0)

@@ -1,0 +1,42 @@
+"""Token embedding (one input per vocabulary token -> a d_model vector) and the output layer.
+
+The chapter notes that a decoder can reuse the embedding network for its output, "run in the opposite
+direction": the output layer's weight matrix is then the embedding matrix itself (weight tying).
+Shape legend: B = batch, T = tokens, C = d_model, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class TokenEmbedding(nn.Module):
+    """A lookup table, equivalent to a linear layer applied to one-hot token vectors."""
+
+    def __init__(self, vocab_size: int, d_model: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(vocab_size, d_model) * 0.02)  # (V, C)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.weight[idx]  # (B, T) -> (B, T, C)
+
+
+class OutputLayer(nn.Module):
+    """From the residual stream to one logit per vocabulary token.
+
+    ``tied_to`` shares the embedding matrix: logits = x @ E^T, the embedding run backwards.
+    """
+
+    def __init__(self, d_model: int, vocab_size: int, *, tied_to: TokenEmbedding | None = None, bias: bool = False):
+        super().__init__()
+        self.tied = tied_to is not None
+        if tied_to is not None:
+            self.weight = tied_to.weight  # weight tying: one (V, C) matrix for both directions
+        else:
+            self.weight = nn.Parameter(torch.randn(vocab_size, d_model) * 0.02)  # (V, C)
+        self.bias = nn.Parameter(torch.zeros(vocab_size)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = x @ self.weight.t()  # (B, T, C) @ (C, V) -> (B, T, V)
+        return logits if self.bias is None else logits + self.bias

@@ -1,0 +1,204 @@
+"""Generation and next-token prediction: the decoder run one token at a time.
+
+The chapter's end-of-sequence token ends the input and starts generation; with ``append_eos`` the
+prompt gets ``<eos>`` appended (models trained on prompt/answer pairs), and generation stops at the
+next ``<eos>``.
+
+Context policy (documented in the README): the model sees at most ``block_size`` tokens. A prompt
+longer than that keeps its last ``block_size`` tokens. When generation fills the window, the window
+slides: it restarts from the most recent ``block_size // 2`` tokens, whose keys and values are
+recomputed (cached keys carry their old positions, so a cache cannot simply be cropped). The cached
+and uncached paths follow the same policy and give identical greedy output.
+Shape legend: B = batch, N = tokens so far (with left padding), T = new tokens, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import WordformerError
+from .model import WordPredictor
+from .tokenizers import Tokenizer
+
+
+def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float], max_new_tokens: int) -> None:
+    """Refuse sampling options outside their domains (temperature <= 0 means greedy)."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise WordformerError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 0")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise WordformerError(f"top_k={top_k!r} must be an integer >= 1 (or omitted)")
+    if top_p is not None and not (0.0 < top_p <= 1.0):
+        raise WordformerError(f"top_p={top_p!r} must lie in (0, 1] (or be omitted)")
+    if temperature != temperature:  # NaN
+        raise WordformerError("temperature must be a number (<= 0 means greedy)")
+
+
+def filter_logits(logits: Tensor, *, top_k: Optional[int] = None, top_p: Optional[float] = None) -> Tensor:
+    """Set to -inf every logit outside the top-k and outside the smallest set with mass >= top_p."""
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the token that crosses top_p
+        drop = drop.scatter(-1, order, drop)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def next_token(logits: Tensor, *, temperature: float, top_k: Optional[int], top_p: Optional[float],
+               generator: Optional[torch.Generator]) -> Tensor:
+    """Pick one token per row from (B, V) logits: argmax when temperature <= 0, else sample."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = filter_logits(logits / temperature, top_k=top_k, top_p=top_p).softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate_ids(
+    model: WordPredictor,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 50,
+    temperature: float = 1.0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    eos_id: Optional[int] = None,
+    pad_id: int = 0,
+    seed: Optional[int] = None,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """Continue each prompt (token ids) by up to ``max_new_tokens`` tokens; returns the new ids per prompt.
+
+    Prompts of different lengths are batched with left padding; a row stops at ``eos_id`` (included
+    in its output). Greedy output is identical with and without the KV cache.
+    """
+    check_sampling(temperature, top_k, top_p, max_new_tokens)
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise WordformerError("every prompt needs at least one token")
+    was_training = model.training
+    model.eval()
+    device = model.token_embedding.weight.device
+    block = model.config.block_size
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    n = int(lengths.max())
+    tokens = torch.full((len(prompts), n + max_new_tokens), pad_id, dtype=torch.long, device=device)  # (B, N)
+    for row, p in enumerate(prompts):
+        tokens[row, n - len(p) : n] = torch.as_tensor(list(p), dtype=torch.long, device=device)
+    pads = n - lengths  # (B,) left padding per row
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+    start = max(0, n - block)  # first column the model sees
+    cache = None
+    fed = start  # columns already in the cache
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    produced = 0
+    for _ in range(max_new_tokens):
+        if n - start > block:  # window full: slide to the most recent block_size // 2 tokens
+            start = n - max(1, block // 2)
+            cache = None
+        if use_cache and cache is None:
+            cache, fed = model.new_cache(len(prompts)), start
+        first = fed if use_cache else start
+        cols = torch.arange(first, n, device=device)  # columns fed now (T,)
+        real_pad = (pads - start).clamp(min=0)  # padding inside the window, per row (B,)
+        positions = (cols[None, :] - start - real_pad[:, None]).clamp(min=0)  # (B, T)
+        padding_mask = None
+        if bool((pads > start).any()):
+            padding_mask = torch.arange(start, n, device=device)[None, :] >= pads[:, None]  # (B, S)
+        logits = model(tokens[:, first:n], cache=cache if use_cache else None, positions=positions,
+                       key_padding_mask=padding_mask)
+        fed = n
+        nxt = next_token(logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        tokens[:, n] = nxt
+        n += 1
+        produced += 1
+        if eos_id is not None:
+            done |= nxt == eos_id
+            if bool(done.all()):
+                break
+    model.train(was_training)
+    out: list[list[int]] = []
+    for row in tokens[:, n - produced : n].tolist():
+        ids: list[int] = []
+        for tok in row:
+            ids.append(tok)
+            if eos_id is not None and tok == eos_id:
+                break
+        out.append(ids)
+    return out
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str, *, append_eos: bool = False) -> list[int]:
+    """Token ids of a user prompt, refusing prompts the model cannot read."""
+    if not prompt or not prompt.strip():
+        raise WordformerError("the prompt is empty: give some text, e.g. --prompt \"the\"")
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise WordformerError(f"the prompt {prompt!r} has no tokens the tokenizer can read")
+    unk = tokenizer.unk_id
+    if unk is not None and all(i == unk for i in ids):
+        raise WordformerError(
+            f"every token of the prompt {prompt!r} is unknown to the model's vocabulary; "
+            "use words from the training text"
+        )
+    if append_eos:
+        ids = ids + [tokenizer.eos_id]
+    return ids
+
+
+def generate(
+    model: WordPredictor,
+    tokenizer: Tokenizer,
+    prompt: str,
+    *,
+    max_new_tokens: int = 50,
+    temperature: float = 1.0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    seed: Optional[int] = None,
+    append_eos: bool = False,
+    stop_at_eos: bool = True,
+    use_cache: bool = True,
+) -> str:
+    """Continue ``prompt`` and return the generated text (without the prompt and the final <eos>)."""
+    ids = encode_prompt(tokenizer, prompt, append_eos=append_eos)
+    new = generate_ids(
+        model, [ids], max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        eos_id=tokenizer.eos_id if stop_at_eos else None, pad_id=tokenizer.pad_id, seed=seed, use_cache=use_cache,
+    )[0]
+    if stop_at_eos and new and new[-1] == tokenizer.eos_id:
+        new = new[:-1]
+    return tokenizer.decode(new)
+
+
+@torch.no_grad()
+def next_token_probabilities(model: WordPredictor, ids: Sequence[int]) -> Tensor:
+    """Softmax over the vocabulary for the token after ``ids`` (the last ``block_size`` are used)."""
+    was_training = model.training
+    model.eval()
+    device = model.token_embedding.weight.device
+    window = list(ids)[-model.config.block_size :]
+    logits = model(torch.tensor([window], dtype=torch.long, device=device))[0, -1]  # (V,)
+    model.train(was_training)
+    return F.softmax(logits.float(), dim=-1)
+
+
+def predict_next(
+    model: WordPredictor, tokenizer: Tokenizer, prompt: str, k: int = 5, *, append_eos: bool = False
+) -> list[tuple[str, float]]:
+    """The word predictor: the ``k`` most likely next tokens and their probabilities, most likely first."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise WordformerError(f"k={k!r} must be an integer >= 1")
+    probs = next_token_probabilities(model, encode_prompt(tokenizer, prompt, append_eos=append_eos))
+    top = torch.topk(probs, min(k, probs.numel()))
+    return [(tokenizer.id_to_token(int(i)), float(p)) for p, i in zip(top.values, top.indices)]

@@ -1,0 +1,106 @@
+"""The decoder-only transformer word predictor, assembled from the chapter's pieces.
+
+token ids -> token embedding + positional encoding -> N decoder blocks (masked self-attention and
+feed-forward, each with a residual connection) -> output layer -> one logit per vocabulary token.
+Shape legend: B = batch, T = tokens, C = d_model, V = vocabulary, H = heads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .attention import KVCache
+from .block import DecoderBlock, make_norm
+from .config import ModelConfig
+from .embedding import OutputLayer, TokenEmbedding
+from .positional import build_positional_encoding
+
+
+class WordPredictor(nn.Module):
+    """Predicts, at every position, a distribution over the next token."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = TokenEmbedding(config.vocab_size, config.d_model)
+        self.positional_encoding = build_positional_encoding(config.positional, config.block_size, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.num_layers))
+        # pre-norm blocks leave the residual stream un-normalised, so GPT-2 adds one final norm
+        self.final_norm = make_norm(config) if config.norm == "pre" else nn.Identity()
+        tied = self.token_embedding if config.tie_weights else None
+        self.output_layer = OutputLayer(config.d_model, config.vocab_size, tied_to=tied)
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * layers)
+        for block in self.blocks:
+            for proj in (block.attention.out, block.feed_forward.down):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * config.num_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (TokenEmbedding, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def num_parameters(self, *, non_embedding: bool = False) -> int:
+        """Parameter count; shared (tied) tensors count once."""
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            total -= self.token_embedding.weight.numel()
+            if not self.config.tie_weights:
+                total -= self.output_layer.weight.numel()
+        return total
+
+    def embed(self, idx: Tensor, positions: Optional[Tensor] = None) -> Tensor:
+        """Token embedding plus positional encoding: (B, T) -> (B, T, C)."""
+        if positions is None:
+            positions = torch.arange(idx.size(1), device=idx.device)  # (T,)
+        return self.token_embedding(idx) + self.positional_encoding(positions)
+
+    def forward(
+        self,
+        idx: Tensor,
+        *,
+        cache: Optional[KVCache] = None,
+        positions: Optional[Tensor] = None,
+        key_padding_mask: Optional[Tensor] = None,
+        return_attention: bool = False,
+        fused: bool = True,
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Logits (B, T, V) for token ids ``idx`` (B, T).
+
+        Args:
+            cache: KV cache for incremental decoding; ``idx`` then holds only the new tokens.
+            positions: position of each token (T,) or (B, T); default 0.. or continuing the cache.
+            key_padding_mask: (B, S) bool over all tokens seen (cache + new), False at padding.
+            return_attention: also return each layer's attention weights (B, H, T, S).
+            fused: use the fused attention kernel (the explicit path is used when weights are returned).
+        """
+        t = idx.size(1)
+        past = cache.length if cache is not None else 0
+        if positions is None:
+            if past + t > self.config.block_size:
+                raise ValueError(f"sequence of {past + t} tokens exceeds block_size={self.config.block_size}")
+            positions = torch.arange(past, past + t, device=idx.device)
+        x = self.dropout(self.embed(idx, positions))  # (B, T, C)
+        attentions: list[Tensor] = []
+        for i, block in enumerate(self.blocks):
+            layer_cache = cache.layers[i] if cache is not None else None
+            x, attention = block(
+                x, cache=layer_cache, key_padding_mask=key_padding_mask, return_attention=return_attention, fused=fused
+            )
+            if attention is not None:
+                attentions.append(attention)
+        logits = self.output_layer(self.final_norm(x))  # (B, T, V)
+        return (logits, attentions) if return_attention else logits
+
+    def new_cache(self, batch: int, *, max_len: Optional[int] = None) -> KVCache:
+        p = self.token_embedding.weight
+        return KVCache(self.config, batch, dtype=p.dtype, device=p.device, max_len=max_len)

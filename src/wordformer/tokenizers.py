@@ -1,0 +1,452 @@
+"""Tokenizers: text to token ids and back, at three granularities.
+
+* :class:`WordTokenizer` - the chapter's word predictor: one id per word or punctuation mark.
+* :class:`CharTokenizer` - one id per character; tiny vocabulary, long sequences.
+* :class:`BPETokenizer` - byte-level BPE (HuggingFace ``tokenizers``); exact round trip for any text.
+
+All three share the special tokens ``<pad>`` (id 0) and ``<eos>`` (id 1), and all recognise the literal
+text ``<eos>`` in their input as the end-of-sequence token, so the chapter's toy strings such as
+``"what is statquest <eos> awesome <eos>"`` encode with real ``<eos>`` ids. Every tokenizer serialises to
+a JSON-ready dict (:meth:`Tokenizer.to_dict`) that :func:`tokenizer_from_dict` turns back into an equal
+tokenizer, so checkpoints carry their vocabulary with them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections import Counter
+from typing import Any, ClassVar, Iterable, Optional, Sequence
+
+import numpy as np
+
+from .errors import WordformerError
+
+logger = logging.getLogger(__name__)
+
+EOS = "<eos>"
+PAD = "<pad>"
+UNK = "<unk>"
+
+
+class Tokenizer(ABC):
+    """The interface the model, the data pipeline and the plots rely on."""
+
+    kind: ClassVar[str] = ""
+    EOS: ClassVar[str] = EOS
+    PAD: ClassVar[str] = PAD
+    UNK: ClassVar[str] = UNK
+
+    @property
+    def pad_id(self) -> int:
+        """Id used to pad batches of unequal length (always 0)."""
+        return self._special_id(PAD)
+
+    @property
+    def eos_id(self) -> int:
+        """Id that ends a line, a document, a prompt or an answer."""
+        return self._special_id(EOS)
+
+    @property
+    def unk_id(self) -> Optional[int]:
+        """Id standing for unknown input, or None where every input is representable (BPE)."""
+        return self.token_to_id(UNK)
+
+    def _special_id(self, token: str) -> int:
+        i = self.token_to_id(token)
+        if i is None:  # pragma: no cover - every tokenizer defines <pad> and <eos>
+            raise WordformerError(f"the {self.kind} tokenizer has no {token} token; retrain it")
+        return i
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of distinct ids, specials included (the model's embedding rows)."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; the literal ``<eos>`` becomes :attr:`eos_id`."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        """Text of ``ids``; ``skip_special`` leaves out ``<pad>`` and ``<eos>`` (``<unk>`` stays)."""
+
+    @abstractmethod
+    def id_to_token(self, i: int) -> str:
+        """The vocabulary entry of id ``i``."""
+
+    @abstractmethod
+    def token_to_id(self, tok: str) -> Optional[int]:
+        """The id of vocabulary entry ``tok``, or None when it is not in the vocabulary."""
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict, with ``"kind"``, from which :func:`tokenizer_from_dict` rebuilds this."""
+
+    @classmethod
+    @abstractmethod
+    def train(cls, texts: Iterable[str], **opts: Any) -> "Tokenizer":
+        """Learn a vocabulary from ``texts``."""
+
+    def tokens(self, text: str) -> list[str]:
+        """Readable token strings of ``text``, one per id (labels for attention plots)."""
+        return [self.id_to_token(i) for i in self.encode(text)]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Encode many texts; subclasses override where batching is faster."""
+        return [self.encode(t) for t in texts]
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """:meth:`encode` as an int64 array of shape (n,); the data pipeline's path for large corpora."""
+        return np.asarray(self.encode(text), dtype=np.int64)
+
+    def encode_arrays(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """:meth:`encode_array` for many texts; BPE batches them in Rust."""
+        return [np.asarray(ids, dtype=np.int64) for ids in self.encode_batch(texts)]
+
+    def _check_id(self, i: int) -> int:
+        if not 0 <= int(i) < self.vocab_size:
+            raise WordformerError(f"token id {i} is outside the vocabulary 0..{self.vocab_size - 1}; check the model and tokenizer match")
+        return int(i)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size})"
+
+
+# --------------------------------------------------------------------------------------------------- words
+
+# A word is a run of word characters (\w: unicode letters, digits and "_", so identifiers such as
+# ``__init__`` stay whole) with apostrophes allowed *inside* it ("don't", "l'homme"). Every other
+# non-space character is its own token. The literal "<eos>" is matched first so it is never split.
+WORD_PATTERN = re.compile(r"<eos>|\w+(?:['\u2019]\w+)*|[^\w\s]")
+NO_SPACE_BEFORE = frozenset(",.;:!?)]}%")
+NO_SPACE_AFTER = frozenset("([{")
+
+
+def join_words(tokens: Sequence[str]) -> str:
+    """Join word tokens with single spaces, except none before ``, . ; : ! ? ) ] } %`` and after ``( [ {``."""
+    parts: list[str] = []
+    prev = ""
+    for tok in tokens:
+        if parts and tok not in NO_SPACE_BEFORE and prev not in NO_SPACE_AFTER:
+            parts.append(" ")
+        parts.append(tok)
+        prev = tok
+    return "".join(parts)
+
+
+class WordTokenizer(Tokenizer):
+    """One id per word or punctuation mark, as in the chapter's word predictor.
+
+    Normalisation: text is split by :data:`WORD_PATTERN`, lowercased when ``lowercase`` is set, and
+    :meth:`decode` rejoins the tokens with :func:`join_words`. So ``decode(encode(t)) == normalize(t)``
+    whenever every word of ``t`` is in the vocabulary; line breaks and runs of spaces become single spaces.
+    Vocabulary: ``<pad>``=0, ``<eos>``=1, ``<unk>``=2, then words by frequency (descending), ties alphabetical.
+    """
+
+    kind = "word"
+
+    def __init__(self, vocab: Sequence[str], *, lowercase: bool = True) -> None:
+        if list(vocab[:3]) != [PAD, EOS, UNK]:
+            raise WordformerError("word vocabulary must start with <pad>, <eos>, <unk>; retrain the tokenizer")
+        self.lowercase = bool(lowercase)
+        self._vocab = list(vocab)
+        self._index = {tok: i for i, tok in enumerate(self._vocab)}
+        if len(self._index) != len(self._vocab):
+            raise WordformerError("word vocabulary has duplicate entries; retrain the tokenizer")
+
+    def split(self, text: str) -> list[str]:
+        """The normalised word and punctuation tokens of ``text`` (before vocabulary look-up)."""
+        words = WORD_PATTERN.findall(text)
+        return [w.lower() for w in words] if self.lowercase else words
+
+    def normalize(self, text: str) -> str:
+        """What ``decode(encode(text))`` returns when no word is out of vocabulary."""
+        return join_words(self.split(text))
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        *,
+        lowercase: bool = True,
+        min_freq: int = 1,
+        max_vocab: Optional[int] = None,
+    ) -> "WordTokenizer":
+        """Keep words seen at least ``min_freq`` times, at most ``max_vocab`` of them (specials not counted)."""
+        probe = cls([PAD, EOS, UNK], lowercase=lowercase)
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(probe.split(text))
+        counts.pop(EOS, None)
+        if not counts:
+            raise WordformerError("no words to build the word tokenizer from; give a corpus with some text")
+        words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
+        if not words:
+            raise WordformerError(f"no word occurs at least min_freq={min_freq} times; lower --min-freq")
+        if max_vocab is not None:
+            words = words[:max_vocab]
+        logger.info("word tokenizer: %d words kept of %d distinct", len(words), len(counts))
+        return cls([PAD, EOS, UNK, *words], lowercase=lowercase)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._vocab)
+
+    def encode(self, text: str) -> list[int]:
+        unk = self._index[UNK]
+        get = self._index.get
+        return [get(w, unk) for w in self.split(text)]
+
+    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        skip = {self.pad_id, self.eos_id} if skip_special else set()
+        return join_words([self._vocab[self._check_id(i)] for i in ids if int(i) not in skip])
+
+    def id_to_token(self, i: int) -> str:
+        return self._vocab[self._check_id(i)]
+
+    def token_to_id(self, tok: str) -> Optional[int]:
+        return self._index.get(tok)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "lowercase": self.lowercase, "vocab": list(self._vocab)}
+
+
+# --------------------------------------------------------------------------------------------------- chars
+
+
+class CharTokenizer(Tokenizer):
+    """One id per character: ``<pad>``=0, ``<eos>``=1, ``<unk>``=2, then the training characters sorted.
+
+    Round trip is exact for text made of known characters; unknown characters become ``<unk>``.
+    """
+
+    kind = "char"
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        chars = list(chars)
+        if any(len(c) != 1 for c in chars) or chars != sorted(set(chars)):
+            raise WordformerError("char vocabulary must be sorted distinct single characters; retrain the tokenizer")
+        self._vocab = [PAD, EOS, UNK, *chars]
+        self._index = {tok: i for i, tok in enumerate(self._vocab)}
+        self._codes = np.array([ord(c) for c in chars], dtype=np.uint32)  # sorted code points
+
+    @classmethod
+    def train(cls, texts: Iterable[str], **opts: Any) -> "CharTokenizer":
+        """Every distinct character of ``texts`` (a literal ``<eos>`` does not count)."""
+        chars: set[str] = set()
+        for text in texts:
+            for part in text.split(EOS):
+                chars.update(part)
+        if not chars:
+            raise WordformerError("no characters to build the char tokenizer from; give a corpus with some text")
+        return cls(sorted(chars))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._vocab)
+
+    def _encode_part(self, part: str) -> np.ndarray:
+        """Vectorised look-up, so a 50 MB line costs a few numpy passes, not a Python loop."""
+        codes = np.frombuffer(part.encode("utf-32-le"), dtype=np.uint32)  # (n,)
+        if len(self._codes) == 0:
+            return np.full(len(codes), self._index[UNK], dtype=np.int64)
+        pos = np.searchsorted(self._codes, codes)  # (n,)
+        found = self._codes[np.minimum(pos, len(self._codes) - 1)] == codes
+        return np.where(found, pos + 3, self._index[UNK]).astype(np.int64)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Like :meth:`encode` but returns an int64 array (fast path for large corpora)."""
+        pieces: list[np.ndarray] = []
+        eos = np.array([self.eos_id], dtype=np.int64)
+        for k, part in enumerate(text.split(EOS)):
+            if k:
+                pieces.append(eos)
+            pieces.append(self._encode_part(part))
+        return np.concatenate(pieces)
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_array(text).tolist()
+
+    def encode_arrays(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [self.encode_array(t) for t in texts]
+
+    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        skip = {self.pad_id, self.eos_id} if skip_special else set()
+        return "".join(self._vocab[self._check_id(i)] for i in ids if int(i) not in skip)
+
+    def tokens(self, text: str) -> list[str]:
+        return [self._vocab[i] for i in self.encode(text)]
+
+    def id_to_token(self, i: int) -> str:
+        return self._vocab[self._check_id(i)]
+
+    def token_to_id(self, tok: str) -> Optional[int]:
+        return self._index.get(tok)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "chars": "".join(self._vocab[3:])}
+
+
+# --------------------------------------------------------------------------------------------------- BPE
+
+MIN_BPE_VOCAB = 256 + 2  # every byte plus <pad> and <eos>
+BPE_CHUNK_CHARS = 16_384  # the Rust encoder slows down on very long inputs; feed it pieces this size
+_SAFE_CUT = re.compile(r"(?<=\S) (?=\S)")  # a lone space between non-spaces starts a new pre-token
+
+
+def split_for_bpe(text: str, size: int = BPE_CHUNK_CHARS) -> list[str]:
+    """Cut long text just before lone spaces, where no byte-level pre-token spans the cut: ids stay identical."""
+    pieces, pos = [], 0
+    while len(text) - pos > size:
+        cut = _SAFE_CUT.search(text, pos + size)
+        if cut is None:
+            break
+        pieces.append(text[pos:cut.start()])
+        pos = cut.start()
+    pieces.append(text[pos:])
+    return pieces
+
+
+class BPETokenizer(Tokenizer):
+    """Byte-level BPE trained locally with HuggingFace ``tokenizers``: exact round trip, no ``<unk>``.
+
+    ``<pad>``=0 and ``<eos>``=1 are special tokens; the library matches their literal text in the input.
+    :meth:`id_to_token` gives raw byte-level entries (``"Ġthe"``); :meth:`tokens` gives readable text.
+    """
+
+    kind = "bpe"
+
+    def __init__(self, tok: Any) -> None:
+        self._tok = tok
+        if tok.token_to_id(PAD) != 0 or tok.token_to_id(EOS) != 1:
+            raise WordformerError("BPE tokenizer must have <pad>=0 and <eos>=1; retrain it")
+
+    @classmethod
+    def train(cls, texts: Iterable[str], *, vocab_size: int = 2000, **opts: Any) -> "BPETokenizer":
+        """Learn merges until ``vocab_size`` entries (deterministic for the same texts)."""
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        if vocab_size < MIN_BPE_VOCAB:
+            raise WordformerError(f"bpe_vocab_size={vocab_size} is below {MIN_BPE_VOCAB} (256 bytes + <pad> + <eos>); raise it")
+        tok = HFTokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[PAD, EOS],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        seen = [0]
+
+        def counted() -> Iterable[str]:
+            for text in texts:
+                seen[0] += len(text)
+                yield from split_for_bpe(text)
+
+        tok.train_from_iterator(counted(), trainer)
+        if not seen[0]:
+            raise WordformerError("no text to build the BPE tokenizer from; give a corpus with some text")
+        return cls(tok)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size())
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_arrays([text])[0].tolist()
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [ids.tolist() for ids in self.encode_arrays(texts)]
+
+    def encode_arrays(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Encode in bounded pieces, a few hundred at a time, so memory stays flat for huge corpora."""
+        pieces: list[str] = []
+        owners: list[int] = []
+        for k, text in enumerate(texts):
+            chunks = split_for_bpe(text)
+            pieces.extend(chunks)
+            owners.extend([k] * len(chunks))
+        fast = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)  # no offsets: faster
+        parts: list[list[np.ndarray]] = [[] for _ in texts]
+        for start in range(0, len(pieces), 256):
+            for k, enc in zip(owners[start:start + 256], fast(pieces[start:start + 256])):
+                parts[k].append(np.asarray(enc.ids, dtype=np.int64))
+        return [np.concatenate(p) for p in parts]
+
+    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        return self._tok.decode([self._check_id(i) for i in ids], skip_special_tokens=skip_special)
+
+    def tokens(self, text: str) -> list[str]:
+        return [self._tok.decode([i], skip_special_tokens=False) for i in self.encode(text)]
+
+    def id_to_token(self, i: int) -> str:
+        return self._tok.id_to_token(self._check_id(i))
+
+    def token_to_id(self, tok: str) -> Optional[int]:
+        return self._tok.token_to_id(tok)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tokenizer_json": self._tok.to_str()}
+
+
+# --------------------------------------------------------------------------------------------------- factory
+
+TOKENIZER_CLASSES: dict[str, type[Tokenizer]] = {"word": WordTokenizer, "char": CharTokenizer, "bpe": BPETokenizer}
+
+
+def build_tokenizer(
+    kind: str,
+    texts: Iterable[str],
+    *,
+    lowercase: bool = True,
+    min_freq: int = 1,
+    max_vocab: Optional[int] = None,
+    bpe_vocab_size: int = 2000,
+) -> Tokenizer:
+    """Train a tokenizer of ``kind`` on ``texts``; options a kind does not use are ignored."""
+    if kind == "word":
+        return WordTokenizer.train(texts, lowercase=lowercase, min_freq=min_freq, max_vocab=max_vocab)
+    if kind == "char":
+        return CharTokenizer.train(texts)
+    if kind == "bpe":
+        return BPETokenizer.train(texts, vocab_size=bpe_vocab_size)
+    raise WordformerError(f"tokenizer={kind!r} is unknown; choose one of: {', '.join(TOKENIZER_CLASSES)}")
+
+
+def tokenizer_from_dict(d: Any) -> Tokenizer:
+    """Rebuild a tokenizer saved by :meth:`Tokenizer.to_dict`."""
+    if not isinstance(d, dict) or not isinstance(d.get("kind"), str) or d["kind"] not in TOKENIZER_CLASSES:
+        kind = d.get("kind") if isinstance(d, dict) else type(d).__name__
+        raise WordformerError(f"saved tokenizer has kind {kind!r}, not one of {', '.join(TOKENIZER_CLASSES)}; re-save it")
+    kind = d["kind"]
+    try:
+        if kind == "word":
+            if not isinstance(d["vocab"], list) or not all(isinstance(t, str) for t in d["vocab"]):
+                raise TypeError("vocab must be a list of strings")
+            return WordTokenizer(d["vocab"], lowercase=bool(d.get("lowercase", True)))
+        if kind == "char":
+            if not isinstance(d["chars"], str):
+                raise TypeError("chars must be a string")
+            return CharTokenizer(list(d["chars"]))
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return BPETokenizer(HFTokenizer.from_str(d["tokenizer_json"]))
+    except WordformerError:
+        raise
+    except Exception as exc:  # KeyError, TypeError, the Rust library's parse errors
+        reason = (str(exc).splitlines() or [""])[0]
+        raise WordformerError(f"saved {kind} tokenizer is malformed ({type(exc).__name__}: {reason}); re-save it") from None
+
+
+def tokenizer_from_json(text: str) -> Tokenizer:
+    """Rebuild a tokenizer from the JSON text of :meth:`Tokenizer.to_dict`."""
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WordformerError(f"saved tokenizer is not valid JSON ({exc}); re-save it") from None
+    return tokenizer_from_dict(d)

@@ -1,0 +1,255 @@
+"""Training: the LightningModule (next-token cross entropy) and the ``train`` function around the Trainer.
+
+The chapter's training signal: at every position the known next token gives the error. The loss is
+the cross entropy between the output layer's logits and that token.
+Shape legend: B = batch, T = tokens, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torchmetrics.classification import MulticlassAccuracy
+
+from .checkpoint import KEY, AtomicCheckpointIO, parse_entry, read_checkpoint, wordformer_entry
+from .config import DataConfig, ModelConfig, TrainConfig
+from .data import WordDataModule, prepare_corpus
+from .errors import WordformerError
+from .model import WordPredictor
+from .schedule import learning_rate
+from .tokenizers import Tokenizer
+
+log = logging.getLogger(__name__)
+IGNORE_INDEX = -100  # targets at padding positions (prompt/answer pairs) carry no error
+
+
+class NonFiniteLossError(WordformerError):
+    """The loss became NaN or infinite; training stopped before saving the broken weights."""
+
+
+class WordPredictorModule(L.LightningModule):
+    """Trains a :class:`WordPredictor` with AdamW and a warm-up + cosine learning-rate schedule."""
+
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig, *,
+                 data_config: Optional[DataConfig] = None, tokenizer: Optional[Tokenizer] = None):
+        super().__init__()
+        self.model_config = model_config
+        self.train_config = train_config
+        self.data_config = data_config or DataConfig()
+        self.tokenizer = tokenizer
+        self.model = WordPredictor(model_config)
+        self._forward = torch.compile(self.model) if train_config.compile else self.model
+        self.val_accuracy = MulticlassAccuracy(num_classes=model_config.vocab_size, average="micro",
+                                               ignore_index=IGNORE_INDEX)
+        self._nonfinite = torch.zeros((), dtype=torch.bool)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)
+
+    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch  # (B, T), (B, T)
+        logits = self._forward(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=IGNORE_INDEX)
+        return loss, logits, y
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._loss(batch)
+        # no host-device sync on the hot path: the finite check is read only at logging intervals
+        self._nonfinite = self._nonfinite.to(loss.device) | ~torch.isfinite(loss.detach())
+        if batch_idx % self.train_config.log_every == 0:
+            if bool(self._nonfinite):
+                raise NonFiniteLossError(
+                    f"the training loss became NaN or infinite at or before step {self.global_step}; "
+                    "lower --lr, raise --warmup-steps or set --grad-clip; the last good checkpoint is kept"
+                )
+            self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, logits, y = self._loss(batch)
+        self.val_accuracy.update(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.val_accuracy.reset()
+            return
+        val_loss = self.trainer.callback_metrics.get("val_loss")
+        if val_loss is not None and not math.isfinite(float(val_loss)):
+            raise NonFiniteLossError(
+                f"the validation loss is {float(val_loss)} at step {self.global_step}; "
+                "lower --lr or raise --warmup-steps; the last good checkpoint is kept"
+            )
+        self.log("val_acc", self.val_accuracy.compute(), prog_bar=True)
+        self.val_accuracy.reset()
+        if val_loss is not None:
+            self.log("val_ppl", torch.exp(torch.as_tensor(float(val_loss))))
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.train_config
+        # weight decay on weight matrices only (and embeddings); biases and norms are left alone
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+
+        def factor(step: int) -> float:
+            return learning_rate(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
+                                 max_steps=cfg.max_steps) / cfg.lr
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is None:
+            return
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+        checkpoint[KEY] = wordformer_entry(self.model_config, self.data_config, self.train_config, self.tokenizer,
+                                           step=int(self.global_step), metrics=metrics)
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states") or {}
+        if "torch" in states:
+            torch.set_rng_state(states["torch"])
+
+
+class ValidateOnLastStep(L.Callback):
+    """Stop (and so validate and checkpoint) on the final step, even between evaluation intervals."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    val_loss: float  # best validation loss seen
+    metrics: dict[str, float]  # final validation metrics: val_loss, val_ppl, val_acc
+    steps: int
+    seconds: float
+    num_parameters: int
+
+
+def resolve_precision(precision: str) -> str:
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber an earlier run, and an output folder that cannot be written."""
+    existing = [p for p in (out_dir / "best.ckpt", out_dir / "last.ckpt") if p.exists()]
+    if existing and not resume and not overwrite:
+        raise WordformerError(
+            f"{out_dir} already holds a run ({existing[0].name}); continue it with --resume {out_dir}, "
+            "or choose another --out (or --overwrite to replace it)"
+        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise WordformerError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}; choose another --out") from None
+
+
+def config_from_checkpoint(path: Path) -> tuple[ModelConfig, DataConfig, TrainConfig]:
+    model_config, data_config, train_config, _, _ = parse_entry(read_checkpoint(path), path)
+    return model_config, data_config, train_config
+
+
+def train(
+    model: ModelConfig,
+    data: DataConfig,
+    train: TrainConfig,
+    out_dir: str | Path,
+    *,
+    callbacks: Sequence[L.Callback] = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    logger: bool = True,
+) -> TrainResult:
+    """Train a word predictor and write ``out_dir/best.ckpt``, ``out_dir/last.ckpt`` and logs.
+
+    With ``resume`` the run continues from ``out_dir/last.ckpt``: step, optimiser, schedule, RNG state
+    and data position (batches are a pure function of seed and batch number).
+    """
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, resume=resume, overwrite=overwrite)
+    last = out_dir / "last.ckpt"
+    if resume and not last.exists():
+        raise WordformerError(f"nothing to resume in {out_dir}: there is no last.ckpt")
+    started = time.perf_counter()
+    L.seed_everything(train.seed, verbose=False)
+    corpus = prepare_corpus(data, model.block_size)
+    model = replace(model, vocab_size=corpus.tokenizer.vocab_size)
+    module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer)
+    datamodule = WordDataModule(corpus, model.block_size, train.batch_size, seed=train.seed,
+                                eval_batches=train.eval_batches, grad_accum=train.grad_accum)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+
+    best_cb = ModelCheckpoint(dirpath=out_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
+                              save_last=True, enable_version_counter=False, auto_insert_metric_name=False)
+    loggers: Any = False
+    all_callbacks: list[L.Callback] = [ValidateOnLastStep(), best_cb, *callbacks]
+    if logger:
+        loggers = [CSVLogger(out_dir, name="logs", version="csv"), TensorBoardLogger(out_dir, name="logs", version="tensorboard")]
+        all_callbacks.append(LearningRateMonitor(logging_interval="step"))
+    eval_interval = min(train.eval_interval, train.max_steps)
+    trainer = L.Trainer(
+        max_steps=train.max_steps,
+        max_time={"seconds": train.max_time} if train.max_time else None,
+        accelerator=train.accelerator,
+        devices=train.devices if train.devices == "auto" else int(train.devices),
+        precision=resolve_precision(train.precision),
+        gradient_clip_val=train.grad_clip or None,
+        accumulate_grad_batches=train.grad_accum,
+        val_check_interval=eval_interval * train.grad_accum,
+        check_val_every_n_epoch=None,
+        limit_val_batches=train.eval_batches,
+        num_sanity_val_steps=0,
+        log_every_n_steps=train.log_every,
+        deterministic=train.deterministic,
+        logger=loggers,
+        callbacks=all_callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=train.progress,
+        enable_model_summary=False,
+        default_root_dir=out_dir,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+    best = float(best_cb.best_model_score) if best_cb.best_model_score is not None else metrics.get("val_loss", math.nan)
+    return TrainResult(
+        out_dir=out_dir,
+        best_checkpoint=out_dir / "best.ckpt",
+        last_checkpoint=last,
+        val_loss=best,
+        metrics=metrics,
+        steps=int(trainer.global_step),
+        seconds=time.perf_counter() - started,
+        num_parameters=module.model.num_parameters(),
+    )

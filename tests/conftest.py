@@ -1,0 +1,62 @@
+"""Shared fixtures: small corpora, an isolated cache, one tiny trained checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+
+TOY_PAIRS = "what is statquest\tawesome\nstatquest is what\tawesome\n"
+
+SMALL_TEXT = "\n".join(
+    [
+        "the cat sat on the mat .",
+        "the dog sat on the log .",
+        "a cat and a dog ran to the park .",
+        "the bird sang in the tree , and the cat watched .",
+        "what is the cat doing ? the cat is sleeping .",
+    ]
+    * 12
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own corpus cache, so no test sees another's cached tokenization."""
+    monkeypatch.setenv("WORDFORMER_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def small_text(tmp_path) -> Path:
+    path = tmp_path / "small.txt"
+    path.write_text(SMALL_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def toy_pairs(tmp_path) -> Path:
+    path = tmp_path / "toy.tsv"
+    path.write_text(TOY_PAIRS, encoding="utf-8")
+    return path
+
+
+TINY_TRAIN = [
+    "--d-model", "16", "--num-heads", "2", "--num-layers", "1", "--block-size", "8", "--batch-size", "4",
+    "--max-steps", "12", "--eval-interval", "6", "--eval-batches", "2", "--warmup-steps", "2", "--no-progress",
+]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One tiny word-level run shared by the tests that only read a checkpoint."""
+    from wordformer.cli import main
+
+    root = tmp_path_factory.mktemp("run")
+    data = root / "small.txt"
+    data.write_text(SMALL_TEXT, encoding="utf-8")
+    out = root / "out"
+    code = main(["train", "--data", str(data), "--out", str(out), "--cache-dir", str(root / "cache"), *TINY_TRAIN])
+    assert code == 0
+    return out

@@ -1,0 +1,184 @@
+"""The command line: train/generate/predict/evaluate, YAML configs, and bad input (one line, exit 2)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TINY_TRAIN
+from wordformer.cli import build_parser, main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *words):
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("wordformer: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_every_config_field_is_an_option_with_its_default_in_help():
+    from dataclasses import fields
+
+    from wordformer.config import SECTIONS
+
+    sub = build_parser()._subparsers._group_actions[0].choices["train"]
+    text = sub.format_help()
+    for cls in SECTIONS.values():
+        for f in fields(cls):
+            if f.name == "vocab_size":
+                continue
+            assert "--" + f.name.replace("_", "-") in text, f.name
+    assert "(default: 128)" in text  # d_model
+
+
+def test_generate_predict_and_evaluate_read_a_trained_checkpoint(trained_run, capsys):
+    ckpt = str(trained_run / "best.ckpt")
+    code, out, _ = run_cli(capsys, "generate", "--checkpoint", ckpt, "--prompt", "the cat", "--max-new-tokens", "5",
+                           "--seed", "1")
+    assert code == 0 and out.startswith("the cat")
+    code, out, _ = run_cli(capsys, "predict", "--checkpoint", ckpt, "--prompt", "the cat", "--k", "3", "--json")
+    preds = json.loads(out)
+    assert code == 0 and len(preds) == 3 and preds[0]["probability"] >= preds[1]["probability"]
+    code, out, _ = run_cli(capsys, "evaluate", "--checkpoint", ckpt, "--json")
+    metrics = json.loads(out)
+    assert code == 0 and {"loss", "perplexity", "accuracy"} <= set(metrics)
+
+
+def test_evaluate_on_held_out_text(trained_run, capsys, tmp_path):
+    held_out = tmp_path / "held.txt"
+    held_out.write_text("the cat sat on the log . the dog sat on the mat .\n" * 3)
+    code, out, _ = run_cli(capsys, "evaluate", "--checkpoint", str(trained_run / "best.ckpt"), "--data",
+                           str(held_out), "--json")
+    assert code == 0 and json.loads(out)["tokens"] > 0
+
+
+def test_generation_with_a_seed_is_reproducible(trained_run, capsys):
+    args = ["generate", "--checkpoint", str(trained_run / "best.ckpt"), "--prompt", "the", "--seed", "4",
+            "--max-new-tokens", "8"]
+    assert run_cli(capsys, *args)[1] == run_cli(capsys, *args)[1]
+
+
+def test_yaml_config_sets_options_and_command_line_overrides_it(small_text, tmp_path, capsys):
+    config = tmp_path / "cfg.yaml"
+    config.write_text("model:\n  d_model: 12\n  num_heads: 3\ntrain:\n  lr: 3e-3\n  max_steps: 4\n")
+    out = tmp_path / "run"
+    code, _, _ = run_cli(capsys, "train", "--config", str(config), "--data", str(small_text), "--out", str(out),
+                         "--block-size", "8", "--max-steps", "6", "--eval-interval", "3", "--no-progress")
+    assert code == 0
+    from wordformer import load_checkpoint
+
+    loaded = load_checkpoint(out / "last.ckpt")
+    assert loaded.model_config.d_model == 12 and loaded.model_config.num_heads == 3
+    assert loaded.train_config.lr == pytest.approx(3e-3)  # "3e-3" is a string to YAML 1.1
+    assert loaded.train_config.max_steps == 6  # the command line wins
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("model:\n  d_modle: 8\n", ["unknown option", "d_modle"]),
+        ("train:\n  max_steps: many\n", ["max_steps", "int"]),
+        ("model: [1, 2\n", ["not valid YAML"]),
+        ("- 1\n- 2\n", ["mapping"]),
+        ("model:\n  d_model: 0\n", ["d_model"]),
+    ],
+)
+def test_bad_config_files_get_one_line(tmp_path, capsys, content, words):
+    config = tmp_path / "bad.yaml"
+    config.write_text(content)
+    code, _, err = run_cli(capsys, "train", "--config", str(config), "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, *words)
+    assert not (tmp_path / "o" / "best.ckpt").exists()
+
+
+def test_bad_data_inputs_get_one_line_and_exit_2(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("   \n\t\n")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9 au lait ".encode("latin-1") * 50)
+    short = tmp_path / "short.txt"
+    short.write_text("just a few words here")
+    cases = [
+        (str(tmp_path / "missing.txt"), ["does not exist"]),
+        (str(empty), ["empty"]),
+        (str(blank), ["empty"]),
+        (str(latin), ["not UTF-8"]),
+        (str(short), ["block"]),
+    ]
+    for path, words in cases:
+        out = tmp_path / "out"
+        code, _, err = run_cli(capsys, "train", "--data", path, "--out", str(out), *TINY_TRAIN)
+        assert_one_line_error(code, err, *words)
+        assert not (out / "best.ckpt").exists()
+
+
+def test_heads_not_dividing_d_model_names_both(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--d-model", "10", "--num-heads", "4", "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "num_heads=4", "d_model=10")
+
+
+def test_checkpoint_problems_get_one_line(tmp_path, capsys, trained_run):
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((trained_run / "best.ckpt").read_bytes()[:2000])
+    text_file = tmp_path / "notes.ckpt"
+    text_file.write_text("not a checkpoint")
+    cases = [
+        (str(tmp_path / "missing.ckpt"), "does not exist"),
+        (str(truncated), "not a readable checkpoint"),
+        (str(text_file), "not a readable checkpoint"),
+        (str(tmp_path), "folder"),
+    ]
+    for path, words in cases:
+        code, _, err = run_cli(capsys, "generate", "--checkpoint", path, "--prompt", "the")
+        assert_one_line_error(code, err, words)
+
+
+def test_unreadable_checkpoint_gets_one_line(tmp_path, capsys, trained_run):
+    import os
+
+    locked = tmp_path / "locked.ckpt"
+    locked.write_bytes((trained_run / "best.ckpt").read_bytes())
+    locked.chmod(0)
+    if os.access(locked, os.R_OK):  # root reads anything: make it unreadable another way
+        locked.unlink()
+        locked.mkdir()
+    code, _, err = run_cli(capsys, "predict", "--checkpoint", str(locked), "--prompt", "the")
+    assert code == 2 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "prompt, words",
+    [("", ["empty"]), ("   ", ["empty"]), ("zebra giraffe okapi", ["unknown"])],
+)
+def test_bad_prompts_get_one_line(trained_run, capsys, prompt, words):
+    for command in ("generate", "predict"):
+        code, _, err = run_cli(capsys, command, "--checkpoint", str(trained_run / "best.ckpt"), "--prompt", prompt)
+        assert_one_line_error(code, err, *words)
+
+
+@pytest.mark.parametrize(
+    "option, value, word",
+    [("--top-p", "0", "top_p"), ("--top-p", "1.5", "top_p"), ("--top-k", "0", "top_k"), ("--max-new-tokens", "-1", "max_new_tokens")],
+)
+def test_bad_generation_options_get_one_line(trained_run, capsys, option, value, word):
+    code, _, err = run_cli(capsys, "generate", "--checkpoint", str(trained_run / "best.ckpt"), "--prompt", "the",
+                           option, value)
+    assert_one_line_error(code, err, word)
+
+
+def test_console_script_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "wordformer.cli", "generate", "--checkpoint",
+                           str(tmp_path / "x.ckpt"), "--prompt", "hi"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("wordformer: error:") and "Traceback" not in proc.stderr
