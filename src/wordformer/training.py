@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -135,6 +135,23 @@ class ValidateOnLastStep(L.Callback):
             trainer.should_stop = True
 
 
+class StepProgressBar(TQDMProgressBar):
+    """Progress in batches out of ``max_steps`` (the training loader is endless), without Lightning's v_num."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return self.trainer.max_steps * self.trainer.accumulate_grad_batches
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description("training")
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -212,6 +229,8 @@ def train(
                               save_last=True, enable_version_counter=False, auto_insert_metric_name=False)
     loggers: Any = False
     all_callbacks: list[L.Callback] = [ValidateOnLastStep(), best_cb, *callbacks]
+    if train.progress:
+        all_callbacks.append(StepProgressBar())
     if logger:
         loggers = [CSVLogger(out_dir, name="logs", version="csv"), TensorBoardLogger(out_dir, name="logs", version="tensorboard")]
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
