@@ -33,7 +33,10 @@ class FeedForward(nn.Module):
         super().__init__()
         hidden = config.ff_mult * config.d_model
         self.up = nn.Linear(config.d_model, hidden, bias=config.bias)
-        self.act = nn.GELU() if config.activation == "gelu" else nn.ReLU()
+        if config.activation == "relu":
+            self.act: nn.Module = nn.ReLU()
+        else:  # GPT-2 uses the tanh approximation of GELU ("gelu_new" in HuggingFace)
+            self.act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
         self.down = nn.Linear(hidden, config.d_model, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from .errors import WordformerError
 
-ACTIVATIONS = ("relu", "gelu")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 NORMS = ("pre", "post", "none")
 POSITIONALS = ("sinusoidal", "learned")
 TOKENIZERS = ("word", "char", "bpe")
@@ -59,7 +59,7 @@ class ModelConfig:
     # choices the chapter and its sources differ on
     positional: str = "sinusoidal"  # "sinusoidal" (Vaswani / uvadlc) or "learned" (GPT-2)
     norm: str = "pre"  # "pre" (GPT-2), "post" (uvadlc, the original transformer) or "none" (the chapter's toy)
-    activation: str = "gelu"  # "gelu" (GPT-2) or "relu" (uvadlc)
+    activation: str = "gelu"  # "gelu" (exact), "gelu_tanh" (GPT-2's tanh approximation) or "relu" (uvadlc)
     tie_weights: bool = True  # output layer = token embedding run backwards (the chapter's note)
     bias: bool = True  # biases in linear layers and layer norms
     dropout: float = 0.0  # dropout after embedding, attention and feed-forward; in [0, 1)

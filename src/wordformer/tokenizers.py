@@ -42,12 +42,12 @@ class Tokenizer(ABC):
     @property
     def pad_id(self) -> int:
         """Id used to pad batches of unequal length (always 0)."""
-        return self._special_id(PAD)
+        return self._special_id(self.PAD)
 
     @property
     def eos_id(self) -> int:
         """Id that ends a line, a document, a prompt or an answer."""
-        return self._special_id(EOS)
+        return self._special_id(self.EOS)
 
     @property
     def unk_id(self) -> Optional[int]:
@@ -319,10 +319,14 @@ class BPETokenizer(Tokenizer):
 
     kind = "bpe"
 
-    def __init__(self, tok: Any) -> None:
+    def __init__(self, tok: Any, *, eos_token: str = EOS, pad_token: str = PAD) -> None:
         self._tok = tok
-        if tok.token_to_id(PAD) != 0 or tok.token_to_id(EOS) != 1:
-            raise WordformerError("BPE tokenizer must have <pad>=0 and <eos>=1; retrain it")
+        self.EOS, self.PAD = eos_token, pad_token  # GPT-2's tokenizer: "<|endoftext|>" for both
+        if (eos_token, pad_token) == (EOS, PAD):
+            if tok.token_to_id(PAD) != 0 or tok.token_to_id(EOS) != 1:
+                raise WordformerError("BPE tokenizer must have <pad>=0 and <eos>=1; retrain it")
+        elif tok.token_to_id(eos_token) is None or tok.token_to_id(pad_token) is None:
+            raise WordformerError(f"BPE tokenizer lacks {eos_token!r} or {pad_token!r}; re-save it")
 
     @classmethod
     def train(cls, texts: Iterable[str], *, vocab_size: int = 2000, **opts: Any) -> "BPETokenizer":
@@ -391,7 +395,10 @@ class BPETokenizer(Tokenizer):
         return self._tok.token_to_id(tok)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "tokenizer_json": self._tok.to_str()}
+        d = {"kind": self.kind, "tokenizer_json": self._tok.to_str()}
+        if (self.EOS, self.PAD) != (EOS, PAD):
+            d.update(eos_token=self.EOS, pad_token=self.PAD)
+        return d
 
 
 # --------------------------------------------------------------------------------------------------- factory
@@ -435,7 +442,8 @@ def tokenizer_from_dict(d: Any) -> Tokenizer:
             return CharTokenizer(list(d["chars"]))
         from tokenizers import Tokenizer as HFTokenizer
 
-        return BPETokenizer(HFTokenizer.from_str(d["tokenizer_json"]))
+        return BPETokenizer(HFTokenizer.from_str(d["tokenizer_json"]),
+                            eos_token=d.get("eos_token", EOS), pad_token=d.get("pad_token", PAD))
     except WordformerError:
         raise
     except Exception as exc:  # KeyError, TypeError, the Rust library's parse errors
