@@ -55,12 +55,9 @@ HuggingFace's ``Conv1D`` computes ``x @ W + b`` with ``W`` of shape (in, out); `
 nanoGPT's) computes ``x @ W.T + b`` with ``W`` of shape (out, in). Only those four weights per block are
 transposed; the query/key/value split (q, k, v along the output, heads contiguous) is the same.
 
-Activations: HuggingFace GPT-2 uses ``gelu_new`` (the tanh approximation); nanoGPT uses the exact
-``nn.GELU()``, also for weights it imports from GPT-2. Each import here reproduces its source's forward
-pass exactly. While :class:`~wordformer.config.ModelConfig` has no ``activation="gelu_tanh"``, models
-built here get ``activation="gelu"`` in their config and their GELU modules switched to the tanh
-approximation after construction; a model rebuilt from that config alone (e.g. reloaded from a
-wordformer checkpoint) then uses exact GELU, which shifts logits by about 1e-3.
+Activations: HuggingFace GPT-2 uses ``gelu_new`` (the tanh approximation, ``activation="gelu_tanh"``
+here); nanoGPT uses the exact ``nn.GELU()``, also for weights it imports from GPT-2. Each import here
+reproduces its source's forward pass exactly.
 """
 
 from __future__ import annotations
@@ -145,13 +142,6 @@ StateDict = Mapping[str, Tensor]
 # --------------------------------------------------------------------------------------------------- configs
 
 
-def _config_activation(activation: str) -> str:
-    """The closest activation ModelConfig accepts: tanh GELU is patched in after construction if missing."""
-    if activation == "gelu_tanh" and activation not in ACTIVATIONS:
-        return "gelu"
-    return activation
-
-
 def gpt2_config(
     n_layer: int = 12,
     n_head: int = 12,
@@ -165,8 +155,7 @@ def gpt2_config(
 ) -> ModelConfig:
     """A :class:`ModelConfig` with GPT-2's architecture, under GPT-2's own size names.
 
-    ``dropout`` is 0 for inference; GPT-2 trained with 0.1. A model built from this config alone uses
-    exact GELU until ModelConfig accepts ``"gelu_tanh"`` (the models this module builds are patched).
+    ``dropout`` is 0 for inference; GPT-2 trained with 0.1.
     """
     hidden = 4 * n_embd if n_inner is None else n_inner
     if isinstance(n_embd, int) and n_embd > 0 and hidden % n_embd:
@@ -174,7 +163,7 @@ def gpt2_config(
     return ModelConfig(
         vocab_size=vocab_size, block_size=n_positions, d_model=n_embd, num_heads=n_head, num_layers=n_layer,
         ff_mult=hidden // n_embd if isinstance(n_embd, int) and n_embd > 0 else 4,
-        positional="learned", norm="pre", activation=_config_activation("gelu_tanh"), tie_weights=True,
+        positional="learned", norm="pre", activation="gelu_tanh", tie_weights=True,
         bias=True, dropout=dropout, layer_norm_eps=layer_norm_eps,
     )
 
@@ -197,34 +186,13 @@ def _check_gpt2_shaped(config: ModelConfig) -> None:
 
 # --------------------------------------------------------------------------------------------------- activations
 
-_ACTIVATION_MODULES = {
-    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-    "gelu": lambda: nn.GELU(),
-    "relu": lambda: nn.ReLU(),
-}
-
-
-def _set_activation(model: WordPredictor, activation: str) -> None:
-    """Give every feed-forward network ``activation`` whatever the config could express (see module notes)."""
-    for block in model.blocks:
-        block.feed_forward.act = _ACTIVATION_MODULES[activation]()
-
-
 def _activation_of(model: WordPredictor) -> str:
-    """What the feed-forward networks actually compute (the modules, not the config, decide the output)."""
-    act = model.blocks[0].feed_forward.act if len(model.blocks) else None
-    if isinstance(act, nn.GELU):
-        return "gelu_tanh" if act.approximate == "tanh" else "gelu"
-    if isinstance(act, nn.ReLU):
-        return "relu"
-    raise WordformerError(f"activation {type(act).__name__} has no GPT-2 equivalent; use gelu or relu")
+    return model.config.activation
 
 
 def _build(config: ModelConfig, activation: str) -> WordPredictor:
-    config.activation = _config_activation(activation)
-    model = WordPredictor(config)
-    _set_activation(model, activation)
-    return model
+    config.activation = activation
+    return WordPredictor(config)
 
 
 # --------------------------------------------------------------------------------------------------- import
@@ -285,7 +253,7 @@ def _infer_config(canon: Mapping[str, tuple[str, Tensor]], *, conv1d: bool, n_he
     config = gpt2_config(_layer_count(canon, source), n_head, width, positions, vocab, n_inner=hidden)
     config.tie_weights = tied
     config.bias = "h.0.attn.c_attn.bias" in canon or "ln_f.bias" in canon
-    config.activation = _config_activation(activation)
+    config.activation = activation
     return config
 
 
@@ -351,8 +319,8 @@ def from_hf_state_dict(state_dict: StateDict, config: Optional[ModelConfig] = No
     (default: n_embd / 64, as in every released GPT-2). ``activation`` is the HF model's
     ``activation_function`` in wordformer terms ("gelu_tanh" for GPT-2's "gelu_new").
     """
-    if activation not in _ACTIVATION_MODULES:
-        raise WordformerError(f"activation={activation!r} must be one of: {', '.join(_ACTIVATION_MODULES)}")
+    if activation not in ACTIVATIONS:
+        raise WordformerError(f"activation={activation!r} must be one of: {', '.join(ACTIVATIONS)}")
     return _import(state_dict, config, conv1d=True, n_head=n_head, activation=activation, source="GPT-2 state dict")
 
 
