@@ -3,39 +3,64 @@
 The public API follows the chapter "HPT PyTorch Lightning Transformer: Introduction":
 ``scaled_dot_product`` (masked self-attention's core), the model (:class:`WordPredictor`, configured by
 :class:`ModelConfig`), the Lightning module, the tokenizers, and ``generate`` / ``predict_next``.
+
+Names are imported on first use, so ``import wordformer`` (and ``wordformer --help``) does not pay for
+importing Lightning until something needs it.
 """
 
-from .attention import MultiHeadSelfAttention, causal_mask, scaled_dot_product
-from .checkpoint import LoadedModel, load_checkpoint
-from .config import DataConfig, ModelConfig, TrainConfig
-from .errors import WordformerError
-from .generate import generate, generate_ids, predict_next
-from .model import WordPredictor
-from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer, build_tokenizer
-from .training import TrainResult, WordPredictorModule, train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BPETokenizer",
-    "CharTokenizer",
-    "DataConfig",
-    "LoadedModel",
-    "ModelConfig",
-    "MultiHeadSelfAttention",
-    "Tokenizer",
-    "TrainConfig",
-    "TrainResult",
-    "WordPredictor",
-    "WordPredictorModule",
-    "WordTokenizer",
-    "WordformerError",
-    "build_tokenizer",
-    "causal_mask",
-    "generate",
-    "generate_ids",
-    "load_checkpoint",
-    "predict_next",
-    "scaled_dot_product",
-    "train",
-]
+_EXPORTS = {
+    "MultiHeadSelfAttention": "attention",
+    "causal_mask": "attention",
+    "scaled_dot_product": "attention",
+    "LoadedModel": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "DataConfig": "config",
+    "ModelConfig": "config",
+    "TrainConfig": "config",
+    "WordformerError": "errors",
+    "generate": "generate",
+    "generate_ids": "generate",
+    "predict_next": "generate",
+    "WordPredictor": "model",
+    "BPETokenizer": "tokenizers",
+    "CharTokenizer": "tokenizers",
+    "Tokenizer": "tokenizers",
+    "WordTokenizer": "tokenizers",
+    "build_tokenizer": "tokenizers",
+    "TrainResult": "training",
+    "WordPredictorModule": "training",
+    "train": "training",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wordformer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from .attention import MultiHeadSelfAttention, causal_mask, scaled_dot_product
+    from .checkpoint import LoadedModel, load_checkpoint
+    from .config import DataConfig, ModelConfig, TrainConfig
+    from .errors import WordformerError
+    from .generate import generate, generate_ids, predict_next
+    from .model import WordPredictor
+    from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer, build_tokenizer
+    from .training import TrainResult, WordPredictorModule, train

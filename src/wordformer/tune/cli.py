@@ -1,0 +1,288 @@
+"""``wordformer tune``: the command-line glue around the tuning library (the only module that prints).
+
+* ``wordformer tune [options]`` runs (or continues) a study; each trial is a real training run.
+* ``wordformer tune report [--storage URL] --study NAME [--out DIR]`` prints the ranked table and
+  writes ``trials.csv`` and plots into ``OUT/STUDY/report``.
+* ``wordformer tune --retrain-best --max-steps N`` trains the best configuration longer and writes a
+  checkpoint that ``wordformer generate`` accepts.
+
+Model, data and training options (``--d-model``, ``--data``, ``--eval-interval``, ...) set the base
+configuration; an option given on the command line fixes that field for every trial and removes it
+from the search space (``--max-steps`` is then the per-trial step budget). Several workers: start the
+same command with ``--storage postgresql://...`` on each machine (or ``--storage journal:FILE`` for
+local processes without a server). The storage also opens in ``optuna-dashboard URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..config import SECTIONS, field_names
+from ..errors import WordformerError
+
+DEFAULT_TRIALS = 20
+ACTIONS = ("run", "report")
+
+
+def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``tune`` on the main CLI's subparsers; the handler is ``args.func`` (handle_tune)."""
+    from ..cli import add_config_options
+    from .study import METRICS, PRUNERS, SAMPLERS
+
+    p = subparsers.add_parser(
+        "tune",
+        help="tune hyperparameters with Optuna (`wordformer tune report` for the table and plots)",
+        description=(
+            "Run or continue an Optuna study whose trials are real training runs, or (action `report`) "
+            "print and plot a study. Options of train set the base config; each one given here is fixed "
+            "for all trials and leaves the search space (so --max-steps is the per-trial step budget). "
+            "The storage opens in `optuna-dashboard URL`."
+        ),
+    )
+    p.add_argument("action", nargs="?", choices=ACTIONS, default="run",
+                   help="run: tune (default); report: table, CSV and plots of a study")
+    g = p.add_argument_group("tuning options")
+    g.add_argument("--space", default=None, metavar="FILE.yaml",
+                   help="search space YAML (default: the built-in space, wordformer/tune/default_space.yaml)")
+    g.add_argument("--trials", type=int, default=None, metavar="N",
+                   help=f"trials this run adds; each worker adds its own (default: {DEFAULT_TRIALS}, "
+                        "or unlimited with --timeout)")
+    g.add_argument("--timeout", type=float, default=None, metavar="S", help="stop starting trials after S seconds")
+    g.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="search strategy (default: tpe)")
+    g.add_argument("--pruner", choices=PRUNERS, default="median",
+                   help="stop unpromising trials early (default: median)")
+    g.add_argument("--storage", default=None, metavar="URL",
+                   help="SQLAlchemy URL (postgresql://user@host/db for many workers) or journal:PATH "
+                        "(default: sqlite OUT/study.db)")
+    g.add_argument("--study", default="wordformer", metavar="NAME", help="study name (default: wordformer)")
+    g.add_argument("--out", default="runs/tune", metavar="DIR",
+                   help="trials go to OUT/STUDY/trial_NNNN, the default database to OUT/study.db (default: runs/tune)")
+    g.add_argument("--seed", dest="tune_seed", type=int, default=None, metavar="S",
+                   help="seed of the sampler and of every trial's training; the same seed repeats a fresh study "
+                        "(give each parallel worker its own; default: random sampler seed)")
+    g.add_argument("--metric", choices=tuple(METRICS), default="val_loss",
+                   help="objective: val_loss or val_ppl (minimised), val_acc (maximised) (default: val_loss)")
+    g.add_argument("--direction", choices=("minimize", "maximize"), default=None,
+                   help="override the direction the metric implies")
+    g.add_argument("--n-jobs", type=int, default=1, metavar="N", help="trials in parallel threads here (default: 1)")
+    g.add_argument("--enqueue-defaults", action="store_true",
+                   help="make the space's defaults the first trial (skipped if already run)")
+    g.add_argument("--keep-checkpoints", dest="keep_checkpoints", action="store_true", default=True,
+                   help="keep every trial's checkpoints (default)")
+    g.add_argument("--prune-checkpoints", dest="keep_checkpoints", action="store_false",
+                   help="delete checkpoints of trials that are not the best (the best one is always kept)")
+    g.add_argument("--heartbeat", type=int, default=60, metavar="S",
+                   help="seconds between heartbeats of a running trial; a trial silent for 2*S is failed and "
+                        "retried once (database storages; default: 60)")
+    g.add_argument("--progress", dest="progress_bar", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar with the best value so far (default: on)")
+    g.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML of base options (like `wordformer train --config`); does not fix space entries")
+    g.add_argument("--retrain-best", action="store_true",
+                   help="do not tune: train the study's best configuration for --max-steps steps")
+    g.add_argument("--retrain-out", default=None, metavar="DIR",
+                   help="where --retrain-best writes its checkpoints (default: OUT/STUDY/best)")
+    g.add_argument("--overwrite", action="store_true", help="let --retrain-best replace checkpoints in its folder")
+    add_config_options(p, skip=("seed", "progress"))
+    p.set_defaults(func=handle_tune)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A stand-alone ``wordformer`` parser with only ``tune`` (tests and ``python -m``)."""
+    parser = argparse.ArgumentParser(prog="wordformer")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_tune_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``wordformer tune ARGV`` (argv without the leading "tune")."""
+    args = build_parser().parse_args(["tune", *(sys.argv[1:] if argv is None else argv)])
+    return handle_tune(args)
+
+
+def handle_tune(args: argparse.Namespace) -> int:
+    """Dispatch ``wordformer tune``; user mistakes print one line and return 2."""
+    try:
+        if args.action == "report":
+            return run_report(args)
+        if args.retrain_best:
+            return run_retrain(args)
+        return run_tune(args)
+    except WordformerError as exc:
+        print(f"wordformer tune: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from .study import StudySettings
+
+    return StudySettings(
+        out_dir=Path(args.out),
+        study_name=args.study,
+        storage=args.storage,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        seed=args.tune_seed,
+        metric=args.metric,
+        direction=args.direction,
+        heartbeat_interval=args.heartbeat,
+        **extra,
+    )
+
+
+def _fixed_targets(args: argparse.Namespace) -> list[str]:
+    """``section.field`` of every config option given on the command line."""
+    from ..cli import given_config_values
+
+    owner = {name: section for section, cls in SECTIONS.items() for name in field_names(cls)}
+    return [f"{owner[name]}.{name}" for name in given_config_values(args)]
+
+
+def _quiet_optuna(args: argparse.Namespace) -> None:
+    import optuna
+
+    # Our own one-line messages replace Optuna's per-trial logs (and their tracebacks) unless -v.
+    optuna.logging.set_verbosity(optuna.logging.INFO if getattr(args, "verbose", False) else optuna.logging.ERROR)
+
+
+def _describe(row: Any) -> str:
+    shown = row.config or row.params
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+
+
+# -------------------------------------------------------------------------------------------- actions
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """Run or continue the study, then print the best trial and how to look at the results."""
+    import optuna
+
+    from ..cli import configs_from_args
+    from .objective import CheckpointPruner, ObjectiveSettings, TrainingObjective, first_validation
+    from .report import summary_counts, trial_rows
+    from .space import load_space
+    from .study import FAIL_REASON, run_study, safe_url
+
+    if args.trials is not None and args.trials < 1:
+        raise WordformerError(f"--trials={args.trials} must be >= 1")
+    if args.n_jobs < 1:
+        raise WordformerError(f"--n-jobs={args.n_jobs} must be >= 1")
+    if args.heartbeat < 1:
+        raise WordformerError(f"--heartbeat={args.heartbeat} must be >= 1 second")
+    fixed = _fixed_targets(args)
+    space = load_space(args.space).without(fixed)
+    if not space.params:
+        raise WordformerError("every parameter of the search space is fixed by command-line options; nothing to tune")
+    model, data, train = configs_from_args(args)
+    train = dataclasses.replace(train, progress=False, **({"seed": args.tune_seed} if args.tune_seed is not None else {}))
+    if data.data is not None:
+        path = Path(data.data).expanduser()
+        if not path.exists():
+            raise WordformerError(f"--data {data.data}: no such file or folder; pass a .txt file or a folder of them")
+        data = dataclasses.replace(data, data=str(path.resolve()))  # trials and retraining may run elsewhere
+    space.check_heads(model)
+    n_trials = args.trials if args.trials is not None else (None if args.timeout else DEFAULT_TRIALS)
+    settings = _settings(
+        args,
+        n_trials=n_trials,
+        timeout=args.timeout,
+        n_jobs=args.n_jobs,
+        enqueue_defaults=args.enqueue_defaults,
+        show_progress_bar=args.progress_bar,
+        pruner_min_resource=first_validation(train, auto="train.eval_interval" not in fixed),
+    )
+    objective = TrainingObjective(ObjectiveSettings(
+        space=space, out_dir=settings.out_dir, study_name=settings.study_name, metric=settings.metric,
+        model=model, data=data, train=train, prune=settings.pruner != "none",
+        auto_eval_interval="train.eval_interval" not in fixed,
+    ))
+
+    def report_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == optuna.trial.TrialState.FAIL:
+            _err(f"wordformer tune: trial {trial.number} failed: {trial.user_attrs.get(FAIL_REASON, 'see -v for details')}")
+
+    callbacks: list[Any] = [report_failure]
+    if not args.keep_checkpoints:
+        callbacks.append(CheckpointPruner())
+    _quiet_optuna(args)
+    where = safe_url(settings.storage_spec)
+    _err(f"wordformer tune: study {settings.study_name!r} in {where}; sampler {settings.sampler}, pruner "
+         f"{settings.pruner}, {settings.metric} ({settings.resolved_direction}), "
+         f"{n_trials if n_trials is not None else 'unlimited'} trial(s) -> {settings.out_dir / settings.study_name}")
+    study = run_study(settings, space, objective, callbacks=callbacks)
+
+    counts = summary_counts(study)
+    print(f"study {study.study_name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    rows = trial_rows(study)
+    if not rows or rows[0].rank != 1:
+        print("no trial completed; the fail reasons are above (or in `wordformer tune report`)")
+        return 1
+    best = rows[0]
+    print(f"best trial {best.number}: {settings.metric} {best.value:.4f}")
+    print(f"  {_describe(best)}")
+    if best.note.startswith("checkpoint "):
+        print(f"  {best.note}")
+    storage_arg = f" --storage {where}" if args.storage else f" --out {args.out}"
+    print(f"report:    wordformer tune report{storage_arg} --study {study.study_name}")
+    print(f"retrain:   wordformer tune --retrain-best --max-steps N{storage_arg} --study {study.study_name}")
+    print(f"dashboard: optuna-dashboard {where}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Print the table and write CSV and plots into OUT/STUDY/report."""
+    from .report import write_report
+    from .study import load_existing_study
+
+    study = load_existing_study(_settings(args))
+    out = Path(args.out) / study.study_name / "report"
+    report = write_report(study, out)
+    print(f"study {report.study_name} ({report.direction}), {len(report.rows)} trial(s)")
+    print(report.table)
+    print(f"csv:   {report.csv_path}")
+    for path in report.pngs:
+        print(f"png:   {path}")
+    for path in report.htmls:
+        print(f"html:  {path}")
+    for note in report.notes:
+        print(f"note:  {note}")
+    return 0
+
+
+def run_retrain(args: argparse.Namespace) -> int:
+    """Train the best trial's configuration for --max-steps steps into --retrain-out."""
+    from .objective import retrain
+    from .study import best_trial, load_existing_study
+
+    if "max_steps" not in vars(args):
+        raise WordformerError("--retrain-best needs --max-steps N (how long to train the best configuration)")
+    study = load_existing_study(_settings(args))
+    trial = best_trial(study)
+    out = Path(args.retrain_out) if args.retrain_out else Path(args.out) / study.study_name / "best"
+    _err(f"wordformer tune: retraining trial {trial.number} ({study.study_name}, value {trial.value:.4f}) "
+         f"for {args.max_steps} steps -> {out}")
+    result = retrain(trial, out, max_steps=args.max_steps, overwrite=args.overwrite, progress=args.progress_bar)
+    m = result.metrics
+    print(f"steps: {result.steps}   time: {result.seconds:.1f} s   best val_loss {result.val_loss:.4f}   "
+          f"val_ppl {m.get('val_ppl', float('nan')):.2f}   val_acc {m.get('val_acc', float('nan')):.3f}")
+    print(f"checkpoint: {result.best_checkpoint}")
+    print(f"next:       wordformer generate --checkpoint {result.best_checkpoint} --prompt \"...\"")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

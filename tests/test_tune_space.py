@@ -1,0 +1,181 @@
+"""Search spaces: parsing, every invalid-space message, power-of-two transform, heads dividing widths."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from wordformer.config import ModelConfig, TrainConfig
+from wordformer.errors import WordformerError
+from wordformer.tune.space import HEAD_SIZE, load_space, parse_space, power_2, sample_configs
+
+REQUIRED_TUNABLES = {
+    "model.num_heads", "model.num_layers", "model.ff_mult", "model.dropout", "model.block_size",
+    "model.positional", "model.norm", "model.tie_weights", "train.lr", "train.weight_decay",
+    "train.warmup_steps", "train.batch_size", "train.max_steps",
+}
+
+
+def space(**params: dict) -> dict:
+    return {"params": params}
+
+
+def test_default_space_loads_and_covers_the_tunables() -> None:
+    s = load_space()
+    assert REQUIRED_TUNABLES <= set(s.targets)
+    assert HEAD_SIZE in s.targets  # the width is num_heads * head_size
+    model, _, train = s.configs(s.defaults())
+    assert (model.d_model, model.num_heads, model.block_size) == (128, 4, 64)
+    assert train.batch_size == 16 and train.min_lr <= train.lr
+
+
+def test_default_space_every_sample_has_heads_dividing_width() -> None:
+    widths = set()
+    for model, data, train in sample_configs(load_space(), 200, seed=3):
+        assert model.d_model % model.num_heads == 0
+        ModelConfig(**{**model.__dict__})  # the config accepts it (validates again)
+        assert train.min_lr <= train.lr
+        widths.add(model.d_model)
+    assert len(widths) > 3  # the width really varies
+
+
+def test_power_2_transform() -> None:
+    assert [power_2(x) for x in range(5)] == [1, 2, 4, 8, 16]
+    s = parse_space(space(bs={"target": "train.batch_size", "type": "int", "low": 2, "high": 5,
+                              "transform": "power_2", "default": 3}))
+    p = s.param("bs")
+    assert p.values() == [4, 8, 16, 32]
+    assert s.defaults() == {"bs": 3}
+    _, _, train = s.configs({"bs": 5})
+    assert train.batch_size == 32
+
+
+def test_all_types_parse_and_apply(tmp_path: Path) -> None:
+    text = """
+params:
+  lr: {target: train.lr, type: float, low: 1.0e-4, high: 1.0e-2, log: true, default: 1.0e-3}
+  layers: {target: model.num_layers, type: int, low: 1, high: 4}
+  pos: {target: model.positional, type: categorical, choices: [sinusoidal, learned]}
+  tie: {target: model.tie_weights, type: bool, default: false}
+  tok: {target: data.tokenizer, type: categorical, choices: [word, char, bpe], default: char}
+fixed:
+  train.eval_interval: 7
+"""
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    s = load_space(path)
+    assert s.names == ["lr", "layers", "pos", "tie", "tok"]
+    assert s.defaults() == {"lr": 1e-3, "layers": 2, "pos": "sinusoidal", "tie": False, "tok": "char"}
+    model, data, train = s.configs({"lr": 5e-3, "layers": 3, "pos": "learned", "tie": True, "tok": "bpe"})
+    assert (model.num_layers, model.positional, model.tie_weights) == (3, "learned", True)
+    assert data.tokenizer == "bpe" and train.eval_interval == 7
+    assert math.isclose(train.lr, 5e-3) and math.isclose(train.min_lr, 5e-4)
+    # round trip through the form stored with a study
+    again = parse_space(s.as_dict())
+    assert again.as_dict() == s.as_dict()
+
+
+def test_grid_values_and_float_without_step() -> None:
+    s = parse_space(space(
+        d={"target": "model.dropout", "type": "float", "low": 0.0, "high": 0.2, "step": 0.1},
+        n={"target": "model.num_layers", "type": "int", "low": 1, "high": 5, "step": 2},
+        t={"target": "model.tie_weights", "type": "bool"},
+    ))
+    assert s.grid() == {"d": [0.0, 0.1, 0.2], "n": [1, 3, 5], "t": [False, True]}
+    lr = parse_space(space(lr={"target": "train.lr", "type": "float", "low": 1e-4, "high": 1e-2, "log": True}))
+    with pytest.raises(WordformerError, match=r"grid sampler: float parameter 'lr' has no step"):
+        lr.grid()
+
+
+def test_direct_width_and_heads_accepted_when_all_divide() -> None:
+    s = parse_space(space(
+        w={"target": "model.d_model", "type": "int", "low": 4, "high": 7, "transform": "power_2"},
+        h={"target": "model.num_heads", "type": "categorical", "choices": [1, 2, 4, 8, 16]},
+    ))
+    for model, _, _ in sample_configs(s, 50, seed=0):
+        assert model.d_model % model.num_heads == 0
+
+
+def test_fixed_width_checked_against_head_choices() -> None:
+    s = parse_space(space(h={"target": "model.num_heads", "type": "categorical", "choices": [1, 2, 3]}))
+    with pytest.raises(WordformerError, match=r"num_heads=3 does not divide d_model=128"):
+        s.check_heads(ModelConfig())
+    s.check_heads(ModelConfig(d_model=96, num_heads=2))
+
+
+def test_without_drops_command_line_fixed_entries() -> None:
+    s = load_space()
+    fewer = s.without(["train.max_steps", "model.d_model"])
+    assert "train.max_steps" not in fewer.targets and HEAD_SIZE not in fewer.targets
+    assert len(fewer.params) == len(s.params) - 2
+
+
+BAD = [
+    ("not: [valid", r"invalid YAML at line 1"),
+    ("- a\n- b\n", r"must be a mapping with 'params'"),
+    ("params: {}\n", r"'params' must be a non-empty mapping"),
+    ("params: {x: {target: model.d_model, type: int, low: 1, high: 2}}\nextra: 1\n", r"unknown top-level key\(s\) extra"),
+    ("params: {x: {target: model.nope, type: int, low: 1, high: 2}}", r"entry 'x' has target 'model.nope', which is not a model config field"),
+    ("params: {x: {target: optim.lr, type: float, low: 1, high: 2}}", r"entry 'x' has target 'optim.lr' with unknown section 'optim'"),
+    ("params: {x: {type: int, low: 1, high: 2}}", r"entry 'x' needs target: section.field"),
+    ("params: {x: {target: model.num_layers, type: complex, low: 1, high: 2}}", r"entry 'x': type 'complex' is not one of: int, float, categorical, bool"),
+    ("params: {x: {target: model.num_layers, type: int, low: 5, high: 2}}", r"entry 'x': low=5 is greater than high=2"),
+    ("params: {x: {target: model.num_layers, type: int, low: 1}}", r"entry 'x': a int needs both low and high"),
+    ("params: {x: {target: model.num_layers, type: int, low: 1, high: 4, default: 9}}", r"entry 'x': default=9 lies outside \[1, 4\]"),
+    ("params: {x: {target: train.lr, type: float, low: 0.0, high: 0.1, log: true}}", r"entry 'x': log scale needs low > 0, got low=0.0"),
+    ("params: {x: {target: train.lr, type: float, low: -1.0, high: 0.1, log: true}}", r"entry 'x': log scale needs low > 0"),
+    ("params: {x: {target: model.norm, type: categorical, choices: []}}", r"entry 'x': a categorical needs a non-empty list of choices"),
+    ("params: {x: {target: model.norm, type: categorical}}", r"entry 'x': a categorical needs a non-empty list of choices"),
+    ("params: {x: {target: model.norm, type: categorical, choices: [pre, post], default: mid}}", r"entry 'x': default='mid' is not one of the choices"),
+    ("params: {x: {target: model.num_layers, type: int, low: 1, high: 4, colour: red}}", r"entry 'x': unknown key\(s\) colour"),
+    ("params: {x: {target: model.num_layers, type: int, low: 1, high: 4, transform: cube}}", r"entry 'x': transform 'cube' is not one of"),
+    ("params: {x: {target: model.num_layers, type: int, low: 0, high: 3, transform: power_2, default: 8}}", r"default=8 lies outside \[0, 3\] \(an exponent"),
+    ("params: {x: {target: train.lr, type: float, low: 1.0, high: 3.0, transform: power_2}}", r"transform power_2 needs type: int"),
+    ("params: {x: {target: model.num_layers, type: float, low: 1.0, high: 3.0}}", r"type float does not fit model.num_layers"),
+    ("params: {x: {target: model.norm, type: bool}}", r"type bool does not fit model.norm"),
+    ("params: {x: {target: train.lr, type: float, low: 0.001, high: 0.1, step: 0.01, log: true}}", r"log scale cannot be combined with a step"),
+    ("params: {x: {target: model.num_layers, type: int, low: 1.5, high: 3}}", r"low=1.5 must be an integer"),
+    ("params: {x: {target: model.norm, type: categorical, choices: [pre, pre]}}", r"contain duplicates"),
+    ("params: {x: {target: model.num_layers, type: int, low: 1, high: 2}, y: {target: model.num_layers, type: int, low: 1, high: 2}}",
+     r"entries 'x' and 'y' both target model.num_layers"),
+    ("params: {a: {target: model.head_size, type: int, low: 1, high: 4}, b: {target: model.d_model, type: int, low: 8, high: 16}}",
+     r"'a' \(head_size\) and 'b' \(d_model\) both set the width"),
+    ("params: {w: {target: model.d_model, type: int, low: 6, high: 8}, h: {target: model.num_heads, type: int, low: 1, high: 2}}",
+     r"num_heads=2 does not divide d_model=7"),
+    ("params: {w: {target: model.d_model, type: int, low: 8, high: 16}}\nfixed: {model.wat: 3}", r"entry 'fixed.model.wat' has target 'model.wat'"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD)
+def test_invalid_space_files_name_entry_and_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(WordformerError, match=message) as info:
+        load_space(path)
+    assert "\n" not in str(info.value)  # one line
+    assert str(path) in str(info.value)  # names the file
+
+
+def test_missing_space_file(tmp_path: Path) -> None:
+    with pytest.raises(WordformerError, match=r"search space file .* not found"):
+        load_space(tmp_path / "nope.yaml")
+
+
+def test_suggest_uses_exponents_and_bool_choices() -> None:
+    s = parse_space(space(
+        h={"target": "model.num_heads", "type": "int", "low": 0, "high": 2, "transform": "power_2"},
+        t={"target": "model.tie_weights", "type": "bool"},
+        hs={"target": "model.head_size", "type": "int", "low": 2, "high": 3, "transform": "power_2"},
+    ))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    raw = s.suggest(trial)
+    assert 0 <= raw["h"] <= 2 and raw["t"] in (False, True)
+    model, _, _ = s.configs(raw)
+    assert model.num_heads == 2 ** raw["h"] and model.d_model == model.num_heads * 2 ** raw["hs"]
+    assert TrainConfig().lr == s.configs(raw)[2].lr  # untouched fields keep the base
+    yaml.safe_dump(s.as_dict())  # storable
