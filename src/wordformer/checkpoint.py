@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import DataConfig, ModelConfig, TrainConfig, from_dict
 from .errors import WordformerError
@@ -68,13 +67,6 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
         atomic_write_bytes(buffer.getvalue(), path)
     except OSError as exc:
         raise WordformerError(f"could not write checkpoint {path}: {exc.strerror or exc}; free disk space or choose another --out") from None
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O that replaces files atomically (temp file, fsync, rename)."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike, storage_options: Optional[Any] = None) -> None:
-        atomic_torch_save(checkpoint, path)
 
 
 def read_checkpoint(path: PathLike) -> dict[str, Any]:

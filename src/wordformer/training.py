@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torchmetrics.classification import MulticlassAccuracy
 
-from .checkpoint import KEY, AtomicCheckpointIO, parse_entry, read_checkpoint, wordformer_entry
+from .checkpoint import KEY, atomic_torch_save, parse_entry, read_checkpoint, wordformer_entry
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import WordDataModule, prepare_corpus
 from .errors import WordformerError
@@ -125,6 +126,13 @@ class WordPredictorModule(L.LightningModule):
         states = checkpoint.get("rng_states") or {}
         if "torch" in states:
             torch.set_rng_state(states["torch"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that replaces files atomically (temp file, fsync, rename)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        atomic_torch_save(checkpoint, path)
 
 
 class ValidateOnLastStep(L.Callback):
