@@ -1,0 +1,206 @@
+"""Plots: files are written, and what is drawn is the model's own data (read back from the artists)."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from wordformer import DataConfig, LoadedModel, ModelConfig, TrainConfig, WordPredictor, WordTokenizer
+from wordformer.checkpoint import wordformer_entry
+from wordformer.cli import main
+from wordformer.errors import WordformerError
+from wordformer.plots import (plot_attention, plot_embeddings, plot_lr_schedule, plot_positional_encoding,
+                              plot_training_curves, read_metrics, save_figure)
+from wordformer.positional import sinusoidal_table
+from wordformer.schedule import learning_rate
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TEXTS = ["the cat sat on the mat .", "the dog sat on the log .", "what is statquest ? awesome !"]
+
+
+def random_model(tokenizer, **overrides):
+    """A model with large random weights (not the near-uniform init), so attention maps are far from flat."""
+    torch.manual_seed(0)
+    kw = dict(vocab_size=tokenizer.vocab_size, d_model=8, num_heads=2, num_layers=2, block_size=16)
+    kw.update(overrides)
+    model = WordPredictor(ModelConfig(**kw)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.7)
+    return model
+
+
+def save_checkpoint(model, tokenizer, path, data=None, train=None):
+    """A wordformer checkpoint written directly (no training): the plain-data entry plus the weights."""
+    entry = wordformer_entry(model.config, data or DataConfig(), train or TrainConfig(), tokenizer, step=0)
+    torch.save({"wordformer": entry, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+@pytest.fixture
+def tok():
+    return WordTokenizer.train(TEXTS)
+
+
+def panels(fig):
+    """Attention panels by title ("layer L, head H") -> image array."""
+    return {ax.get_title(): ax.images[0].get_array() for ax in fig.axes if ax.images and ax.get_title()}
+
+
+def test_attention_panels_are_the_models_attention_weights(tok):
+    model = random_model(tok)
+    prompt = "the cat sat on the mat"
+    fig = plot_attention(model, tok, prompt)
+    idx = torch.tensor([tok.encode(prompt)])
+    with torch.no_grad():
+        _, attentions = model(idx, return_attention=True)
+    shown = panels(fig)
+    assert len(shown) == 4  # 2 layers x 2 heads
+    for layer in range(2):
+        for head in range(2):
+            expected = attentions[layer][0, head].numpy()
+            np.testing.assert_allclose(shown[f"layer {layer}, head {head}"], expected, atol=1e-6)
+    ax = next(a for a in fig.axes if a.get_title() == "layer 1, head 0")
+    assert [t.get_text() for t in ax.get_xticklabels()] == prompt.split()
+    assert not np.allclose(shown["layer 0, head 0"][-1, :6], 1 / 6)  # not flat: the test can tell maps apart
+
+
+def test_attention_of_a_pair_model_ends_with_eos_and_refuses_long_prompts(tok):
+    model = random_model(tok, num_layers=1, num_heads=1, block_size=4)
+    loaded = LoadedModel(model, tok, model.config, DataConfig(pairs=True), TrainConfig())
+    fig = plot_attention(loaded, prompt="the cat")
+    ax = next(a for a in fig.axes if a.get_title() == "layer 0, head 0")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["the", "cat", "<eos>"]
+    assert len(ax.texts) == 6  # short prompt: the weights are written into the cells (lower triangle)
+    with pytest.raises(WordformerError, match="block_size=4"):
+        plot_attention(loaded, prompt="the cat sat on the mat")
+
+
+def test_positional_heatmap_and_curves_are_the_sinusoidal_table():
+    fig = plot_positional_encoding(block_size=20, d_model=16)
+    table = sinusoidal_table(20, 16).numpy()
+    heat = next(ax for ax in fig.axes if ax.images and ax.get_xlabel() == "dimension")
+    np.testing.assert_array_equal(heat.images[0].get_array(), table)
+    curves = next(ax for ax in fig.axes if ax.get_xlabel() == "position")
+    assert len(curves.lines) >= 2
+    for line in curves.lines:
+        dim = int(line.get_label().split()[1])
+        np.testing.assert_array_equal(line.get_ydata(), table[:, dim])
+    tiny = plot_positional_encoding(block_size=8, d_model=2)  # the chapter's width: a sine and a cosine
+    assert [line.get_label() for line in tiny.axes[1].lines] == ["dim 0 (sin)", "dim 1 (cos)"]
+
+
+def test_positional_of_a_learned_model_is_its_table(tok):
+    model = random_model(tok, positional="learned")
+    fig = plot_positional_encoding(model)
+    learned = model.positional_encoding.table.weight.detach().numpy()
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), learned)
+    with pytest.raises(WordformerError, match="not both"):
+        plot_positional_encoding(model, 8, 4)
+
+
+def test_lr_curve_is_the_training_schedule():
+    cfg = TrainConfig(lr=2e-3, min_lr=1e-4, warmup_steps=30, max_steps=300)
+    line = plot_lr_schedule(cfg).axes[0].lines[0]
+    expected = [learning_rate(s, lr=2e-3, min_lr=1e-4, warmup_steps=30, max_steps=300) for s in range(300)]
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(300))
+    np.testing.assert_allclose(line.get_ydata(), expected)
+
+
+def test_embedding_scatter_is_the_2d_embedding_with_token_labels(tok):
+    model = random_model(tok, d_model=2, num_heads=1)
+    ax = plot_embeddings(model, tok, max_tokens=100).axes[0]
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), model.token_embedding.weight.detach().numpy())
+    assert [t.get_text() for t in ax.texts] == [tok.id_to_token(i) for i in range(tok.vocab_size)]
+    assert len(plot_embeddings(model, tok, max_tokens=3).axes[0].collections[0].get_offsets()) == 3
+
+
+def test_wide_embeddings_are_projected_by_pca(tok):
+    from sklearn.decomposition import PCA
+
+    model = random_model(tok, d_model=8)
+    ax = plot_embeddings(model, tok).axes[0]
+    ours = np.asarray(ax.collections[0].get_offsets())
+    reference = PCA(n_components=2).fit_transform(model.token_embedding.weight.detach().numpy())
+    for col in range(2):  # principal axes are defined up to their sign
+        sign = np.sign(ours[:, col] @ reference[:, col])
+        np.testing.assert_allclose(ours[:, col], sign * reference[:, col], atol=1e-4)
+    assert ax.get_xlabel().startswith("PC 1")
+
+
+def test_training_curves_are_the_logged_csv_columns(trained_run):
+    path = trained_run / "logs" / "csv" / "metrics.csv"
+    rows = list(csv.DictReader(open(path)))
+    lr_column = next(c for c in rows[0] if c.startswith("lr-"))  # LearningRateMonitor: lr-AdamW/pg1, ...
+
+    def column(name):
+        pairs = [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
+        return [s for s, _ in pairs], [v for _, v in pairs]
+
+    fig = plot_training_curves(trained_run)
+    lines = {line.get_label(): line for ax in fig.axes for line in ax.lines}
+    for name in ("train_loss", "val_loss", "val_ppl", "val_acc"):
+        steps, values = column(name)
+        assert values, name
+        np.testing.assert_array_equal(lines[name].get_xdata(), steps)
+        np.testing.assert_allclose(lines[name].get_ydata(), values)
+    np.testing.assert_allclose(lines["learning rate"].get_ydata(), column(lr_column)[1])
+    assert read_metrics(path) == read_metrics(trained_run)  # the CSV itself or its run folder
+
+
+def test_save_figure_writes_png_and_svg_and_refuses_other_extensions(tok, tmp_path):
+    fig = plot_lr_schedule(TrainConfig(max_steps=50, warmup_steps=5))
+    png = save_figure(fig, tmp_path / "sub" / "lr.png")
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    first = png.read_bytes()
+    save_figure(fig, png)  # writing over an existing plot is expected, and gives the same bytes
+    assert png.read_bytes() == first
+    svg = save_figure(fig, tmp_path / "lr.SVG")
+    text = svg.read_text(encoding="utf-8")
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    with pytest.raises(WordformerError, match=r"\.png or \.svg"):
+        save_figure(fig, tmp_path / "lr.jpg")
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_plots_every_kind_from_a_checkpoint(tok, tmp_path, capsys, trained_run):
+    ckpt = save_checkpoint(random_model(tok, d_model=2, num_heads=1), tok, tmp_path / "model.ckpt")
+    jobs = {
+        "attention.png": ["attention", "--checkpoint", str(ckpt), "--prompt", "what is statquest"],
+        "positional.svg": ["positional", "--block-size", "12", "--d-model", "4"],
+        "positional_model.png": ["positional", "--checkpoint", str(ckpt)],
+        "lr.png": ["lr", "--lr", "0.01", "--min-lr", "0.001", "--warmup-steps", "5", "--max-steps", "40"],
+        "lr_model.svg": ["lr", "--checkpoint", str(ckpt), "--max-steps", "60"],
+        "embeddings.png": ["embeddings", "--checkpoint", str(ckpt)],
+        "curves.png": ["curves", "--run", str(trained_run)],
+    }
+    for name, args in jobs.items():
+        out = tmp_path / "img" / name
+        code, stdout, err = run_cli(capsys, "plot", *args, "--out", str(out))
+        assert code == 0, err
+        assert stdout.strip() == f"wrote {out}"
+        data = out.read_bytes()
+        assert data.startswith(PNG_MAGIC) if name.endswith(".png") else b"<svg" in data
+
+
+@pytest.mark.parametrize("args, words", [
+    (["lr", "--out", "{tmp}/x.jpg"], ["x.jpg", ".png or .svg"]),
+    (["embeddings", "--checkpoint", "{tmp}/missing.ckpt", "--out", "{tmp}/e.png"], ["missing.ckpt", "does not exist"]),
+    (["curves", "--run", "{tmp}", "--out", "{tmp}/c.png"], ["metrics.csv"]),
+    (["lr", "--lr", "0.001", "--min-lr", "0.01", "--out", "{tmp}/l.png"], ["min_lr"]),
+    (["positional", "--d-model", "0", "--out", "{tmp}/p.png"], ["d_model"]),
+])
+def test_cli_mistakes_are_one_line_errors(capsys, tmp_path, args, words):
+    code, _, err = run_cli(capsys, "plot", *[a.format(tmp=tmp_path) for a in args])
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("wordformer: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0]
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.jpg"))
