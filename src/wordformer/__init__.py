@@ -25,9 +25,6 @@ _EXPORTS = {
     "ModelConfig": "config",
     "TrainConfig": "config",
     "WordformerError": "errors",
-    "generate": "generate",
-    "generate_ids": "generate",
-    "predict_next": "generate",
     "WordPredictor": "model",
     "BPETokenizer": "tokenizers",
     "CharTokenizer": "tokenizers",
@@ -39,7 +36,11 @@ _EXPORTS = {
     "train": "training",
 }
 
-__all__ = sorted(_EXPORTS)
+# The function ``generate`` shares its name with the module ``wordformer.generate``: importing that module
+# would rebind the package attribute to the module, so these are imported eagerly (torch, not Lightning).
+from .generate import generate, generate_ids, predict_next  # noqa: E402
+
+__all__ = sorted([*_EXPORTS, "generate", "generate_ids", "predict_next"])
 
 
 def __getattr__(name: str) -> Any:
@@ -60,7 +61,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .checkpoint import LoadedModel, load_checkpoint
     from .config import DataConfig, ModelConfig, TrainConfig
     from .errors import WordformerError
-    from .generate import generate, generate_ids, predict_next
     from .model import WordPredictor
     from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer, build_tokenizer
     from .training import TrainResult, WordPredictorModule, train
