@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import stat
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -29,6 +29,16 @@ KEY = "wordformer"
 PathLike = Union[str, os.PathLike]
 
 
+def _file_mode(path: Path) -> int:
+    """An existing file's permissions, else what ``open()`` would give a new file (0o666 minus the umask)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write_bytes(data: bytes, path: PathLike) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never half.
 
@@ -37,9 +47,11 @@ def atomic_write_bytes(data: bytes, path: PathLike) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)  # mkstemp makes 0600 files
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -90,7 +102,7 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
                 "only load checkpoints from sources you trust, converted with `wordformer export`"
             ) from None
         raise WordformerError(f"{path} is not a readable checkpoint ({first}); it may be truncated or another kind of file") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # the weights-only unpickler fails in many ways on foreign bytes (IndexError, KeyError...)
         first = (str(exc).strip().splitlines() or ["unreadable"])[0]
         raise WordformerError(f"{path} is not a readable checkpoint ({first}); it may be truncated or another kind of file") from None
 

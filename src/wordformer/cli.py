@@ -289,11 +289,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
-    import lightning  # noqa: F401  (it sets its own log level on import; override it afterwards)
+class _QuietLightning(logging.Filter):
+    """Drop Lightning's informational lines (GPU available, tips) unless --verbose."""
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(("lightning", "pytorch_lightning"))
+
+
+TRAINING_COMMANDS = {"train", "demo", "tune", "task"}
+
+
+def _setup_logging(verbose: bool, command: str) -> None:
+    # A root handler exists before Lightning is imported, so Lightning propagates to it instead of adding
+    # its own handler; the filter then works without importing Lightning here (which costs seconds).
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="wordformer: %(message)s")
+    if verbose:
+        return
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietLightning())
+    if command in TRAINING_COMMANDS:  # Lightning adds its own console handler when imported: quiet it too
+        import lightning  # noqa: F401
+
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            for handler in logging.getLogger(name).handlers:
+                handler.addFilter(_QuietLightning())
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -303,9 +322,7 @@ def _quiet_libraries() -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.verbose:
-        _quiet_libraries()
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="wordformer: %(message)s")
+    _setup_logging(args.verbose, args.command)
     try:
         return int(args.func(args) or 0)
     except WordformerError as exc:

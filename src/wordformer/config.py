@@ -34,7 +34,7 @@ def _check_choice(obj: Any, name: str, choices: tuple[str, ...]) -> None:
 
 def _check_number(obj: Any, name: str, low: float, high: float, *, high_open: bool = True, low_open: bool = False) -> None:
     value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # value != value: NaN
         raise WordformerError(f"{name}={value!r} must be a number")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
@@ -76,6 +76,7 @@ class ModelConfig:
         _check_choice(self, "norm", NORMS)
         _check_choice(self, "activation", ACTIVATIONS)
         _check_number(self, "dropout", 0.0, 1.0)
+        _check_number(self, "layer_norm_eps", 0.0, 1.0, low_open=True)
         for name in ("tie_weights", "bias"):
             if not isinstance(getattr(self, name), bool):
                 raise WordformerError(f"{name}={getattr(self, name)!r} must be true or false")
@@ -157,6 +158,10 @@ class TrainConfig:
         _check_number(self, "grad_clip", 0.0, 1e9)
         if self.max_time is not None:
             _check_number(self, "max_time", 0.0, 1e12, low_open=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise WordformerError(f"seed={self.seed!r} must be an integer in [0, 2**32)")
+        if self.devices != "auto" and not (str(self.devices).isdigit() and int(self.devices) >= 1):
+            raise WordformerError(f"devices={self.devices!r} must be 'auto' or an integer >= 1")
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

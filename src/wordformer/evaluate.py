@@ -49,6 +49,8 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
 
     Returns loss (mean cross entropy per target token), perplexity, accuracy and the token count.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise WordformerError(f"batch_size={batch_size!r} must be an integer >= 1")
     block = loaded.model_config.block_size
     cfg = loaded.data_config
     tok = loaded.tokenizer

@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -121,11 +122,22 @@ class WordPredictorModule(L.LightningModule):
         checkpoint[KEY] = wordformer_entry(self.model_config, self.data_config, self.train_config, self.tokenizer,
                                            step=int(self.global_step), metrics=metrics)
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = checkpoint.get("rng_states") or {}
-        if "torch" in states:
-            torch.set_rng_state(states["torch"])
+        # Restored just before the first resumed step, not here: Lightning draws from the global RNG when
+        # it creates the dataloader iterators after this hook, which would shift every dropout mask.
+        self._resume_rng = checkpoint.get("rng_states") or {}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        states = getattr(self, "_resume_rng", None)
+        if states:
+            if "torch" in states:
+                torch.set_rng_state(states["torch"])
+            if "cuda" in states and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states["cuda"])
+        self._resume_rng = None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -223,6 +235,8 @@ def train(
     last = out_dir / "last.ckpt"
     if resume and not last.exists():
         raise WordformerError(f"nothing to resume in {out_dir}: there is no last.ckpt")
+    if resume:
+        read_checkpoint(last)  # one clear line for a damaged or code-carrying file, before any work
     started = time.perf_counter()
     L.seed_everything(train.seed, verbose=False)
     corpus = prepare_corpus(data, model.block_size)
@@ -243,31 +257,36 @@ def train(
         loggers = [CSVLogger(out_dir, name="logs", version="csv"), TensorBoardLogger(out_dir, name="logs", version="tensorboard")]
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     eval_interval = min(train.eval_interval, train.max_steps)
-    trainer = L.Trainer(
-        max_steps=train.max_steps,
-        max_time={"seconds": train.max_time} if train.max_time else None,
-        accelerator=train.accelerator,
-        devices=train.devices if train.devices == "auto" else int(train.devices),
-        precision=resolve_precision(train.precision),
-        gradient_clip_val=train.grad_clip or None,
-        accumulate_grad_batches=train.grad_accum,
-        val_check_interval=eval_interval * train.grad_accum,
-        check_val_every_n_epoch=None,
-        limit_val_batches=train.eval_batches,
-        num_sanity_val_steps=0,
-        log_every_n_steps=train.log_every,
-        deterministic=train.deterministic,
-        logger=loggers,
-        callbacks=all_callbacks,
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=train.progress,
-        enable_model_summary=False,
-        default_root_dir=out_dir,
-    )
+    try:
+        trainer = L.Trainer(
+            max_steps=train.max_steps,
+            max_time={"seconds": train.max_time} if train.max_time else None,
+            accelerator=train.accelerator,
+            devices=train.devices if train.devices == "auto" else int(train.devices),
+            precision=resolve_precision(train.precision),
+            gradient_clip_val=train.grad_clip or None,
+            accumulate_grad_batches=train.grad_accum,
+            val_check_interval=eval_interval * train.grad_accum,
+            check_val_every_n_epoch=None,
+            limit_val_batches=train.eval_batches,
+            num_sanity_val_steps=0,
+            log_every_n_steps=train.log_every,
+            deterministic=train.deterministic,
+            logger=loggers,
+            callbacks=all_callbacks,
+            plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=train.progress,
+            enable_model_summary=False,
+            default_root_dir=out_dir,
+        )
+    except (ValueError, MisconfigurationException) as exc:  # unknown precision, unavailable accelerator, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise WordformerError(f"cannot set up training: {first}") from None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None,
+                    weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     best = float(best_cb.best_model_score) if best_cb.best_model_score is not None else metrics.get("val_loss", math.nan)
     return TrainResult(
