@@ -327,3 +327,17 @@ def test_a_resumed_lightning_run_continues_the_same_batches(text_corpus: Corpus,
     resumed, _ = _fit(text_corpus, tmp_path, max_steps=3, ckpt=str(tmp_path / "step1.ckpt"))
     assert len(straight) == 6 and len(first) == 2 and len(resumed) == 4
     assert all(torch.equal(a, b) for a, b in zip(first + resumed, straight))
+
+
+def test_epoch_sampling_sees_every_window_once_per_epoch(text_corpus):
+    dm = WordDataModule(text_corpus, 8, 4, seed=3, sampling="epoch")
+    order = dm.train_set.order
+    windows = (len(text_corpus.train_ids) - 1) // 8
+    starts = torch.cat([order.items(n) for n in range(order.per_epoch)])
+    assert len(set(starts.tolist())) == len(starts) == order.per_epoch * 4 <= windows
+    second = torch.cat([order.items(n) for n in range(order.per_epoch, 2 * order.per_epoch)])
+    assert not torch.equal(starts, second)  # reshuffled
+    x, y = dm.train_set.batch(0)
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    fresh = WordDataModule(text_corpus, 8, 4, seed=3, sampling="epoch").train_set
+    assert torch.equal(fresh.batch(order.per_epoch + 1)[0], dm.train_set.batch(order.per_epoch + 1)[0])

@@ -68,28 +68,64 @@ class SeededBatches(IterableDataset):
             n += 1
 
 
-class TextBatches(SeededBatches):
-    """Random windows of the training stream, nanoGPT-style, gathered with one tensor index."""
+class EpochOrder:
+    """Epoch-style sampling: every item once per epoch, in an order shuffled per epoch.
 
-    def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, seed: int) -> None:
+    Batch ``n`` belongs to epoch ``n // per_epoch``, whose permutation is seeded by ``(seed, epoch)``, so
+    batches stay a pure function of ``(seed, n)``; the last partial batch of an epoch is dropped.
+    """
+
+    def __init__(self, count: int, batch_size: int, seed: int) -> None:
+        self.count, self.batch_size, self.seed = count, batch_size, seed
+        self.per_epoch = max(1, count // batch_size)
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def items(self, n: int) -> torch.Tensor:
+        epoch, j = divmod(n, self.per_epoch)
+        if epoch != self._epoch:  # one permutation per epoch, memoised
+            gen = torch.Generator().manual_seed(batch_seed(self.seed, -1 - epoch))
+            self._epoch, self._perm = epoch, torch.randperm(self.count, generator=gen)
+        picks = self._perm[j * self.batch_size : (j + 1) * self.batch_size]  # (B,)
+        if len(picks) < self.batch_size:  # fewer items than one batch: wrap around
+            picks = self._perm.repeat(-(-self.batch_size // self.count))[: self.batch_size]
+        return picks
+
+
+class TextBatches(SeededBatches):
+    """Windows of the training stream, gathered with one tensor index.
+
+    ``sampling="random"``: windows at random offsets, nanoGPT-style. ``sampling="epoch"``: the stream cut
+    into non-overlapping windows, each seen once per epoch in shuffled order.
+    """
+
+    def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, seed: int, sampling: str = "random") -> None:
         super().__init__(batch_size, seed)
         self.ids, self.block_size = as_tensor(ids), block_size
+        windows = (len(self.ids) - 1) // block_size
+        self.order = EpochOrder(windows, batch_size, seed) if sampling == "epoch" else None
 
     def batch(self, n: int) -> Batch:
-        high = len(self.ids) - self.block_size  # last valid window start + 1
-        offsets = torch.randint(high, (self.batch_size,), generator=self.generator(n))  # (B,)
+        if self.order is not None:
+            offsets = self.order.items(n) * self.block_size  # (B,)
+        else:
+            high = len(self.ids) - self.block_size  # last valid window start + 1
+            offsets = torch.randint(high, (self.batch_size,), generator=self.generator(n))  # (B,)
         return text_windows(self.ids, offsets, self.block_size)
 
 
 class PairBatches(SeededBatches):
-    """Pairs drawn with replacement, padded to the longest in the batch."""
+    """Pairs padded to the longest in the batch: drawn with replacement, or once per epoch (``"epoch"``)."""
 
-    def __init__(self, pairs: list[np.ndarray], pad_id: int, batch_size: int, seed: int) -> None:
+    def __init__(self, pairs: list[np.ndarray], pad_id: int, batch_size: int, seed: int, sampling: str = "random") -> None:
         super().__init__(batch_size, seed)
         self.pairs, self.pad_id = pairs, pad_id
+        self.order = EpochOrder(len(pairs), batch_size, seed) if sampling == "epoch" else None
 
     def batch(self, n: int) -> Batch:
-        picks = torch.randint(len(self.pairs), (self.batch_size,), generator=self.generator(n))  # (B,)
+        if self.order is not None:
+            picks = self.order.items(n)
+        else:
+            picks = torch.randint(len(self.pairs), (self.batch_size,), generator=self.generator(n))  # (B,)
         return pad_pairs([self.pairs[i] for i in picks.tolist()], self.pad_id)
 
 

@@ -17,7 +17,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .config import (ACTIVATIONS, EOS_MODES, NORMS, POSITIONALS, SECTIONS, TOKENIZERS, build_configs, field_help,
+from .config import (ACTIVATIONS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, TOKENIZERS, build_configs, field_help,
                      field_type, read_config_file)
 from .errors import WordformerError
 
@@ -28,6 +28,7 @@ CHOICES = {
     "tokenizer": TOKENIZERS,
     "eos": EOS_MODES,
     "encoding_errors": ("strict", "replace"),
+    "sampling": SAMPLINGS,
 }
 SKIP = {"vocab_size"}  # set from the tokenizer
 

@@ -17,6 +17,7 @@ NORMS = ("pre", "post", "none")
 POSITIONALS = ("sinusoidal", "learned")
 TOKENIZERS = ("word", "char", "bpe")
 EOS_MODES = ("auto", "line", "document", "none")
+SAMPLINGS = ("random", "epoch")
 
 
 def _check_positive(obj: Any, *names: str) -> None:
@@ -99,6 +100,7 @@ class DataConfig:
     bpe_vocab_size: int = 2000  # bpe tokenizer: target vocabulary size
     eos: str = "auto"  # where <eos> goes in plain text: "line", "document", "none"; auto = line for word
     val_fraction: float = 0.1  # the tail of the token stream held out for validation
+    sampling: str = "random"  # "random" windows (nanoGPT) or "epoch": each window once per epoch, shuffled
     cache_dir: Optional[str] = None  # tokenized corpora; default $WORDFORMER_CACHE or ~/.cache/wordformer
     encoding_errors: str = "strict"  # "strict" refuses non-UTF-8 input; "replace" decodes with U+FFFD
 
@@ -110,6 +112,7 @@ class DataConfig:
             _check_positive(self, "max_vocab")
         _check_number(self, "val_fraction", 0.0, 0.5, low_open=True, high_open=False)
         _check_choice(self, "encoding_errors", ("strict", "replace"))
+        _check_choice(self, "sampling", SAMPLINGS)
 
     def eos_mode(self) -> str:
         """Resolve "auto": word-level text ends each line with <eos>, char and BPE only each document."""

@@ -318,21 +318,21 @@ class WordDataModule(L.LightningDataModule):
     """
 
     def __init__(self, corpus: Corpus, block_size: int, batch_size: int, *, seed: int = 1337,
-                 eval_batches: int = 20, grad_accum: int = 1) -> None:
+                 eval_batches: int = 20, grad_accum: int = 1, sampling: str = "random") -> None:
         super().__init__()
         _check_positive(block_size=block_size, batch_size=batch_size, eval_batches=eval_batches, grad_accum=grad_accum)
         self.corpus, self.block_size, self.batch_size = corpus, block_size, batch_size
         self.seed, self.eval_batches, self.grad_accum = seed, eval_batches, grad_accum
         if corpus.mode == "text":
             _check_text_fits(corpus, block_size)
-            self.train_set: SeededBatches = TextBatches(corpus.train_ids, block_size, batch_size, seed)
+            self.train_set: SeededBatches = TextBatches(corpus.train_ids, block_size, batch_size, seed, sampling)
             self.val_set = self._text_val_batches()
         else:
             longest = max(len(s) for s in corpus.train_pairs + corpus.val_pairs)
             if longest > block_size + 1:
                 raise WordformerError(f"a pair has {longest} tokens, more than block_size + 1 = {block_size + 1}; "
                                       "prepare the corpus with the same --block-size")
-            self.train_set = PairBatches(corpus.train_pairs, corpus.tokenizer.pad_id, batch_size, seed)
+            self.train_set = PairBatches(corpus.train_pairs, corpus.tokenizer.pad_id, batch_size, seed, sampling)
             val, pad = corpus.val_pairs, corpus.tokenizer.pad_id
             count = -(-len(val) // batch_size)
             self.val_set = FixedBatches(count, lambda i: pad_pairs(val[i * batch_size:(i + 1) * batch_size], pad))

@@ -243,7 +243,7 @@ def train(
     model = replace(model, vocab_size=corpus.tokenizer.vocab_size)
     module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer)
     datamodule = WordDataModule(corpus, model.block_size, train.batch_size, seed=train.seed,
-                                eval_batches=train.eval_batches, grad_accum=train.grad_accum)
+                                eval_batches=train.eval_batches, grad_accum=train.grad_accum, sampling=data.sampling)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
 
