@@ -12,14 +12,21 @@ from torch import Tensor, nn
 
 
 class TokenEmbedding(nn.Module):
-    """A lookup table, equivalent to a linear layer applied to one-hot token vectors."""
+    """A lookup table, equivalent to a linear layer applied to one-hot token vectors.
 
-    def __init__(self, vocab_size: int, d_model: int):
+    ``scale`` multiplies the looked-up vectors. With fixed sinusoidal positions (values up to 1) and small
+    initial embeddings (std 0.02), the position would drown the token and training stalls at the unigram
+    loss; Vaswani et al. (section 3.4) scale the embedding by sqrt(d_model), and so does the model here.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, *, scale: float = 1.0):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(vocab_size, d_model) * 0.02)  # (V, C)
+        self.scale = scale
 
     def forward(self, idx: Tensor) -> Tensor:
-        return self.weight[idx]  # (B, T) -> (B, T, C)
+        vectors = self.weight[idx]  # (B, T) -> (B, T, C)
+        return vectors if self.scale == 1.0 else vectors * self.scale
 
 
 class OutputLayer(nn.Module):

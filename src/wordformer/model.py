@@ -26,7 +26,8 @@ class WordPredictor(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.token_embedding = TokenEmbedding(config.vocab_size, config.d_model)
+        scale = math.sqrt(config.d_model) if config.positional == "sinusoidal" else 1.0  # see TokenEmbedding
+        self.token_embedding = TokenEmbedding(config.vocab_size, config.d_model, scale=scale)
         self.positional_encoding = build_positional_encoding(config.positional, config.block_size, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.num_layers))
