@@ -26,6 +26,26 @@ SMALL_TEXT = "\n".join(
 )
 
 
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run ``wordformer ARGV`` in-process: (exit code, stdout, stderr)."""
+    from wordformer.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *words: str) -> str:
+    """Exit 2, exactly one ``wordformer: error:`` line holding ``words``, no traceback."""
+    assert code == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("wordformer: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own corpus cache, so no test sees another's cached tokenization."""

@@ -20,7 +20,7 @@ from typing import Callable
 import pytest
 import torch
 
-from conftest import SMALL_TEXT, TINY_TRAIN
+from conftest import SMALL_TEXT, TINY_TRAIN, assert_one_line_error, run_cli
 from wordformer import load_checkpoint
 from wordformer.checkpoint import wordformer_entry
 from wordformer.cli import main
@@ -45,20 +45,6 @@ def one_thread_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *words: str) -> str:
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("wordformer: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def assert_works(code: int, err: str) -> None:

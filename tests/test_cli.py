@@ -6,23 +6,10 @@ import sys
 
 import pytest
 
-from conftest import TINY_TRAIN
-from wordformer.cli import build_parser, main
+from conftest import TINY_TRAIN, assert_one_line_error, run_cli
+from wordformer.cli import build_parser
 
 
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code, err, *words):
-    assert code == 2
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("wordformer: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_every_config_field_is_an_option_with_its_default_in_help():

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SMALL_TEXT, TINY_TRAIN
+from conftest import SMALL_TEXT, TINY_TRAIN, assert_one_line_error, run_cli
 from wordformer import checkpoint as ckpt_module
 from wordformer import load_checkpoint
 from wordformer.checkpoint import LoadedModel, atomic_torch_save, atomic_write_bytes, wordformer_entry
@@ -50,21 +50,6 @@ def one_thread():
 
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *words: str) -> str:
-    """Exit 2, exactly one ``wordformer: error:`` line holding ``words``, no traceback."""
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("wordformer: error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def digest(path: Path) -> str:

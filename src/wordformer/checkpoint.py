@@ -177,7 +177,7 @@ def parse_entry(raw: dict[str, Any], path: PathLike) -> tuple[ModelConfig, DataC
 
 def model_state_dict(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model's own tensors: Lightning prefixes them with ``model.``."""
-    state = raw.get("state_dict", {})
+    state = raw.get("state_dict", {}) if isinstance(raw, dict) else {}
     prefix = "model."
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
@@ -190,14 +190,21 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
 
         return load_safetensors(path, map_location=map_location)
     raw = read_checkpoint(path)
+    return build_loaded(path, raw, model_state_dict(raw), map_location=map_location)
+
+
+def build_loaded(path: Path, raw: dict[str, Any], state: dict[str, torch.Tensor], *,
+                 map_location: Union[str, torch.device] = "cpu") -> LoadedModel:
+    """Model, tokenizer and configs from a ``{"wordformer": entry}`` block and the model's tensors."""
     model_config, data_config, train_config, tokenizer, info = parse_entry(raw, path)
     if tokenizer.vocab_size != model_config.vocab_size:
         raise WordformerError(
             f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model expects {model_config.vocab_size}; "
-            "the checkpoint is inconsistent"
+            "the file is inconsistent"
         )
     model = WordPredictor(model_config)
-    state = model_state_dict(raw)
+    if model_config.tie_weights and "output_layer.weight" not in state and "token_embedding.weight" in state:
+        state = {**state, "output_layer.weight": state["token_embedding.weight"]}  # stored once, shared
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -123,8 +123,7 @@ def _read_header(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def load_safetensors(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> LoadedModel:
     """Rebuild model and tokenizer from a file written by :func:`save_safetensors` (never runs code)."""
-    from .checkpoint import KEY, LoadedModel, parse_entry
-    from .model import WordPredictor
+    from .checkpoint import KEY, build_loaded
 
     path = Path(path)
     tensors, metadata = _read_header(path)
@@ -136,20 +135,7 @@ def load_safetensors(path: PathLike, map_location: Union[str, torch.device] = "c
         entry = json.loads(raw_entry)
     except json.JSONDecodeError as exc:
         raise WordformerError(f"{path}: the '{METADATA_KEY}' metadata is not valid JSON ({exc.msg})") from None
-    model_config, data_config, train_config, tokenizer, info = parse_entry({KEY: entry}, path)
-    if tokenizer.vocab_size != model_config.vocab_size:
-        raise WordformerError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model expects "
-                              f"{model_config.vocab_size}; the file is inconsistent")
-    model = WordPredictor(model_config)
-    if model_config.tie_weights and TIED_KEY not in tensors and EMBEDDING_KEY in tensors:
-        tensors[TIED_KEY] = tensors[EMBEDDING_KEY]  # same values into the one shared parameter
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise WordformerError(f"{path}: the weights do not match the stored architecture ({first})") from None
-    model.to(map_location).eval()
-    return LoadedModel(model, tokenizer, model_config, data_config, train_config, path, info)
+    return build_loaded(path, {KEY: entry}, tensors, map_location=map_location)
 
 
 # ---------------------------------------------------------------------------------------- command line
