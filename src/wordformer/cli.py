@@ -166,7 +166,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 DEMO_OPTIONS = dict(tokenizer="word", min_freq=2, block_size=32, d_model=64, num_heads=4, num_layers=2,
                     batch_size=32, lr=3e-3, min_lr=3e-4, warmup_steps=100, max_steps=4000, dropout=0.1,
                     eval_interval=500, max_time=110.0)
-DEMO_PROMPTS = ("the python", "a function is", "if the")
+DEMO_PROMPTS = ("the python", "a function is", "the list")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
