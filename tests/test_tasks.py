@@ -280,6 +280,21 @@ def test_reverse_attention_is_the_anti_diagonal(reverse_run):
     assert torch.equal(mean_rows.argmax(dim=-1), torch.arange(15, -1, -1))
 
 
+def test_reverse_attention_plot_shows_the_models_maps(reverse_run, tmp_path, capsys):
+    out = tmp_path / "attention.png"
+    args = ["reverse", "attention", "--checkpoint", str(reverse_run.checkpoint), "--plot", str(out), "--seed", "5"]
+    assert task_cli.main(args) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from wordformer.plots import plot_attention_maps
+
+    seq = torch.randint(10, (1, 16), generator=torch.Generator().manual_seed(5))
+    maps = reverse_attention_maps(reverse_run.checkpoint, seq)
+    fig = plot_attention_maps([m[0] for m in maps], [str(int(v)) for v in seq[0]], causal=False)
+    shown = fig.axes[0].images[0].get_array()
+    assert torch.allclose(torch.as_tensor(shown), maps[0][0, 0], atol=1e-6)
+    assert torch.equal(torch.as_tensor(shown).argmax(dim=-1), torch.arange(15, -1, -1))
+
+
 def test_reverse_checkpoint_is_plain_and_evaluation_reproduces_the_test_score(reverse_run, capsys):
     raw = torch.load(reverse_run.checkpoint, map_location="cpu", weights_only=True)  # no stand-ins needed
     assert raw["task"] == "reverse" and raw["data"]["seq_len"] == 16

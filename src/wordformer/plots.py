@@ -144,9 +144,18 @@ def plot_attention(
     """
     model, tok, pairs = _model_and_tokenizer(source, tokenizer)
     ids = encode_prompt(tok, prompt, append_eos=pairs if append_eos is None else append_eos)
-    maps = attention_maps(model, ids)  # L x (H, T, T)
     labels = [token_label(tok.id_to_token(i)) for i in ids]
-    n_layers, n_heads, t = len(maps), maps[0].size(0), len(ids)
+    title = "masked self-attention: " + (" " if tok.kind == "word" else "").join(labels)
+    return plot_attention_maps(attention_maps(model, ids), labels, title=title, annotate=annotate)
+
+
+def plot_attention_maps(maps: Sequence[Tensor], labels: Sequence[str], *, title: str = "",
+                        annotate: Optional[bool] = None, causal: bool = True) -> Figure:
+    """A layers x heads grid of attention maps: ``maps`` holds one (H, T, T) tensor per layer.
+
+    Also draws the bidirectional maps of the tutorial-6 encoder (``causal=False``: every cell is annotated).
+    """
+    n_layers, n_heads, t = len(maps), maps[0].size(0), len(labels)
     if annotate is None:
         annotate = t <= 10 and n_layers * n_heads <= 4
     cell = min(max(2.6, 0.32 * t + 1.0), 15.0 / n_heads, 12.0 / n_layers)  # inches per panel
@@ -156,7 +165,7 @@ def plot_attention(
     for layer, weights in enumerate(maps):
         for head in range(n_heads):
             ax = axes[layer][head]
-            w = weights[head].numpy()  # (T, T)
+            w = weights[head].detach().cpu().numpy()  # (T, T)
             image = ax.imshow(w, cmap=ATTENTION_CMAP, vmin=0.0, vmax=1.0)
             ax.set_title(f"layer {layer}, head {head}", fontsize=9)
             ax.set_xticks(range(t), labels, rotation=90, fontsize=8)
@@ -168,11 +177,12 @@ def plot_attention(
                 ax.set_ylabel("query (attending token)", fontsize=8)
             if annotate:
                 for i in range(t):
-                    for j in range(i + 1):
+                    for j in range(i + 1 if causal else t):
                         ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=7,
                                 color="black" if w[i, j] > 0.6 else "white")
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
-    fig.suptitle("masked self-attention: " + (" " if tok.kind == "word" else "").join(labels), fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 

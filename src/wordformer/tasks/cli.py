@@ -83,6 +83,26 @@ def _common(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def cmd_reverse_attention(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..plots import check_image_path, plot_attention_maps, save_figure
+    from .reverse import load_reverse_module, reverse_attention_maps
+
+    check_image_path(args.plot)
+    path = _checkpoint(args, "reverse.ckpt")
+    module, data = load_reverse_module(path)
+    cfg = module.model.config
+    length = int(data.get("seq_len", 16))  # the tutorial's files carry no data info: its length was 16
+    seq = torch.randint(cfg.input_dim, (1, length), generator=torch.Generator().manual_seed(args.seed))
+    maps = [m[0] for m in reverse_attention_maps(path, seq)]  # L x (H, T, T)
+    labels = [str(int(v)) for v in seq[0]]
+    fig = plot_attention_maps(maps, labels, title="reverse task: attention of each output position (rows) "
+                              "over the input (columns)", causal=False)
+    written = save_figure(fig, args.plot)
+    return _emit(args, {"plot": str(written)}, f"wrote {written}")
+
+
 def add_task_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``task`` on the main CLI's subparsers; each leaf sets ``func`` to its handler."""
     task = subparsers.add_parser("task", help="the tutorial 6 tasks: sequence reversal and set anomaly detection")
@@ -104,6 +124,12 @@ def add_task_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--num-test", type=int, default=10_000, help="test sequences (default: 10000)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the test sequences (default: 1234)")
     p.set_defaults(func=cmd_reverse_test)
+    p = actions.add_parser("attention", help="plot the attention maps for one random sequence (the anti-diagonal)")
+    _common(p, REVERSE_OUT)
+    p.add_argument("--checkpoint", default=None, help="checkpoint to plot (default: OUT/reverse.ckpt)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the plotted sequence (default: 0)")
+    p.add_argument("--plot", required=True, help="image to write, .png or .svg (required)")
+    p.set_defaults(func=cmd_reverse_attention)
 
     anomaly = kinds.add_parser("anomaly", help="find the odd image out in sets of 10")
     actions = anomaly.add_subparsers(dest="action", metavar="ACTION", required=True)
