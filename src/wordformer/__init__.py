@@ -13,10 +13,15 @@ from __future__ import annotations
 import importlib
 import os
 
-# OpenMP threads that busy-wait make PyTorch 10-50x slower on CPU whenever another process competes for
-# the cores (measured here: the demo ran 0.5 steps/s instead of 11). Passive waiting costs little on an
-# idle machine. It only takes effect if set before torch is first imported; an explicit setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads that busy-wait make PyTorch 10-50x slower on CPU whenever other processes compete for the
+# cores (measured: the demo ran 0.5 steps/s instead of 11), but waiting passively costs about a third of the
+# speed on an idle machine (benchmarks/results/omp.json). So: passive only when the machine is already busy
+# at import. It takes effect only if set before torch is first imported; an explicit setting wins.
+try:
+    if os.getloadavg()[0] >= (os.cpu_count() or 1):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+except OSError:  # pragma: no cover - no load average on this platform
+    pass
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"

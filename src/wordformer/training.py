@@ -105,8 +105,14 @@ class WordPredictorModule(L.LightningModule):
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        fused = self.device.type == "cuda"
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+        # fused AdamW (one kernel for all parameters) on CUDA and CPU; Lightning refuses to clip gradients of a
+        # fused optimizer under mixed precision, so that case uses the multi-tensor (foreach) implementation
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        if "mixed" in precision and cfg.grad_clip > 0:
+            impl: dict[str, bool] = {"foreach": True}
+        else:
+            impl = {"fused": True} if self.device.type in ("cuda", "cpu") else {}
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **impl)
 
         def factor(step: int) -> float:
             return learning_rate(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
