@@ -410,8 +410,11 @@ def render(path: Path = OUT) -> str:
                       "quality": section_quality, "scaling": section_scaling, "omp": section_omp}[name](r)
         lines.append("")
     if (ROOT / "benchmarks" / "TUNE.md").is_file():
-        lines += ["## Other benchmarks", "", "Hyperparameter tuning: [benchmarks/TUNE.md](benchmarks/TUNE.md) "
-                  "(`python -m benchmarks.bench_tune`, not part of `make bench`).", ""]
+        tune = (ROOT / "benchmarks" / "TUNE.md").read_text().strip().splitlines()
+        lines += ["## 8. Hyperparameter tuning (issue: `wordformer tune`)", "",
+                  "Written by `python -m benchmarks.bench_tune` (about 30 minutes; not part of `make bench`), "
+                  "copied from [benchmarks/TUNE.md](benchmarks/TUNE.md).", ""]
+        lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln for ln in tune[1:]] + [""]
     text = "\n".join(lines).rstrip() + "\n"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
