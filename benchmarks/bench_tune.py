@@ -30,16 +30,17 @@ import json
 import logging
 import math
 import os
-import platform
 import shlex
 import shutil
 import sys
 import time
 import warnings
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
+
+from benchmarks import common
+from benchmarks.common import loadavg, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -67,49 +68,8 @@ def log(message: str) -> None:
     print(f"[bench_tune {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def loadavg() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
-
-
-def _version(dist: str) -> Optional[str]:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def machine() -> dict[str, Any]:
-    import torch
-
-    return {
-        "processor": platform.processor(),
-        "cpu_model": _cpu_model(),
-        "machine": platform.machine(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": _version("lightning"),
-        "optuna": _version("optuna"),
-        "cuda": torch.cuda.is_available(),
-    }
-
-
-def write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    return {**common.machine_info(), "optuna": common._version("optuna")}
 
 
 def _finite(value: Any) -> Optional[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,11 @@ SMALL_TEXT = "\n".join(
     ]
     * 12
 )
+
+
+def one_thread_env() -> dict[str, str]:
+    """The environment for subprocesses (read when called: fixtures set WORDFORMER_CACHE per test), one thread."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

@@ -9,7 +9,6 @@ Cases already covered in ``test_cli.py`` are repeated only where the "nothing ov
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from typing import Callable
 import pytest
 import torch
 
-from conftest import SMALL_TEXT, TINY_TRAIN, assert_one_line_error, run_cli
+from conftest import SMALL_TEXT, TINY_TRAIN, assert_one_line_error, run_cli, one_thread_env
 from wordformer import load_checkpoint
 from wordformer.checkpoint import wordformer_entry
 from wordformer.cli import main
@@ -29,22 +28,6 @@ from wordformer.model import WordPredictor
 from wordformer.tokenizers import BPETokenizer, CharTokenizer
 
 QUICK = ["--max-steps", "1", "--eval-interval", "1", "--eval-batches", "1"]  # after TINY_TRAIN: one step
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run several times faster on one thread; on a busy machine extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def one_thread_env() -> dict[str, str]:
-    """The environment for subprocesses (read now: fixtures set WORDFORMER_CACHE per test), on one thread."""
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
 
 
 def assert_works(code: int, err: str) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SMALL_TEXT, TINY_TRAIN, assert_one_line_error, run_cli
+from conftest import SMALL_TEXT, TINY_TRAIN, assert_one_line_error, run_cli, one_thread_env
 from wordformer import checkpoint as ckpt_module
 from wordformer import load_checkpoint
 from wordformer.checkpoint import LoadedModel, atomic_torch_save, atomic_write_bytes, wordformer_entry
@@ -33,23 +33,6 @@ from wordformer.model import WordPredictor
 from wordformer.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer
 
 # ------------------------------------------------------------------------------------------ helpers
-
-def one_thread_env() -> dict[str, str]:
-    """The environment for subprocesses (read now: fixtures set WORDFORMER_CACHE per test), on one thread."""
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run several times faster on one thread; on a busy machine extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 
 
 def digest(path: Path) -> str:

@@ -39,15 +39,6 @@ from wordformer.tasks import cli as task_cli
 pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*")  # Lightning's own deprecation notice
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train as fast on one thread, and far faster when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------------------------------
 # A fresh reference of the tutorial's TransformerPredictor layout: same state_dict names, per-head qkv.
 # --------------------------------------------------------------------------------------------------
