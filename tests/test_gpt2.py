@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -309,6 +311,10 @@ def test_load_pretrained_gpt2_from_a_local_folder(tmp_path):
     text = "the cat sat on the log"
     assert tok.encode(text) == hf_tok(text).input_ids
     assert tok.eos_id == tok.pad_id == hf_tok.eos_token_id == vocab - 1
+    from wordformer.tokenizers import tokenizer_from_dict
+
+    reloaded = tokenizer_from_dict(json.loads(json.dumps(tok.to_dict())))  # as stored in a checkpoint
+    assert reloaded.encode(text) == tok.encode(text) and reloaded.eos_id == reloaded.pad_id == tok.eos_id
     prompt = torch.tensor([tok.encode(text)])
     with torch.no_grad():
         new = hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=8,

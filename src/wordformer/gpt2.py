@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .config import ACTIVATIONS, DataConfig, ModelConfig, TrainConfig
 from .errors import WordformerError
@@ -502,26 +502,14 @@ def to_nanogpt_checkpoint(model: WordPredictor) -> dict[str, Any]:
 class GPT2BPETokenizer(BPETokenizer):
     """GPT-2's byte-level BPE: ``<|endoftext|>`` ends documents and pads batches, as GPT-2 has no ``<pad>``.
 
-    Until :func:`wordformer.tokenizers.tokenizer_from_dict` learns these names, a wordformer checkpoint
-    holding this tokenizer cannot be reloaded; use :func:`load_pretrained_gpt2` again instead.
+    A plain :class:`BPETokenizer` with other special-token names; ``to_dict`` records them, so a wordformer
+    checkpoint holding this tokenizer reloads (as a ``BPETokenizer`` with the same names).
     """
 
     def __init__(self, tok: Any, *, eos_token: str = ENDOFTEXT) -> None:
         if tok.token_to_id(eos_token) is None:
             raise WordformerError(f"the GPT-2 tokenizer has no {eos_token} token; is it a GPT-2 tokenizer?")
-        self._tok = tok  # BPETokenizer.__init__ insists on <pad>=0 and <eos>=1, which GPT-2 lacks
-        self.EOS = self.PAD = eos_token  # type: ignore[misc]
-
-    @property
-    def pad_id(self) -> int:
-        return self._special_id(self.PAD)
-
-    @property
-    def eos_id(self) -> int:
-        return self._special_id(self.EOS)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "eos_token": self.EOS, "pad_token": self.PAD}
+        super().__init__(tok, eos_token=eos_token, pad_token=eos_token)
 
 
 def _transformers(what: str) -> Any:

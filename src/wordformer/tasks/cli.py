@@ -29,6 +29,12 @@ def _checkpoint(args: argparse.Namespace, name: str) -> Path:
     return path
 
 
+def _result_payload(result: Any) -> dict[str, Any]:
+    """The JSON form of a ReverseResult or AnomalyResult (same fields)."""
+    return {"checkpoint": str(result.checkpoint), "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
+            "val_accuracy": result.val_accuracy, "seconds": result.seconds}
+
+
 def _emit(args: argparse.Namespace, payload: dict[str, Any], line: str) -> int:
     print(json.dumps(payload) if args.json else line)
     return 0
@@ -39,8 +45,7 @@ def cmd_reverse_train(args: argparse.Namespace) -> int:
 
     config = ReverseConfig(train_size=args.train_size, batch_size=args.batch_size)
     result = train_reverse(args.out, epochs=args.epochs, seed=args.seed, config=config, accelerator=args.accelerator)
-    payload = {"checkpoint": str(result.checkpoint), "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
-               "val_accuracy": result.val_accuracy, "seconds": result.seconds}
+    payload = _result_payload(result)
     line = (f"reverse: test accuracy {result.test_accuracy:.4f}   loss {result.test_loss:.4f}   "
             f"({args.epochs} epochs, {result.seconds:.0f} s)   checkpoint {result.checkpoint}")
     return _emit(args, payload, line)
@@ -61,8 +66,7 @@ def cmd_anomaly_train(args: argparse.Namespace) -> int:
 
     result = train_anomaly(args.out, epochs=args.epochs, seed=args.seed, source=args.source, data_dir=args.data_dir,
                            download=args.download, accelerator=args.accelerator)
-    payload = {"checkpoint": str(result.checkpoint), "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
-               "val_accuracy": result.val_accuracy, "seconds": result.seconds}
+    payload = _result_payload(result)
     line = (f"anomaly ({args.source}): test accuracy {result.test_accuracy:.4f}   loss {result.test_loss:.4f}   "
             f"({args.epochs} epochs, {result.seconds:.0f} s)   checkpoint {result.checkpoint}")
     return _emit(args, payload, line)
