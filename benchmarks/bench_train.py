@@ -11,7 +11,9 @@ rotating), so the three share the machine's conditions chunk by chunk (the machi
 on contended cores slow down by several times whenever another process runs). The Trainer's chunk time is
 the wall time between its step-end stamps minus the time spent in the interleaved loops, so it includes all
 of the Trainer's own per-step work (data loading, hooks, logging). This is done twice: with loggers and
-progress bar off, then with ``train()``'s defaults (CSV + TensorBoard loggers, LR monitor, progress bar).
+progress bar off, then with ``train()``'s defaults (CSV + TensorBoard loggers, LR monitor, progress bar), then
+(on CPUs with native bf16) with ``precision="bf16-mixed"``, against the peer in float32 (as nanoGPT and a plain
+HF loop train on a CPU) and the peer under the same bf16 autocast.
 
     python -m benchmarks.bench_train [--quick]
 """
@@ -28,7 +30,8 @@ from typing import Any
 
 import torch
 
-from .common import (DATA, OPTIM, SEED, SIZES, PlainStepper, base_parser, batch_list, char_corpus, finish, load1, log,
+from .common import (DATA, OPTIM, SEED, SIZES, PlainStepper, base_parser, batch_list, bf16_autocast, char_corpus, finish,
+                     load1, log,
                      peer_attention, peer_logits, peer_model, quiet_libraries, same_function, set_threads, start,
                      wordformer_logits, wordformer_model)
 from .derive import derive_train
@@ -92,7 +95,8 @@ def make_interleaver(others: dict[str, PlainStepper], *, warmup: int, chunk: int
     return Interleave()
 
 
-def run_phase(*, default: bool, vocab: int, batches, warmup: int, rounds: int, fused_too: bool = False) -> dict[str, Any]:
+def run_phase(*, default: bool, vocab: int, batches, warmup: int, rounds: int, fused_too: bool = False,
+              bf16: bool = False) -> dict[str, Any]:
     """One ``train()`` run of warmup + rounds * CHUNK steps with the plain loops interleaved."""
     from wordformer.config import DataConfig, ModelConfig, TrainConfig
     from wordformer.training import train
@@ -101,6 +105,11 @@ def run_phase(*, default: bool, vocab: int, batches, warmup: int, rounds: int, f
     max_steps = warmup + rounds * CHUNK
     others = {"wordformer_plain": PlainStepper(wordformer_model(vocab, **sizes), wordformer_logits, batches, max_steps=max_steps),
               "peer_plain": PlainStepper(peer_model(vocab, **sizes), peer_logits, batches, max_steps=max_steps)}
+    if bf16:  # the same loops under bf16 autocast (wordformer's with fused AdamW, as its Trainer uses)
+        others["wordformer_plain_bf16"] = PlainStepper(wordformer_model(vocab, **sizes), bf16_autocast(wordformer_logits),
+                                                       batches, max_steps=max_steps, fused=True)
+        others["peer_plain_bf16"] = PlainStepper(peer_model(vocab, **sizes), bf16_autocast(peer_logits), batches,
+                                                 max_steps=max_steps)
     if fused_too:  # supplementary: the same loops with fused AdamW (see BENCHMARKS.md, recommendations)
         others["wordformer_plain_fused"] = PlainStepper(wordformer_model(vocab, **sizes), wordformer_logits, batches,
                                                         max_steps=max_steps, fused=True)
@@ -109,14 +118,14 @@ def run_phase(*, default: bool, vocab: int, batches, warmup: int, rounds: int, f
         # supplementary: the peer with GPT-2's default activation (gelu_new), as GPT2Config() gives it
         others["peer_plain_gelu_new"] = PlainStepper(peer_model(vocab, activation="gelu_new", **sizes), peer_logits,
                                                      batches, max_steps=max_steps)
-    tag = "trainer defaults" if default else "trainer lean"
+    tag = "trainer bf16" if bf16 else "trainer defaults" if default else "trainer lean"
     cb = make_interleaver(others, warmup=warmup, chunk=CHUNK, rounds=rounds, tag=tag)
     model = ModelConfig(positional=POSITIONAL, dropout=0.0, **sizes)
     cfg = TrainConfig(max_steps=max_steps, batch_size=SIZES["batch_size"], lr=OPTIM["lr"], min_lr=OPTIM["min_lr"],
                       warmup_steps=OPTIM["warmup_steps"], beta1=OPTIM["betas"][0], beta2=OPTIM["betas"][1],
                       weight_decay=OPTIM["weight_decay"], grad_clip=OPTIM["grad_clip"], seed=SEED, progress=default,
                       eval_batches=20 if default else 1, eval_interval=max_steps,  # validate after the last step only
-                      accelerator="cpu", devices="1")
+                      accelerator="cpu", devices="1", precision="bf16-mixed" if bf16 else "32-true")
     with tempfile.TemporaryDirectory(prefix="wf-bench-") as out, open(os.devnull, "w") as sink, \
             contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):  # the progress bar writes to stdout
         result = train(model, DataConfig(data=str(DATA), tokenizer="char"), cfg, out, callbacks=[cb], logger=default,
@@ -166,19 +175,32 @@ def main(argv: list[str] | None = None) -> int:
 
     lean = run_phase(default=False, vocab=vocab, batches=batches, warmup=warmup, rounds=rounds, fused_too=True)
     dflt = run_phase(default=True, vocab=vocab, batches=batches, warmup=warmup, rounds=rounds)
+    same_batches = lean["same_batches"] and dflt["same_batches"]
     runs = {"wordformer_trainer": lean["runs"]["trainer"], "wordformer_plain": lean["runs"]["wordformer_plain"],
             "peer_plain": lean["runs"]["peer_plain"], "wordformer_plain_fused": lean["runs"]["wordformer_plain_fused"],
             "peer_plain_fused": lean["runs"]["peer_plain_fused"], "peer_plain_gelu_new": lean["runs"]["peer_plain_gelu_new"],
             "wordformer_trainer_default": dflt["runs"]["trainer"],
             "wordformer_plain_phase2": dflt["runs"]["wordformer_plain"], "peer_plain_phase2": dflt["runs"]["peer_plain"]}
+    from wordformer.training import cpu_has_native_bf16
+
+    native_bf16 = cpu_has_native_bf16()
+    if native_bf16:  # elsewhere bf16 is emulated and slower: nothing to measure
+        b = run_phase(default=False, vocab=vocab, batches=batches, warmup=warmup, rounds=rounds, bf16=True)
+        runs.update({"wordformer_trainer_bf16": b["runs"]["trainer"], "peer_plain_phase3": b["runs"]["peer_plain"],
+                     "wordformer_plain_phase3": b["runs"]["wordformer_plain"],
+                     "wordformer_plain_bf16": b["runs"]["wordformer_plain_bf16"],
+                     "peer_plain_bf16": b["runs"]["peer_plain_bf16"]})
+        same_batches = same_batches and b["same_batches"]
+    else:
+        log("this CPU has no native bf16 (AVX512-BF16 or AMX): the bf16-mixed phase is skipped")
     derived = derive_train(runs)
-    same_batches = lean["same_batches"] and dflt["same_batches"]
     finish(NAME, MODULE, args, started, {
         "config": {**SIZES, "vocab_size": vocab, "parameters": params, "positional": POSITIONAL, "optimizer": OPTIM,
                    "peer": "transformers.GPT2LMHeadModel", "peer_attention": attn, "peer_activation": "gelu (exact)",
                    "max_logit_diff_same_weights": diff, "same_batches_trainer_and_loops": same_batches,
                    "warmup_steps_untimed": warmup, "chunk_steps": CHUNK, "rounds": rounds,
-                   "tokens_per_step": block * batch, "batch_build_us": batch_cost_us(corpus)},
+                   "tokens_per_step": block * batch, "batch_build_us": batch_cost_us(corpus),
+                   "cpu_native_bf16": native_bf16},
         **derived,  # tokens_per_s, ratios, quiet_rounds, goals (benchmarks/derive.py)
         "runs": runs,
     })

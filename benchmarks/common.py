@@ -319,6 +319,15 @@ def peer_logits(model, x: torch.Tensor) -> torch.Tensor:
     return model(input_ids=x, use_cache=False).logits
 
 
+def bf16_autocast(logits_fn: Callable) -> Callable:
+    """``logits_fn`` under CPU bf16 autocast (what Lightning's ``precision="bf16-mixed"`` does on a CPU)."""
+    def run(model, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return logits_fn(model, x)
+
+    return run
+
+
 # ------------------------------------------------------------------------------------ the plain loop
 
 
@@ -378,7 +387,7 @@ class PlainStepper:
             self.sched.step()
             self.step_count += 1
         seconds = time.perf_counter() - t0
-        self.loss = float(loss)
+        self.loss = float(loss.detach())
         return seconds
 
 

@@ -25,7 +25,9 @@ MIN_QUIET = 5
 
 TRAIN_PHASES = (("wordformer_trainer", "wordformer_plain", "peer_plain", "wordformer_plain_fused", "peer_plain_fused",
                  "peer_plain_gelu_new"),
-                ("wordformer_trainer_default", "wordformer_plain_phase2", "peer_plain_phase2"))
+                ("wordformer_trainer_default", "wordformer_plain_phase2", "peer_plain_phase2"),
+                ("wordformer_trainer_bf16", "peer_plain_phase3", "wordformer_plain_phase3", "wordformer_plain_bf16",
+                 "peer_plain_bf16"))
 GEN_TWO_THREADS = ("wordformer_cache", "wordformer_no_cache", "peer_generate")
 GEN_ONE_THREAD = ("wordformer_cache_1thread", "peer_generate_1thread")
 
@@ -87,8 +89,8 @@ def overhead_fn(plain: float, trainer: float) -> float:
 
 
 def derive_train(runs: dict[str, list[dict]]) -> dict[str, Any]:
-    q1, q2 = (quiet_rounds(runs, names) for names in TRAIN_PHASES)
-    quiet = {name: (q1 if name in TRAIN_PHASES[0] else q2) for name in runs}
+    q1, q2, q3 = (quiet_rounds(runs, names) for names in TRAIN_PHASES)
+    quiet = {name: (q1 if name in TRAIN_PHASES[0] else q2 if name in TRAIN_PHASES[1] else q3) for name in runs}
     summary = {name: both(runs, name, quiet[name]) for name in runs}
     specs = {
         "trainer_over_peer": ("wordformer_trainer", "peer_plain", ratio_fn, q1),
@@ -100,15 +102,26 @@ def derive_train(runs: dict[str, list[dict]]) -> dict[str, Any]:
         "plain_fused_over_peer": ("wordformer_plain_fused", "peer_plain", ratio_fn, q1),
         "plain_fused_over_peer_fused": ("wordformer_plain_fused", "peer_plain_fused", ratio_fn, q1),
         "trainer_over_peer_gelu_new": ("wordformer_trainer", "peer_plain_gelu_new", ratio_fn, q1),
+        "trainer_bf16_over_peer": ("wordformer_trainer_bf16", "peer_plain_phase3", ratio_fn, q3),
+        "trainer_bf16_over_peer_bf16": ("wordformer_trainer_bf16", "peer_plain_bf16", ratio_fn, q3),
+        "plain_bf16_over_plain_fp32": ("wordformer_plain_bf16", "wordformer_plain_phase3", ratio_fn, q3),
+        "plain_bf16_over_peer_bf16": ("wordformer_plain_bf16", "peer_plain_bf16", ratio_fn, q3),
     }
     ratios = {k: pair(runs, a, b, fn, q) for k, (a, b, fn, q) in specs.items() if a in runs and b in runs}
     speed, speed_how = headline(ratios["trainer_over_peer"])
     over, over_how = headline(ratios["trainer_overhead"])
     over_d, _ = headline(ratios["trainer_default_overhead"])
-    goals = [goal("training: wordformer (Trainer) / peer tokens/s", speed, 1.3, note=speed_how),
+    goals = [goal("training: wordformer (Trainer) / peer tokens/s, both float32", speed, 1.3, note=speed_how)]
+    if "trainer_bf16_over_peer" in ratios:
+        bf, bf_how = headline(ratios["trainer_bf16_over_peer"])
+        same, _ = headline(ratios["trainer_bf16_over_peer_bf16"])
+        goals.append(goal("training: wordformer (Trainer, `--precision bf16-mixed`) / peer (float32, as nanoGPT on a "
+                          "CPU)", bf, 1.3, note=f"{bf_how}; against the peer under the same bf16 autocast {same:.2f}"))
+    goals += [
              goal("training: Trainer overhead over wordformer's plain loop", over, 0.05, higher_is_better=False,
                   note=f"loggers and progress bar off, {over_how}; with train()'s defaults {over_d:+.1%}")]
-    return {"tokens_per_s": summary, "ratios": ratios, "quiet_rounds": {"phase1": q1, "phase2": q2}, "goals": goals}
+    return {"tokens_per_s": summary, "ratios": ratios, "quiet_rounds": {"phase1": q1, "phase2": q2, "phase3": q3},
+            "goals": goals}
 
 
 def derive_generate(runs: dict[str, list[dict]]) -> dict[str, Any]:

@@ -150,7 +150,12 @@ def section_train(r: dict[str, Any]) -> list[str]:
              "peer_plain": "HF `GPT2LMHeadModel` (peer), same plain loop",
              "wordformer_plain_fused": "supplementary: wordformer's model, plain loop, fused AdamW",
              "peer_plain_fused": "supplementary: peer, plain loop, fused AdamW",
-             "peer_plain_gelu_new": "supplementary: peer with GPT-2's default activation `gelu_new`, plain loop"}
+             "peer_plain_gelu_new": "supplementary: peer with GPT-2's default activation `gelu_new`, plain loop",
+             "wordformer_trainer_bf16": "wordformer, Lightning Trainer, `precision=\"bf16-mixed\"` (loggers and progress bar off)",
+             "peer_plain_phase3": "peer, plain loop, float32 (paired with the bf16 Trainer run)",
+             "wordformer_plain_phase3": "wordformer's model, plain loop, float32 (paired with the bf16 Trainer run)",
+             "wordformer_plain_bf16": "wordformer's model, plain loop, bf16 autocast, fused AdamW",
+             "peer_plain_bf16": "peer, plain loop, bf16 autocast"}
     lines = [f"Char-level tinyshakespeare, {c['num_layers']} layers, {c['num_heads']} heads, d_model {c['d_model']}, "
              f"block {c['block_size']}, batch {c['batch_size']} ({c['tokens_per_step']} tokens/step), vocabulary "
              f"{c['vocab_size']}, {c['parameters']:,} parameters in both models. AdamW lr {c['optimizer']['lr']}, betas "
@@ -160,7 +165,9 @@ def section_train(r: dict[str, Any]) -> list[str]:
              f"Trainer steps (order rotating), {c['rounds']} rounds after {c['warmup_steps_untimed']} untimed steps; the "
              "Trainer's chunk time excludes the interleaved work. Each chunk is one measurement; ratios pair the chunks "
              "of one round. Two such runs: Trainer with loggers and progress bar off, then with `train()`'s defaults "
-             "(each paired with its own plain-loop chunks).", "",
+             "(each paired with its own plain-loop chunks)" + (", and a third with `precision=\"bf16-mixed\"` (this CPU "
+             "has native bf16), paired with float32 and bf16-autocast plain loops." if c.get("cpu_native_bf16") else
+             "."), "",
              *table(["run", "tokens/s, all chunks: median [IQR]", "quiet rounds: median (min–max), n", "best chunk",
                      "all chunks pooled"],
                     [[names[k], all_cell(t[k]), quiet_cell(t[k]), num(t[k]["max"]), num(t[k].get("overall"))]
@@ -177,7 +184,11 @@ def section_train(r: dict[str, Any]) -> list[str]:
                      ("plain_fused_over_plain", "supplementary: wordformer plain loop, fused / default AdamW"),
                      ("plain_fused_over_peer", "supplementary: wordformer plain loop with fused AdamW / peer (default AdamW)"),
                      ("plain_fused_over_peer_fused", "supplementary: both with fused AdamW, wordformer / peer"),
-                     ("trainer_over_peer_gelu_new", "supplementary: wordformer (Trainer) / peer with `gelu_new`"))
+                     ("trainer_over_peer_gelu_new", "supplementary: wordformer (Trainer) / peer with `gelu_new`"),
+                     ("trainer_bf16_over_peer", "wordformer (Trainer, bf16-mixed) / peer (float32)"),
+                     ("trainer_bf16_over_peer_bf16", "wordformer (Trainer, bf16-mixed) / peer (bf16 autocast)"),
+                     ("plain_bf16_over_peer_bf16", "both plain loops under bf16 autocast, wordformer / peer"),
+                     ("plain_bf16_over_plain_fp32", "wordformer plain loop, bf16 autocast / float32"))
                  if key in q]), "", QUIET_NOTE, "",
              f"Same model: with wordformer's weights copied into the peer, the largest logit difference is "
              f"{c['max_logit_diff_same_weights']:.1e}. Same batches: the Trainer's first batch equals the plain loops' "

@@ -75,3 +75,33 @@ def test_padding_keys_get_no_attention_and_padding_queries_do_not_produce_nan():
     # the real tokens' outputs equal those of the unpadded sequence
     alone, _ = att(x[:, 2:])
     assert torch.allclose(fused[:, 2:], alone, atol=1e-5)
+
+
+def test_bf16_attention_on_cpu_is_computed_in_float32_even_under_autocast():
+    import torch.nn.functional as F
+
+    from wordformer.attention import fused_attention
+
+    torch.manual_seed(5)
+    q, k, v = (torch.randn(2, 4, 16, 8).bfloat16().requires_grad_() for _ in range(3))
+    ref_in = [t.detach().float().requires_grad_() for t in (q, k, v)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast would otherwise run the kernel in bf16
+        y = fused_attention(q, k, v, is_causal=True)
+    ref = F.scaled_dot_product_attention(*ref_in, is_causal=True)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, ref.bfloat16())
+    y.float().sum().backward()
+    ref.sum().backward()
+    for ours, theirs in zip((q, k, v), ref_in):
+        assert ours.grad.dtype == torch.bfloat16 and torch.equal(ours.grad, theirs.grad.bfloat16())
+
+
+def test_a_block_under_bf16_autocast_stays_close_to_float32():
+    torch.manual_seed(6)
+    att = MultiHeadSelfAttention(ModelConfig(d_model=32, num_heads=4, block_size=16)).eval()
+    x = torch.randn(2, 16, 32)
+    exact, _ = att(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, _ = att(x)
+    assert low.dtype == torch.bfloat16
+    assert torch.allclose(low.float(), exact, atol=3e-2, rtol=3e-2)

@@ -130,3 +130,40 @@ def test_pairs_mode_trains_the_chapter_toy_example(toy_pairs, tmp_path):
         new = generate_ids(loaded.model, [ids], max_new_tokens=5, temperature=0, eos_id=tok.eos_id)[0]
         assert [tok.id_to_token(i) for i in new] == ["awesome", "<eos>"]
         assert loaded.generate(prompt, temperature=0) == "awesome"
+
+
+class _StepProbe(L.Callback):
+    """Record, after each optimiser step, the norm of the gradients that step used."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+        self.fused: list[bool] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        opt = trainer.optimizers[0]
+        self.fused.append(bool(opt.defaults.get("fused")))
+        def after_step(optimizer, *_):  # the closure (forward, backward, clipping) runs inside step()
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else -1.0)
+
+        opt.register_step_post_hook(after_step)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_gradients_are_clipped_with_the_fused_optimizer_in_bf16_and_float32(small_text, tmp_path, precision):
+    probe = _StepProbe()
+    model, data, cfg = tiny_configs(small_text, max_steps=4, grad_clip=1e-3, precision=precision, lr=1e-2)
+    result = train(model, data, cfg, tmp_path / "run", callbacks=[probe], logger=False)
+    assert result.steps == 4 and math.isfinite(result.val_loss)
+    assert probe.fused == [True]
+    assert len(probe.norms) == 4 and 0 < min(probe.norms) and max(probe.norms) <= 1e-3 * (1 + 1e-3)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_slower(small_text, tmp_path, monkeypatch, caplog):
+    import wordformer.training as training
+
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    model, data, cfg = tiny_configs(small_text, max_steps=2, precision="bf16-mixed")
+    with caplog.at_level("WARNING", logger="wordformer.training"):
+        train(model, data, cfg, tmp_path / "run", logger=False)
+    assert any("no native bf16" in r.getMessage() for r in caplog.records)
