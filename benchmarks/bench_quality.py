@@ -124,7 +124,7 @@ def peer_quality(steps: int, eval_batches: int) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def nanogpt_estimate_spread(checkpoint: Path, draws: int = 200, batches: int = 20) -> dict[str, Any]:
+def nanogpt_estimate_spread(checkpoint: Path, eval_batches: int, draws: int = 200, batches: int = 20) -> dict[str, Any]:
     """nanoGPT's estimate_loss at eval_iters=20 (the mean of 20 random 12x64 batches), drawn many times."""
     from wordformer import load_checkpoint
 
@@ -139,11 +139,11 @@ def nanogpt_estimate_spread(checkpoint: Path, draws: int = 200, batches: int = 2
         windows = val[starts[..., None] + torch.arange(65)]  # (batches, 12, 65)
         estimates.append(sum(float(F.cross_entropy(model(w[:, :-1]).flatten(0, 1), w[:, 1:].flatten()))
                              for w in windows) / batches)
-    full = mean_loss(model, lambda m, x: m(x), val_batches(corpus, 200))
+    ours = mean_loss(model, lambda m, x: m(x), val_batches(corpus, eval_batches))
     return {"checkpoint": str(checkpoint.relative_to(ROOT)), "draws": draws, "batches_per_estimate": batches,
             "estimate": summarize(estimates), "stdev": statistics.stdev(estimates),
             "share_at_or_below_reference": sum(e <= NANOGPT_VAL_LOSS for e in estimates) / draws,
-            "our_200_batch_loss": full}
+            "our_loss": ours, "our_eval_batches": eval_batches}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                           note=f"median of {v['n']} seeds, {v['min']:.3f}–{v['max']:.3f}; {t['median']:.0f} s per run"))
     checks: dict[str, Any] = {"peer": peer_quality(steps, eval_batches)}
     learned = ROOT / ("runs/quality-learned" if not args.quick else "runs/quality-quick") / "last.ckpt"
-    checks["nanogpt_estimate"] = nanogpt_estimate_spread(learned, draws=20 if args.quick else 200)
+    checks["nanogpt_estimate"] = nanogpt_estimate_spread(learned, eval_batches, draws=20 if args.quick else 200)
     e = checks["nanogpt_estimate"]
     log(f"nanoGPT-style 20-batch estimate of {e['checkpoint']}: median {e['estimate']['median']:.4f}, sd "
         f"{e['stdev']:.4f}, {e['share_at_or_below_reference']:.0%} of draws <= {NANOGPT_VAL_LOSS}")

@@ -371,11 +371,14 @@ def kill_during_save(work: Path, data: Path, reference: Path, steps: int) -> Fau
     leftovers = sorted(out.glob(".last.ckpt.*.tmp"))
     step_after_kill = checkpoint_step(out / "last.ckpt")
     resumed = run(["train", "--resume", out, "--no-progress"])
+    left_after_resume = sorted(out.glob(".*.ckpt.*.tmp"))
     equal, diff = same_weights(out / "last.ckpt", reference / "last.ckpt") if resumed.code == 0 else (False, -1.0)
-    ok = in_save and before_kill == step_after_kill == 10 and resumed.code == 0 and equal
+    ok = (in_save and before_kill == step_after_kill == 10 and resumed.code == 0 and equal and len(leftovers) == 1
+          and not left_after_resume)
     return Fault("SIGKILL during a checkpoint save", "training killed after the step-20 last.ckpt was written and "
                  "fsynced but before its rename", f"last.ckpt still the complete step-{step_after_kill} file; "
-                 f"{len(leftovers)} orphaned temp file (SIGKILL runs no cleanup); resume gave weights "
+                 f"{len(leftovers)} orphaned temp file (SIGKILL runs no cleanup), {len(left_after_resume)} after "
+                 f"the resume (it removes them); resume gave weights "
                  f"{'bitwise equal' if equal else f'differing by {diff:.1e}'} to the uninterrupted run", ok)
 
 

@@ -430,8 +430,14 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(reference_runs, tmp_
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, f"not killed (rc {proc.returncode}): {proc.stderr.read()[-2000:]}"
     assert 10 <= checkpoint_step(last) < 60
+    # a kill in the middle of a save leaves its temp file (see test_sigkill_during_a_save_leaves_the_previous_file);
+    # the resumed run clears those, and only those
+    stale, other = out / ".last.ckpt.k1ll3d.tmp", out / ".notes.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    other.write_bytes(b"the user's")
     code, _, err = run_cli(capsys, "train", "--resume", out, "--no-progress")
     assert code == 0, err
+    assert not stale.exists() and other.read_bytes() == b"the user's"
     resumed, full = load_checkpoint(out / "last.ckpt"), load_checkpoint(reference / "last.ckpt")
     assert resumed.info["step"] == full.info["step"] == 60
     for metric in ("train_loss", "val_loss"):

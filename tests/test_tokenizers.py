@@ -113,6 +113,20 @@ def test_char_tokenizer_maps_unknown_characters_to_unk():
     assert tok.encode("aZc🤖") == [3, tok.unk_id, 5, tok.unk_id]
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 22])
+def test_char_encoding_in_chunks_equals_one_lookup_per_character(monkeypatch, chunk):
+    """Long lines are encoded in chunks; every chunk boundary must give the same ids as a per-character look-up."""
+    tok = CharTokenizer.train([UNICODE])
+    text = (UNICODE + "Z🤖") * 5 + "<eos>" + UNICODE[:5]  # unknown characters and an <eos> across boundaries
+    expected = []
+    for k, part in enumerate(text.split("<eos>")):
+        expected += ([tok.eos_id] if k else []) + [tok._index.get(c, tok.unk_id) for c in part]
+    monkeypatch.setattr(CharTokenizer, "_CHUNK", chunk)
+    ids = tok.encode_array(text)
+    assert ids.dtype.name == "int64" and ids.tolist() == expected
+    assert CharTokenizer(["a"]).encode_array("").tolist() == []
+
+
 # ---------------------------------------------------------------------------------------------- BPE
 
 

@@ -248,14 +248,22 @@ class CharTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return len(self._vocab)
 
+    _CHUNK = 1 << 22  # characters per vectorised pass: bounds the temporaries, not the speed
+
     def _encode_part(self, part: str) -> np.ndarray:
-        """Vectorised look-up, so a 50 MB line costs a few numpy passes, not a Python loop."""
-        codes = np.frombuffer(part.encode("utf-32-le"), dtype=np.uint32)  # (n,)
-        if len(self._codes) == 0:
-            return np.full(len(codes), self._index[UNK], dtype=np.int64)
-        pos = np.searchsorted(self._codes, codes)  # (n,)
-        found = self._codes[np.minimum(pos, len(self._codes) - 1)] == codes
-        return np.where(found, pos + 3, self._index[UNK]).astype(np.int64)
+        """Vectorised look-up, so a 50 MB line costs a few numpy passes, not a Python loop; done in chunks so
+        the temporaries (UTF-32 codes, search positions) stay a few tens of MB whatever the line's length."""
+        out = np.empty(len(part), dtype=np.int64)
+        for start in range(0, len(part), self._CHUNK):
+            codes = np.frombuffer(part[start:start + self._CHUNK].encode("utf-32-le"), dtype=np.uint32)  # (c,)
+            chunk = out[start:start + len(codes)]
+            if len(self._codes) == 0:
+                chunk[:] = self._index[UNK]
+                continue
+            pos = np.searchsorted(self._codes, codes)  # (c,)
+            found = self._codes[np.minimum(pos, len(self._codes) - 1)] == codes
+            np.copyto(chunk, np.where(found, pos + 3, self._index[UNK]))
+        return out
 
     def encode_array(self, text: str) -> np.ndarray:
         """Like :meth:`encode` but returns an int64 array (fast path for large corpora)."""

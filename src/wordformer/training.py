@@ -236,6 +236,25 @@ def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
         raise WordformerError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}; choose another --out") from None
 
 
+def remove_stale_temp_checkpoints(out_dir: Path) -> list[Path]:
+    """Delete the temp files of checkpoint saves that a killed process never renamed into place.
+
+    Only the names ``atomic_write_bytes`` makes for this run's checkpoints (``.best.ckpt.*.tmp``,
+    ``.last.ckpt.*.tmp``); the checkpoints themselves were never touched by a half-finished save.
+    """
+    removed = []
+    for name in ("best.ckpt", "last.ckpt"):
+        for tmp in out_dir.glob(f".{name}.*.tmp"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:  # gone already, or not ours to remove: harmless either way
+                pass
+    if removed:
+        log.info("removed %d unfinished checkpoint save(s) in %s", len(removed), out_dir)
+    return removed
+
+
 def config_from_checkpoint(path: Path) -> tuple[ModelConfig, DataConfig, TrainConfig]:
     model_config, data_config, train_config, _, _ = parse_entry(read_checkpoint(path), path)
     return model_config, data_config, train_config
@@ -259,6 +278,7 @@ def train(
     """
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume=resume, overwrite=overwrite)
+    remove_stale_temp_checkpoints(out_dir)
     last = out_dir / "last.ckpt"
     if resume and not last.exists():
         raise WordformerError(f"nothing to resume in {out_dir}: there is no last.ckpt")
