@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import socket
 import threading
@@ -13,12 +14,26 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import torch
 
 from wordformer import download as dl
 from wordformer.errors import WordformerError
 
 PAYLOAD = bytes(range(256)) * 1000  # 256 kB: several chunks, so the progress loop really iterates
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def _checkpoint_bytes() -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.arange(64_000, dtype=torch.int32)}}, buffer)  # ~256 kB, zip format
+    return buffer.getvalue()
+
+
+CKPT = _checkpoint_bytes()
+# bodies sent with status 200 and no Content-Length (the connection simply closes)
+UNCHECKED = {"page.ckpt": b"<!DOCTYPE html>\n<html><body>Please sign in</body></html>\n",
+             "cut.ckpt": CKPT[: len(CKPT) // 2], "noise.pt": bytes(range(256)) * 4,
+             "cut.safetensors": b"\x40\x00\x00\x00\x00\x00\x00\x00{\"w\":", "notes.txt": b"<html> is fine in text"}
 
 
 class FakeServer:
@@ -48,10 +63,17 @@ class FakeServer:
                     self.send_error(500, "Internal Server Error")
                     return
                 if name in ("data.bin", "ReverseTask.ckpt", "SetAnomalyTask.ckpt"):
+                    body = CKPT if name.endswith(".ckpt") else PAYLOAD
                     self.send_response(200)
-                    self.send_header("Content-Length", str(len(PAYLOAD)))
+                    self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
-                    self.wfile.write(PAYLOAD)
+                    self.wfile.write(body)
+                    return
+                if name in UNCHECKED:
+                    self.send_response(200)
+                    self.end_headers()
+                    self.wfile.write(UNCHECKED[name])
+                    self.close_connection = True
                     return
                 self.send_error(404, "Not Found")
 
@@ -241,7 +263,7 @@ def test_partial_files_are_ignored_and_stale_ones_cleaned(server: FakeServer, tm
     with pytest.raises(WordformerError, match="not cached"):  # a partial file is never a hit
         dl.download("tutorial6-reverse", cache_dir=tmp_path, offline=True)
     path = dl.download("tutorial6-reverse", cache_dir=tmp_path, progress=False)
-    assert path.read_bytes() == PAYLOAD
+    assert path.read_bytes() == CKPT
     assert not stale.exists()
     assert fresh.exists()
 
@@ -309,3 +331,25 @@ def test_cli_help_shows_defaults() -> None:
     for action in sub._actions:
         if action.option_strings and action.dest != "help":
             assert "default" in (action.help or ""), action.dest
+
+
+@pytest.mark.parametrize("name, words", [
+    ("page.ckpt", ["sent a web page", "check the URL"]),
+    ("cut.ckpt", ["incomplete checkpoint", "download again"]),
+    ("noise.pt", ["not send a PyTorch checkpoint"]),
+    ("cut.safetensors", ["complete safetensors"]),
+])
+def test_what_cannot_be_a_checkpoint_is_neither_cached_nor_pinned(server: FakeServer, tmp_path: Path, name: str,
+                                                                    words: list[str]) -> None:
+    """Status 200 and no Content-Length: only the content can tell a login page or a cut-short file."""
+    with pytest.raises(WordformerError) as err:
+        dl.download(server.url(name), cache_dir=tmp_path, progress=False)
+    assert all(w in str(err.value) for w in words) and "\n" not in str(err.value)
+    assert leftovers(tmp_path) == []  # no file, no .sha256 sidecar: a later download starts afresh
+
+
+def test_a_complete_checkpoint_and_other_files_pass_the_content_check(server: FakeServer, tmp_path: Path) -> None:
+    ckpt = dl.download(server.url("ReverseTask.ckpt"), cache_dir=tmp_path, progress=False)
+    assert torch.equal(torch.load(ckpt, weights_only=True)["state_dict"]["w"], torch.arange(64_000, dtype=torch.int32))
+    text = dl.download(server.url("notes.txt"), cache_dir=tmp_path, progress=False)  # no check for non-checkpoints
+    assert text.read_bytes() == UNCHECKED["notes.txt"]

@@ -195,8 +195,11 @@ def test_cli_plots_every_kind_from_a_checkpoint(tok, tmp_path, capsys, trained_r
     (["curves", "--run", "{tmp}", "--out", "{tmp}/c.png"], ["metrics.csv"]),
     (["lr", "--lr", "0.001", "--min-lr", "0.01", "--out", "{tmp}/l.png"], ["min_lr"]),
     (["positional", "--d-model", "0", "--out", "{tmp}/p.png"], ["d_model"]),
+    (["lr", "--out", "{tmp}/notes.txt/l.png"], ["notes.txt is a file, not a folder", "another path"]),
+    (["lr", "--out", "{tmp}/notes.txt/deeper/l.png"], ["notes.txt is a file, not a folder"]),
 ])
 def test_cli_mistakes_are_one_line_errors(capsys, tmp_path, args, words):
+    (tmp_path / "notes.txt").write_text("the user's")
     code, _, err = run_cli(capsys, "plot", *[a.format(tmp=tmp_path) for a in args])
     assert code == 2
     lines = [ln for ln in err.strip().splitlines() if ln.startswith("wordformer: error:")]
@@ -204,3 +207,4 @@ def test_cli_mistakes_are_one_line_errors(capsys, tmp_path, args, words):
     for word in words:
         assert word in lines[0]
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.jpg"))
+    assert (tmp_path / "notes.txt").read_text() == "the user's"

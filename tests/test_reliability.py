@@ -479,9 +479,10 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(sma
 def test_an_unwritable_output_folder_gets_one_line(small_text, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    for out in (blocker / "run", Path("/proc/wordformer-run")):
+    for out, why in ((blocker, "is a file, not a folder"), (blocker / "run", f"{blocker} is a file, not a folder"),
+                     (Path("/proc/wordformer-run"), "cannot make folder")):
         code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", out, *TINY_TRAIN)
-        assert_one_line_error(code, err, "cannot write to output folder", str(out))
+        assert_one_line_error(code, err, why, str(out), "choose another --out")
     assert blocker.read_text() == "not a folder"
 
 

@@ -38,6 +38,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
 
@@ -345,11 +346,42 @@ def _fetch(url: str, directory: Path, filename: str, *, expected: Optional[str],
                 f"checksum mismatch for {url}: expected sha256 {expected} ({expected_from}), got {actual};"
                 f" the file was not kept — {_mismatch_hint(expected_from)}"
             )
+        _check_content(tmp, filename, url)
         keep = True
         return tmp, actual
     finally:
         if not keep:
             tmp.unlink(missing_ok=True)
+
+
+_CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
+def _check_content(path: Path, filename: str, url: str) -> None:
+    """Refuse a "checkpoint" that cannot be one before it is cached and its sha256 pinned: a web page (a login or
+    error page served with status 200), or a zip archive cut short by a server that closed the connection
+    without sending a Content-Length. Other files (text, ``.bin``) are taken as they come."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in (*_CHECKPOINT_SUFFIXES, ".safetensors"):
+        return
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        raise WordformerError(f"{url} sent a web page, not {filename} (a login or error page?); the file was not "
+                              "kept — check the URL")
+    if suffix == ".safetensors":
+        n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+        if not (0 < n and 8 + n <= size and head[8:9] == b"{"):
+            raise WordformerError(f"{url} did not send a complete safetensors file ({size} bytes; the header is "
+                                  "missing or cut short); the file was not kept — check the URL or download again")
+    elif head.startswith(b"PK\x03\x04"):  # torch.save's zip format (PyTorch >= 1.6, Lightning checkpoints)
+        if not zipfile.is_zipfile(path):
+            raise WordformerError(f"{url} sent an incomplete checkpoint ({size} bytes: the zip archive has no end, so "
+                                  "the connection probably closed early); the file was not kept — download again")
+    elif not head.startswith(b"\x80"):  # the legacy torch.save format is a pickle (protocol 2 or later)
+        raise WordformerError(f"{url} did not send a PyTorch checkpoint ({filename} is neither torch.save's zip nor "
+                              "its legacy pickle format); the file was not kept — check the URL")
 
 
 def _write(out: Any, chunk: bytes, tmp: Path) -> None:

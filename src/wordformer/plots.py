@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .checkpoint import LoadedModel
 from .config import ModelConfig, TrainConfig
-from .errors import WordformerError
+from .errors import WordformerError, make_folder
 from .generate import encode_prompt
 from .model import WordPredictor
 from .positional import sinusoidal_table
@@ -95,14 +95,17 @@ def save_figure(fig: Figure, path: Union[str, os.PathLike], *, dpi: int = 100) -
     with matplotlib.rc_context({"svg.hashsalt": "wordformer", "svg.fonttype": "path"}):
         fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    make_folder(path.parent, advice="choose another path for the image")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:  # a plain open: the file gets the usual permissions (umask)
             fh.write(buffer.getvalue())
         os.replace(tmp, path)  # readers never see half an image
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise WordformerError(f"cannot write {path}: {exc.strerror or exc}; choose another --out") from None
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # e.g. the parent is a file: no temp file was made
+            pass
+        raise WordformerError(f"cannot write {path}: {exc.strerror or exc}; choose another path for the image") from None
     return path
 
 

@@ -27,7 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from .checkpoint import KEY, atomic_torch_save, parse_entry, read_checkpoint, wordformer_entry
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import WordDataModule, prepare_corpus
-from .errors import WordformerError
+from .errors import WordformerError, make_folder
 from .model import WordPredictor
 from .schedule import learning_rate
 from .tokenizers import Tokenizer
@@ -227,8 +227,8 @@ def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
             f"{out_dir} already holds a run ({existing[0].name}); continue it with --resume {out_dir}, "
             "or choose another --out (or --overwrite to replace it)"
         )
+    make_folder(out_dir, advice="choose another --out")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
