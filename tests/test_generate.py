@@ -1,12 +1,15 @@
 """Generation: sampling options, KV cache, batching, the context window, predict_next."""
 
+import json
+
 import pytest
 import torch
 
+from conftest import SMALL_TEXT, assert_one_line_error, run_cli
 from wordformer import ModelConfig, WordPredictor, generate, predict_next
 from wordformer.errors import WordformerError
-from wordformer.generate import filter_logits, generate_ids
-from wordformer.tokenizers import WordTokenizer
+from wordformer.generate import MAX_NEW_TOKENS, check_sampling, filter_logits, generate_ids
+from wordformer.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer
 
 
 def model_for(positional="sinusoidal", block_size=16, norm="pre", vocab=30, seed=0):
@@ -132,3 +135,140 @@ def test_generate_returns_text_without_the_prompt():
     model, tok = _word_setup()
     text = generate(model, tok, "the cat", max_new_tokens=4, temperature=0)
     assert isinstance(text, str) and not text.startswith("the cat")
+
+
+# ------------------------------------------------------------------------------------------ bounds and display
+
+
+@pytest.mark.parametrize("max_new_tokens", [MAX_NEW_TOKENS + 1, 100_000_000_000, 10**22])
+def test_huge_max_new_tokens_is_refused_before_allocating(max_new_tokens):
+    check_sampling(1.0, None, None, MAX_NEW_TOKENS)  # the bound itself is allowed
+    with pytest.raises(WordformerError, match="max_new_tokens.*limit"):
+        check_sampling(1.0, None, None, max_new_tokens)
+
+
+@pytest.mark.parametrize("temperature", ["inf", "-inf"])
+def test_infinite_temperature_gets_one_line(temperature, trained_run, capsys):
+    code, _, err = run_cli(capsys, "generate", "--checkpoint", trained_run / "best.ckpt", "--prompt", "the",
+                           f"--temperature={temperature}")
+    assert_one_line_error(code, err, "temperature", "finite")
+    with pytest.raises(WordformerError, match="finite"):
+        check_sampling(float(temperature), None, None, 5)
+
+
+def test_a_tiny_temperature_samples_like_greedy():
+    """Logits / 1e-300 overflowed to inf - inf = NaN, and multinomial raised."""
+    model = model_for()
+    greedy = generate_ids(model, [[2, 3]], max_new_tokens=8, temperature=0)
+    assert generate_ids(model, [[2, 3]], max_new_tokens=8, temperature=1e-300, seed=0) == greedy
+
+
+def _model_for(tok: Tokenizer, seed: int = 0) -> WordPredictor:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=8, d_model=8, num_heads=2, num_layers=1)
+    return WordPredictor(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def bpe() -> BPETokenizer:
+    return BPETokenizer.train([SMALL_TEXT], vocab_size=300)
+
+
+def test_predict_next_shows_bpe_tokens_as_text_not_byte_level_entries(bpe):
+    every = predict_next(_model_for(bpe), bpe, "the cat", bpe.vocab_size)
+    shown = {t for t, _ in every}
+    assert not any(ch in t for t in shown for ch in "\u0120\u010a")  # no "Ġ" (space) or "Ċ" (newline)
+    assert {" cat", "\n", "<eos>"} <= shown
+    assert shown == {bpe.decode([i]) for i in range(1, bpe.vocab_size)}
+
+
+def test_predict_next_shows_word_and_char_tokens_as_before():
+    model, tok = _word_setup()
+    assert {t for t, _ in predict_next(model, tok, "the cat", tok.vocab_size)} == set(tok._vocab[1:])
+    chars = CharTokenizer.train(["ab c\nd"])
+    shown = [t for t, _ in predict_next(_model_for(chars), chars, "ab", chars.vocab_size)]
+    assert sorted(shown) == sorted(["<eos>", "<unk>", "a", "b", " ", "c", "\n", "d"])
+
+
+def test_predict_json_of_a_bpe_model_reads_as_text(bpe, tmp_path, capsys):
+    from wordformer.checkpoint import wordformer_entry
+    from wordformer.config import DataConfig, TrainConfig
+
+    model = _model_for(bpe)
+    entry = wordformer_entry(model.config, DataConfig(tokenizer="bpe"), TrainConfig(), bpe, step=0)
+    ckpt = tmp_path / "bpe.ckpt"  # an untrained model is enough: only the display is checked
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "wordformer": entry}, ckpt)
+    code, out, err = run_cli(capsys, "predict", "--checkpoint", ckpt, "--prompt", "the", "--k",
+                             str(bpe.vocab_size), "--json")
+    assert code == 0, err
+    tokens = [p["token"] for p in json.loads(out)]
+    assert {" cat", "\n", "<eos>"} <= set(tokens) and not any("\u0120" in t or "\u010a" in t for t in tokens)
+    code, out, err = run_cli(capsys, "predict", "--checkpoint", ckpt, "--prompt", "the", "--k", str(bpe.vocab_size))
+    assert code == 0 and "' cat'" in out and "'\\n'" in out and "\u0120" not in out
+
+
+# ------------------------------------------------------------------------------------------ <pad>
+
+
+def _pad_favoured(tok: Tokenizer) -> WordPredictor:
+    """A model whose every prediction would be <pad> (id 0) if it were allowed."""
+    model = _model_for(tok)
+    with torch.no_grad():
+        model.output_layer.bias = torch.nn.Parameter(torch.zeros(tok.vocab_size))
+        model.output_layer.bias[tok.pad_id] = 50.0
+    return model
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0, None, None), (1.0, None, None), (1.0, 1, None),
+                                                       (1.0, None, 0.5)])
+def test_pad_is_never_generated(use_cache, temperature, top_k, top_p):
+    _, tok = _word_setup()
+    model = _pad_favoured(tok)
+    ids = tok.encode("the cat")
+    new = generate_ids(model, [ids], max_new_tokens=10, temperature=temperature, top_k=top_k, top_p=top_p, seed=0,
+                       use_cache=use_cache, suppress_ids=[tok.pad_id])[0]
+    assert len(new) == 10 and tok.pad_id not in new
+    text = generate(model, tok, "the cat", max_new_tokens=10, temperature=temperature, top_k=top_k, top_p=top_p,
+                    seed=0, use_cache=use_cache, stop_at_eos=False)
+    assert "<pad>" not in text and text == tok.decode(new)
+
+
+def test_pad_is_masked_alike_with_and_without_the_cache():
+    _, tok = _word_setup()
+    model = _pad_favoured(tok)
+    kwargs = dict(max_new_tokens=20, temperature=0, suppress_ids=[tok.pad_id])  # 2 + 20 > block 8: the window slides
+    assert generate_ids(model, [[4, 5]], use_cache=True, **kwargs) == generate_ids(model, [[4, 5]], use_cache=False,
+                                                                                   **kwargs)
+
+
+def test_predict_next_never_offers_pad_and_renormalises():
+    _, tok = _word_setup()
+    top = predict_next(_pad_favoured(tok), tok, "the cat", tok.vocab_size + 5)
+    assert "<pad>" not in [t for t, _ in top] and len(top) == tok.vocab_size - 1
+    assert sum(p for _, p in top) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_pad_that_doubles_as_eos_still_ends_generation(bpe):
+    """GPT-2: <|endoftext|> is both; suppressing it would make text endless."""
+    shared = BPETokenizer(bpe._tok, eos_token="<eos>", pad_token="<eos>")
+    model = _pad_favoured(shared)  # favours id 1, <eos>
+    assert generate(model, shared, "the", max_new_tokens=5, temperature=0) == ""
+    assert predict_next(model, shared, "the", 1)[0][0] == "<eos>"
+
+
+# ------------------------------------------------------------------------------------------ whitespace prompts
+
+
+def test_whitespace_prompts_are_text_for_char_and_bpe_models(bpe):
+    chars = CharTokenizer.train(["ab c\nd"])
+    for tok, prompt in ((chars, "\n"), (chars, " "), (bpe, "\n"), (bpe, "  ")):
+        model = _model_for(tok)
+        assert isinstance(generate(model, tok, prompt, max_new_tokens=3, temperature=0), str)
+        assert len(predict_next(model, tok, prompt, 2)) == 2
+    for tok in (chars, bpe):
+        with pytest.raises(WordformerError, match="empty"):
+            generate(_model_for(tok), tok, "")
+    model, words = _word_setup()
+    with pytest.raises(WordformerError, match="empty"):
+        predict_next(model, words, "\n\t ", 2)

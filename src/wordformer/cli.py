@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .config import (ACTIVATIONS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, TOKENIZERS, build_configs, field_help,
                      field_type, read_config_file)
-from .errors import WordformerError
+from .errors import WordformerError, make_folder
 
 CHOICES = {
     "positional": POSITIONALS,
@@ -77,7 +77,7 @@ def configs_from_args(args: argparse.Namespace, base: Optional[dict[str, Any]] =
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from .training import config_from_checkpoint, train
+    from .training import config_from_checkpoint, is_rank_zero, train
 
     if args.resume:
         out = Path(args.resume)
@@ -89,9 +89,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = Path(args.out)
         model_cfg, data_cfg, train_cfg = configs_from_args(args)
     source = data_cfg.data or "the built-in corpus (Python documentation topics)"
-    print(f"wordformer: training on {source} with the {data_cfg.tokenizer} tokenizer -> {out}", file=sys.stderr)
+    if is_rank_zero():
+        print(f"wordformer: training on {source} with the {data_cfg.tokenizer} tokenizer -> {out}", file=sys.stderr)
     result = train(model_cfg, data_cfg, train_cfg, out, resume=bool(args.resume), overwrite=args.overwrite)
-    report_training(result)
+    if is_rank_zero():
+        report_training(result)
     return 0
 
 
@@ -169,14 +171,38 @@ DEMO_OPTIONS = dict(tokenizer="word", min_freq=2, block_size=32, d_model=64, num
 DEMO_PROMPTS = ("the python", "a function is", "the list")
 
 
+DEMO_MARK = ".wordformer-demo"  # a folder the demo made, and so may replace
+
+
+def _check_demo_out(out: Path) -> None:
+    """The demo replaces its own earlier output, never a run that `wordformer train` made."""
+    from .checkpoint import KEY, read_checkpoint
+
+    if not out.is_dir() or (out / DEMO_MARK).exists():
+        return
+    held = [p for p in (out / "last.ckpt", out / "best.ckpt", out / "logs" / "csv" / "metrics.csv") if p.exists()]
+    if not held:
+        return
+    try:  # runs on the built-in corpus from before the mark existed are earlier demos
+        builtin = held[0].suffix == ".ckpt" and read_checkpoint(held[0])[KEY]["data_config"]["data"] is None
+    except (WordformerError, KeyError, TypeError):
+        builtin = False
+    if not builtin:
+        raise WordformerError(f"{out} holds a training run that `wordformer demo` did not make; choose another --out "
+                              "for the demo")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .training import train
 
     model_cfg, data_cfg, train_cfg = configs_from_args(args, DEMO_OPTIONS)
     out = Path(args.out)
+    _check_demo_out(out)
     print(f"wordformer demo: training a {model_cfg.num_layers}-layer word predictor on the Python documentation "
           f"topics for up to {train_cfg.max_time:.0f} s (CPU is fine) -> {out}", file=sys.stderr)
+    make_folder(out, advice="choose another --out")
+    (out / DEMO_MARK).write_text("made by `wordformer demo`, which replaces this folder on its next run\n")
     result = train(model_cfg, data_cfg, train_cfg, out, overwrite=True)
     report_training(result)
     loaded = load_checkpoint(result.best_checkpoint)
@@ -329,8 +355,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except WordformerError as exc:
         print(f"wordformer: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("wordformer: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"wordformer: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
 
 

@@ -128,6 +128,7 @@ class Corpus:
     val_is_train: bool = False  # too few pairs to hold any out: validation reuses the training pairs
     from_cache: bool = False  # loaded from the cache, without training or tokenizing
     cache_path: Optional[Path] = None  # the cache entry, None when the cache could not be written
+    key: str = ""  # sha256 of the texts and tokenizer options: checkpoints record it to notice a changed corpus
 
 
 def id_dtype(vocab_size: int) -> type:
@@ -266,6 +267,17 @@ def _check_text_fits(corpus: Corpus, block_size: int) -> None:
                               f"needs at least {need} in each; use a smaller --block-size or more text")
 
 
+def check_same_corpus(corpus: Corpus, recorded: Optional[str], cfg: DataConfig, checkpoint: "os.PathLike[str] | str") -> None:
+    """Refuse to resume or score a checkpoint on a corpus other than the one it was trained on: its tokenizer
+    would differ (ids out of range, or silently other tokens) and the validation split would be other text."""
+    if recorded and recorded != corpus.key:
+        source = cfg.data or "the built-in corpus"
+        raise WordformerError(
+            f"the training corpus {source} is not the text {checkpoint} was trained on (it changed since, or the "
+            "tokenizer options differ); restore that text, or evaluate on held-out text with --data FILE / start a "
+            "new run with --out")
+
+
 def prepare_corpus(cfg: DataConfig, block_size: int) -> Corpus:
     """Load the data, then train the tokenizer and tokenize, or load both from the cache."""
     mode = "pairs" if cfg.pairs else "text"
@@ -292,7 +304,7 @@ def prepare_corpus(cfg: DataConfig, block_size: int) -> Corpus:
         except OSError as exc:
             logger.warning("cannot write the corpus cache at %s (%s); continuing without it", entry, exc)
             cache_path = None
-    corpus = Corpus(tokenizer=tokenizer, mode=mode, from_cache=cached is not None, cache_path=cache_path)
+    corpus = Corpus(tokenizer=tokenizer, mode=mode, from_cache=cached is not None, cache_path=cache_path, key=key)
     if mode == "pairs":
         _split_pairs(corpus, arrays, cfg.val_fraction, block_size)
     else:

@@ -12,15 +12,21 @@ class WordformerError(Exception):
     """A problem with the user's input: the message says what is wrong and what to do."""
 
 
+def file_in_the_way(path: "os.PathLike[str] | str") -> "Path | None":
+    """The existing file that ``path`` or one of its parents is, if any: no folder can be made through it."""
+    for part in (Path(path), *Path(path).parents):
+        if part.exists():
+            return None if part.is_dir() else part
+    return None
+
+
 def make_folder(folder: "os.PathLike[str] | str", *, advice: str) -> None:
     """``mkdir -p`` whose failure is one line naming the culprit: a part of the path that is a file (mkdir alone
     says only "File exists" or "Not a directory") or the OS's reason."""
     folder = Path(folder)
-    for part in (folder, *folder.parents):
-        if part.exists():
-            if not part.is_dir():
-                raise WordformerError(f"cannot make folder {folder}: {part} is a file, not a folder; {advice}")
-            break
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
+        raise WordformerError(f"cannot make folder {folder}: {blocker} is a file, not a folder; {advice}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import LoadedModel
-from .data import IGNORE_INDEX, _text_stream, load_pairs, load_texts, pad_pairs, prepare_corpus
+from .data import IGNORE_INDEX, _text_stream, check_same_corpus, load_pairs, load_texts, pad_pairs, prepare_corpus
 from .errors import WordformerError
 
 
@@ -56,6 +56,7 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
     tok = loaded.tokenizer
     if data is None:
         corpus = prepare_corpus(cfg, block)
+        check_same_corpus(corpus, loaded.info.get("corpus"), cfg, loaded.path or "this checkpoint")
         if corpus.mode == "pairs":
             batches = [pad_pairs(corpus.val_pairs[i : i + batch_size], tok.pad_id)
                        for i in range(0, len(corpus.val_pairs), batch_size)]

@@ -9,11 +9,18 @@ longer than that keeps its last ``block_size`` tokens. When generation fills the
 slides: it restarts from the most recent ``block_size // 2`` tokens, whose keys and values are
 recomputed (cached keys carry their old positions, so a cache cannot simply be cropped). The cached
 and uncached paths follow the same policy and give identical greedy output.
+
+``<pad>`` only fills batches, so it is never generated nor offered by :func:`predict_next` (its logit is
+set to -inf), unless it doubles as ``<eos>`` (GPT-2's ``<|endoftext|>``). At most :data:`MAX_NEW_TOKENS`
+tokens are generated per call: the output buffer is allocated up front.
+
 Shape legend: B = batch, N = tokens so far (with left padding), T = new tokens, V = vocabulary.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional, Sequence
 
 import torch
@@ -25,16 +32,25 @@ from .model import WordPredictor
 from .tokenizers import Tokenizer
 
 
+MAX_NEW_TOKENS = 1_000_000
+"""Most tokens one call generates: the (batch, prompt + new) id buffer is allocated up front, so an
+unbounded count would ask for terabytes (or overflow torch's int64 sizes) instead of failing clearly."""
+
+
 def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[float], max_new_tokens: int) -> None:
     """Refuse sampling options outside their domains (temperature <= 0 means greedy)."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise WordformerError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 0")
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise WordformerError(f"max_new_tokens={max_new_tokens} is above the limit of {MAX_NEW_TOKENS:,} new tokens "
+                              "per call; ask for fewer (generation also stops at <eos>)")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise WordformerError(f"top_k={top_k!r} must be an integer >= 1 (or omitted)")
     if top_p is not None and not (0.0 < top_p <= 1.0):
         raise WordformerError(f"top_p={top_p!r} must lie in (0, 1] (or be omitted)")
-    if temperature != temperature:  # NaN
-        raise WordformerError("temperature must be a number (<= 0 means greedy)")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not math.isfinite(temperature):
+        # inf would flatten every distribution to uniform noise; NaN has no meaning
+        raise WordformerError(f"temperature={temperature!r} must be a finite number (0 or below means greedy)")
 
 
 def filter_logits(logits: Tensor, *, top_k: Optional[int] = None, top_p: Optional[float] = None) -> Tensor:
@@ -56,8 +72,26 @@ def next_token(logits: Tensor, *, temperature: float, top_k: Optional[int], top_
     """Pick one token per row from (B, V) logits: argmax when temperature <= 0, else sample."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    probs = filter_logits(logits / temperature, top_k=top_k, top_p=top_p).softmax(dim=-1)
+    # best logit shifted to 0 and float64 (a float32 1e-300 is 0): a tiny temperature then gives -inf for the
+    # rest, not inf - inf or 0 / 0 = NaN
+    logits = logits.double()
+    scaled = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+    probs = filter_logits(scaled, top_k=top_k, top_p=top_p).softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def never_generated(tokenizer: Tokenizer) -> list[int]:
+    """Ids the model must never emit: ``<pad>``, unless it is also ``<eos>`` (GPT-2), which ends text."""
+    return [] if tokenizer.pad_id == tokenizer.eos_id else [tokenizer.pad_id]
+
+
+def suppress(logits: Tensor, ids: Sequence[int]) -> Tensor:
+    """``logits`` (..., V) with the entries of ``ids`` set to -inf, so neither argmax nor sampling picks them."""
+    if not ids:
+        return logits
+    logits = logits.clone()
+    logits[..., list(ids)] = float("-inf")
+    return logits
 
 
 @torch.no_grad()
@@ -73,15 +107,24 @@ def generate_ids(
     pad_id: int = 0,
     seed: Optional[int] = None,
     use_cache: bool = True,
+    suppress_ids: Sequence[int] = (),
 ) -> list[list[int]]:
     """Continue each prompt (token ids) by up to ``max_new_tokens`` tokens; returns the new ids per prompt.
 
     Prompts of different lengths are batched with left padding; a row stops at ``eos_id`` (included
-    in its output). Greedy output is identical with and without the KV cache.
+    in its output). Greedy output is identical with and without the KV cache. ``suppress_ids`` are never
+    generated: :func:`generate` passes ``<pad>`` (:func:`never_generated`); with bare ids (GPT-2 without its
+    tokenizer) id 0 is a real token, so nothing is suppressed unless asked.
     """
     check_sampling(temperature, top_k, top_p, max_new_tokens)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise WordformerError("every prompt needs at least one token")
+    vocab = model.config.vocab_size
+    suppress_ids = sorted({int(i) for i in suppress_ids})
+    if any(not 0 <= i < vocab for i in suppress_ids):
+        raise WordformerError(f"suppress_ids={suppress_ids} must lie in the vocabulary 0..{vocab - 1}")
+    if len(suppress_ids) >= vocab:
+        raise WordformerError("suppress_ids leaves no token to generate; suppress fewer ids")
     threads = torch.get_num_threads()
     if len(prompts) == 1 and use_cache and model.token_embedding.weight.device.type == "cpu":
         # one cached token at a time is a chain of tiny ops: a second thread only adds synchronisation
@@ -89,14 +132,15 @@ def generate_ids(
         torch.set_num_threads(1)
     try:
         return _generate_ids(model, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                             top_p=top_p, eos_id=eos_id, pad_id=pad_id, seed=seed, use_cache=use_cache)
+                             top_p=top_p, eos_id=eos_id, pad_id=pad_id, seed=seed, use_cache=use_cache,
+                             suppress_ids=suppress_ids)
     finally:
         torch.set_num_threads(threads)
 
 
 def _generate_ids(model: WordPredictor, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                   temperature: float, top_k: Optional[int], top_p: Optional[float], eos_id: Optional[int],
-                  pad_id: int, seed: Optional[int], use_cache: bool) -> list[list[int]]:
+                  pad_id: int, seed: Optional[int], use_cache: bool, suppress_ids: Sequence[int]) -> list[list[int]]:
     was_training = model.training
     model.eval()
     device = model.token_embedding.weight.device
@@ -132,7 +176,8 @@ def _generate_ids(model: WordPredictor, prompts: Sequence[Sequence[int]], *, max
         logits = model(tokens[:, first:n], cache=cache if use_cache else None, positions=positions,
                        key_padding_mask=padding_mask)
         fed = n
-        nxt = next_token(logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        nxt = next_token(suppress(logits[:, -1], suppress_ids), temperature=temperature, top_k=top_k, top_p=top_p,
+                         generator=generator)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens[:, n] = nxt
         n += 1
@@ -154,11 +199,14 @@ def _generate_ids(model: WordPredictor, prompts: Sequence[Sequence[int]], *, max
 
 
 def encode_prompt(tokenizer: Tokenizer, prompt: str, *, append_eos: bool = False) -> list[int]:
-    """Token ids of a user prompt, refusing prompts the model cannot read."""
-    if not prompt or not prompt.strip():
-        raise WordformerError("the prompt is empty: give some text, e.g. --prompt \"the\"")
-    ids = tokenizer.encode(prompt)
+    """Token ids of a user prompt, refusing prompts the model cannot read.
+
+    Empty means "encodes to no tokens": for char and BPE models whitespace such as "\\n" is text.
+    """
+    ids = tokenizer.encode(prompt) if prompt else []
     if not ids:
+        if not prompt.strip():  # "" always; whitespace only where the tokenizer drops it (word)
+            raise WordformerError("the prompt is empty: give some text, e.g. --prompt \"the\"")
         raise WordformerError(f"the prompt {prompt!r} has no tokens the tokenizer can read")
     unk = tokenizer.unk_id
     if unk is not None and all(i == unk for i in ids):
@@ -190,6 +238,7 @@ def generate(
     new = generate_ids(
         model, [ids], max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
         eos_id=tokenizer.eos_id if stop_at_eos else None, pad_id=tokenizer.pad_id, seed=seed, use_cache=use_cache,
+        suppress_ids=never_generated(tokenizer),
     )[0]
     if stop_at_eos and new and new[-1] == tokenizer.eos_id:
         new = new[:-1]
@@ -197,23 +246,34 @@ def generate(
 
 
 @torch.no_grad()
-def next_token_probabilities(model: WordPredictor, ids: Sequence[int]) -> Tensor:
-    """Softmax over the vocabulary for the token after ``ids`` (the last ``block_size`` are used)."""
+def next_token_probabilities(model: WordPredictor, ids: Sequence[int], suppress_ids: Sequence[int] = ()) -> Tensor:
+    """Softmax over the vocabulary for the token after ``ids`` (the last ``block_size`` are used).
+
+    ``suppress_ids`` get probability 0 and the rest is renormalised, as in generation.
+    """
     was_training = model.training
     model.eval()
     device = model.token_embedding.weight.device
     window = list(ids)[-model.config.block_size :]
     logits = model(torch.tensor([window], dtype=torch.long, device=device))[0, -1]  # (V,)
     model.train(was_training)
-    return F.softmax(logits.float(), dim=-1)
+    return F.softmax(suppress(logits.float(), suppress_ids), dim=-1)
 
 
 def predict_next(
     model: WordPredictor, tokenizer: Tokenizer, prompt: str, k: int = 5, *, append_eos: bool = False
 ) -> list[tuple[str, float]]:
-    """The word predictor: the ``k`` most likely next tokens and their probabilities, most likely first."""
+    """The word predictor: the ``k`` most likely next tokens and their probabilities, most likely first.
+
+    Tokens are shown as their decoded text (BPE ``" the"``, not the byte-level entry ``"Ġthe"``); specials
+    read ``<eos>``, ``<unk>``. ``<pad>`` is never offered (see :func:`never_generated`).
+    """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise WordformerError(f"k={k!r} must be an integer >= 1")
-    probs = next_token_probabilities(model, encode_prompt(tokenizer, prompt, append_eos=append_eos))
-    top = torch.topk(probs, min(k, probs.numel()))
-    return [(tokenizer.id_to_token(int(i)), float(p)) for p, i in zip(top.values, top.indices)]
+    banned = never_generated(tokenizer)
+    probs = next_token_probabilities(model, encode_prompt(tokenizer, prompt, append_eos=append_eos), banned)
+    ranked = probs.clone()
+    if banned:
+        ranked[banned] = -1.0  # below every probability, so a tie at 0 never ranks <pad> in
+    top = torch.topk(ranked, min(k, probs.numel() - len(banned)))
+    return [(tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]

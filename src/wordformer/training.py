@@ -7,11 +7,14 @@ Shape legend: B = batch, T = tokens, V = vocabulary.
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
+import shutil
+import signal
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -21,12 +24,15 @@ import torch.nn.functional as F
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics.classification import MulticlassAccuracy
 
 from .checkpoint import KEY, atomic_torch_save, parse_entry, read_checkpoint, wordformer_entry
 from .config import DataConfig, ModelConfig, TrainConfig
-from .data import WordDataModule, prepare_corpus
+from .data import WordDataModule, check_same_corpus, prepare_corpus
 from .errors import WordformerError, make_folder
 from .model import WordPredictor
 from .schedule import learning_rate
@@ -50,6 +56,7 @@ class WordPredictorModule(L.LightningModule):
         self.train_config = train_config
         self.data_config = data_config or DataConfig()
         self.tokenizer = tokenizer
+        self.corpus_key: Optional[str] = None  # recorded in checkpoints so resume/evaluate notice a changed corpus
         self.model = WordPredictor(model_config)
         self._forward = torch.compile(self.model) if train_config.compile else self.model
         self.val_accuracy = MulticlassAccuracy(num_classes=model_config.vocab_size, average="micro",
@@ -135,8 +142,11 @@ class WordPredictorModule(L.LightningModule):
         if self.tokenizer is None:
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+        info: dict[str, Any] = {"step": int(self.global_step), "metrics": metrics}
+        if self.corpus_key:
+            info["corpus"] = self.corpus_key
         checkpoint[KEY] = wordformer_entry(self.model_config, self.data_config, self.train_config, self.tokenizer,
-                                           step=int(self.global_step), metrics=metrics)
+                                           **info)
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -161,6 +171,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
         atomic_torch_save(checkpoint, path)
+
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes ``metrics.csv`` whenever it opens a folder that has one; a resumed run
+    keeps the rows up to its checkpoint's step instead, and appends after them."""
+
+    def __init__(self, log_dir: str, keep_until: int) -> None:
+        self._keep_until = keep_until
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields, rows = list(reader.fieldnames or []), list(reader)
+        kept = [r for r in rows if r.get("step") not in (None, "") and float(r["step"]) <= self._keep_until]
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        self.metrics_keys = fields  # so save() appends under the same header (or rewrites it for new keys)
+
+
+class RunCSVLogger(CSVLogger):
+    """``logs/csv/metrics.csv`` of a run; with ``keep_until`` (a resume) the earlier history stays."""
+
+    def __init__(self, *args: Any, keep_until: Optional[int] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keep_until = keep_until
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = (ExperimentWriter(self.log_dir) if self._keep_until is None
+                                else _KeepingWriter(self.log_dir, self._keep_until))
+        return self._experiment
 
 
 class ValidateOnLastStep(L.Callback):
@@ -219,12 +269,22 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def is_rank_zero() -> bool:
+    """False in the extra processes Lightning starts for multi-device training (they re-run the command): those
+    neither check the output folder nor print reports, so both happen once."""
+    return rank_zero_only.rank == 0
+
+
 def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber an earlier run, and an output folder that cannot be written."""
-    existing = [p for p in (out_dir / "best.ckpt", out_dir / "last.ckpt") if p.exists()]
+    existing = [p for p in (out_dir / "best.ckpt", out_dir / "last.ckpt", out_dir / "logs" / "csv" / "metrics.csv")
+                if p.exists()]
+    tensorboard = out_dir / "logs" / "tensorboard"
+    if not existing and tensorboard.is_dir() and any(tensorboard.iterdir()):
+        existing = [tensorboard]
     if existing and not resume and not overwrite:
         raise WordformerError(
-            f"{out_dir} already holds a run ({existing[0].name}); continue it with --resume {out_dir}, "
+            f"{out_dir} already holds a run ({existing[0].relative_to(out_dir)}); continue it with --resume {out_dir}, "
             "or choose another --out (or --overwrite to replace it)"
         )
     make_folder(out_dir, advice="choose another --out")
@@ -255,6 +315,28 @@ def remove_stale_temp_checkpoints(out_dir: Path) -> list[Path]:
     return removed
 
 
+def interrupted_message(step: int, last: Path, out_dir: Path) -> str:
+    """Where an interrupted run stands: what was reached, what is saved, how to go on."""
+    try:
+        saved = int(read_checkpoint(last)[KEY]["info"]["step"]) if last.is_file() else None
+    except (WordformerError, KeyError, TypeError, ValueError):
+        saved = None
+    if saved is None:
+        return f"at step {step}, before the first checkpoint; nothing was saved"
+    return (f"at step {step}; {last} holds step {saved} (a lower --eval-interval saves more often) — continue "
+            f"with: wordformer train --resume {out_dir}")
+
+
+def check_same_model(model: ModelConfig, saved: ModelConfig, checkpoint: Path) -> None:
+    """A resumed run keeps its architecture: other sizes would not load, and some (heads) would load and
+    silently reinterpret the weights."""
+    mine, theirs = asdict(model), asdict(saved)
+    changed = [f"{k} {theirs[k]!r} -> {mine[k]!r}" for k in mine if k != "vocab_size" and mine[k] != theirs[k]]
+    if changed:
+        raise WordformerError(f"cannot change the model when resuming ({', '.join(changed)}); {checkpoint} was "
+                              "trained with the former: drop those options, or start a new run with --out")
+
+
 def config_from_checkpoint(path: Path) -> tuple[ModelConfig, DataConfig, TrainConfig]:
     model_config, data_config, train_config, _, _ = parse_entry(read_checkpoint(path), path)
     return model_config, data_config, train_config
@@ -277,31 +359,50 @@ def train(
     and data position (batches are a pure function of seed and batch number).
     """
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, resume=resume, overwrite=overwrite)
-    remove_stale_temp_checkpoints(out_dir)
+    if data.data:  # checkpoints record where the corpus is, for resume and evaluate from any folder
+        data = replace(data, data=str(Path(data.data).expanduser().absolute()))
+    if is_rank_zero():
+        check_out_dir(out_dir, resume=resume, overwrite=overwrite)
+        remove_stale_temp_checkpoints(out_dir)
     last = out_dir / "last.ckpt"
     if resume and not last.exists():
         raise WordformerError(f"nothing to resume in {out_dir}: there is no last.ckpt")
+    recorded: Optional[dict[str, Any]] = None
     if resume:
-        read_checkpoint(last)  # one clear line for a damaged or code-carrying file, before any work
+        # one clear line for a damaged or code-carrying file, before any work
+        saved_model, _, _, _, recorded = parse_entry(read_checkpoint(last), last)
+        check_same_model(model, saved_model, last)
+        done = int(recorded.get("step", 0))
+        if train.max_steps <= done:
+            raise WordformerError(f"{last} is already at step {done}; to train further, resume with --max-steps "
+                                  f"above {done}")
     started = time.perf_counter()
     L.seed_everything(train.seed, verbose=False)
     corpus = prepare_corpus(data, model.block_size)
+    if recorded is not None:
+        check_same_corpus(corpus, recorded.get("corpus"), data, last)
     model = replace(model, vocab_size=corpus.tokenizer.vocab_size)
     module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer)
+    module.corpus_key = corpus.key
     datamodule = WordDataModule(corpus, model.block_size, train.batch_size, seed=train.seed,
                                 eval_batches=train.eval_batches, grad_accum=train.grad_accum, sampling=data.sampling)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
 
     best_cb = ModelCheckpoint(dirpath=out_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
-                              save_last=True, enable_version_counter=False, auto_insert_metric_name=False)
+                              enable_version_counter=False, auto_insert_metric_name=False)
+    # last.ckpt from its own callback: Lightning's save_last=True rewrites it only when best.ckpt improves, so
+    # once validation stops improving a resume would go back to the best step, not the latest
+    last_cb = ModelCheckpoint(dirpath=out_dir, filename="last", monitor=None, save_top_k=1,
+                              enable_version_counter=False, auto_insert_metric_name=False)
     loggers: Any = False
-    all_callbacks: list[L.Callback] = [ValidateOnLastStep(), best_cb, *callbacks]
+    all_callbacks: list[L.Callback] = [ValidateOnLastStep(), best_cb, last_cb, *callbacks]
     if train.progress:
         all_callbacks.append(StepProgressBar())
     if logger:
-        loggers = [CSVLogger(out_dir, name="logs", version="csv"), TensorBoardLogger(out_dir, name="logs", version="tensorboard")]
+        keep_until = int(recorded.get("step", 0)) if recorded is not None else None
+        loggers = [RunCSVLogger(out_dir, name="logs", version="csv", keep_until=keep_until),
+                   TensorBoardLogger(out_dir, name="logs", version="tensorboard")]
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     eval_interval = min(train.eval_interval, train.max_steps)
     try:
@@ -333,11 +434,23 @@ def train(
             and not cpu_has_native_bf16()):
         log.warning("this CPU has no native bf16 (AVX512-BF16 or AMX): --precision %s will train slower than "
                     "32-true here", trainer.precision)
+    if overwrite and not resume and is_rank_zero():  # the replaced run's curves must not mix with this one's
+        for folder in ("csv", "tensorboard"):
+            shutil.rmtree(out_dir / "logs" / folder, ignore_errors=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None,
-                    weights_only=True)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None,
+                        weights_only=True)
+        except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after a graceful shutdown
+            if not trainer.interrupted:
+                raise
+        finally:
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # Lightning ignores further Ctrl-C; undo that
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+    if trainer.interrupted:
+        raise KeyboardInterrupt(interrupted_message(trainer.global_step, last, out_dir))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     best = float(best_cb.best_model_score) if best_cb.best_model_score is not None else metrics.get("val_loss", math.nan)
     return TrainResult(

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import WordformerError
-from .checkpoints import TaskCheckpoint, load_task_checkpoint, save_task_checkpoint
+from .checkpoints import TaskCheckpoint, check_task_out, load_task_checkpoint, save_task_checkpoint
 from .encoder import EncoderConfig
 from .features import FeatureSplit, cifar100_features, digits_split, import_torchvision
 from .loading import safe_load
@@ -170,11 +170,13 @@ def train_anomaly(
     download: bool = False,
     accelerator: str = "auto",
     test_seed: int = TEST_SEED,
+    overwrite: bool = False,
 ) -> AnomalyResult:
     """Train the set-anomaly predictor on ``source`` features, test it, write ``out_dir/anomaly.ckpt``.
 
     ``source="digits"`` runs offline; ``"cifar100"`` is the tutorial's setting and needs
     ``wordformer[vision]`` and ``data_dir`` (with ``download=True`` to fetch CIFAR-100 there).
+    An existing ``anomaly.ckpt`` is refused before training unless ``overwrite``.
     """
     _check_int("epochs", epochs)
     _check_int("seed", seed, low=0)
@@ -184,7 +186,7 @@ def train_anomaly(
     if source == "cifar100" and data_dir is None:
         raise WordformerError("the cifar100 source needs data_dir: pass --data-dir DIR (and --download the first time)")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    target = check_task_out(out, CHECKPOINT_NAME, task="anomaly", overwrite=overwrite)
     start = time.perf_counter()
     if source == "digits":
         split = digits_split(test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed)
@@ -207,7 +209,8 @@ def train_anomaly(
     seconds = time.perf_counter() - start
     log.info("anomaly (%s): test accuracy %.4f after %d epochs (%.1fs)", source, test["accuracy"], epochs, seconds)
     path = save_task_checkpoint(
-        out / CHECKPOINT_NAME,
+        target,
+        overwrite=overwrite,
         task="anomaly",
         model=module.model,
         hparams={**dict(module.hparams), "epochs": epochs, "seed": seed},
@@ -229,7 +232,8 @@ def load_anomaly_module(checkpoint_path: PathLike) -> tuple[AnomalyModule, TaskC
 
 def _features_file(path: PathLike, data_dir: Optional[PathLike], download: bool) -> tuple[Tensor, Tensor]:
     """Test features from a file: {"features", "labels"}, or the tutorial's bare test_set_features tensor."""
-    raw = safe_load(path)
+    raw = safe_load(path, kind="features file",
+                    hint="pass --features an existing file of features and labels, or the tutorial's test_set_features.tar")
     if isinstance(raw, dict) and isinstance(raw.get("features"), Tensor) and isinstance(raw.get("labels"), Tensor):
         return raw["features"].float(), raw["labels"].long()
     if isinstance(raw, Tensor):
@@ -266,11 +270,15 @@ def evaluate_anomaly(
     _check_int("batch_size", batch_size)
     module, loaded = load_anomaly_module(checkpoint_path)
     data = loaded.data
-    set_size = int(data.get("set_size", 10))
+    set_size = data.get("set_size", 10)  # a damaged file may hold anything: checked like the rest
+    _check_int("set_size", set_size, low=2)
     if features is not None:
         test_x, test_y = _features_file(features, data_dir, download)
     elif data.get("source") == "digits":
         cfg = data.get("config", {})
+        if not isinstance(cfg, dict):
+            raise WordformerError(f"{checkpoint_path} is damaged: its data config must be a mapping; retrain it")
+        _check_int("split_seed", cfg.get("split_seed", 0), low=0)
         stats = [data.get(k) if isinstance(data.get(k), Tensor) else None for k in ("feature_mean", "feature_std")]
         split = digits_split(
             test_fraction=cfg.get("test_fraction", 0.2),

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from ..errors import WordformerError
+from ..errors import WordformerError, file_in_the_way
 from .encoder import EncoderConfig, EncoderPredictor
 from .loading import safe_load
 from .tutorial import import_tutorial, is_tutorial_checkpoint
@@ -24,6 +24,7 @@ PathLike = Union[str, Path]
 FORMAT = "wordformer-task"
 FORMAT_VERSION = 1
 TASKS = ("reverse", "anomaly")
+REQUIRED = ("model_config", "state_dict")  # without these a file cannot make a model
 
 
 @dataclass
@@ -38,6 +39,44 @@ class TaskCheckpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def with_article(word: str) -> str:
+    """``an anomaly``, ``a reverse``: messages name the task with the right article."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+def check_task_out(out_dir: PathLike, name: str, *, task: str, overwrite: bool) -> Path:
+    """Make ``out_dir`` for a training run, refusing to replace its ``name`` unless ``overwrite``.
+
+    Checked before training, so a refusal costs nothing; returns the checkpoint path to write.
+    """
+    out = Path(out_dir)
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        raise WordformerError(f"--out {out} cannot be a folder: {blocker} is a file; choose another --out")
+    target = out / name
+    if target.is_dir():
+        raise WordformerError(f"{target} is a folder, so the {task} checkpoint cannot be written there; choose another --out")
+    if target.exists() and not overwrite:
+        raise WordformerError(
+            f"{out} already holds {with_article(task)} checkpoint ({name}); choose another --out, "
+            "or pass --overwrite to replace it"
+        )
+    from ..training import check_out_dir  # lazy: the word-model trainer is heavy to import
+
+    # Only its folder creation and write probe: the best/last.ckpt of a word-model run are not ours to refuse.
+    check_out_dir(out, resume=False, overwrite=True)
+    return target
+
+
+def non_finite_weights(model: torch.nn.Module) -> list[str]:
+    """Names of the weights holding NaN or infinity: such a model only ever predicts garbage."""
+    return [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
+
+
 def save_task_checkpoint(
     path: PathLike,
     *,
@@ -46,10 +85,21 @@ def save_task_checkpoint(
     hparams: Mapping[str, Any],
     data: Mapping[str, Any],
     metrics: Mapping[str, Any],
+    overwrite: bool = True,
 ) -> Path:
-    """Write a weights-only-loadable checkpoint atomically (a crash never leaves half a file)."""
+    """Write a weights-only-loadable checkpoint atomically (a crash never leaves half a file).
+
+    ``overwrite=False`` re-checks at the end of a run that no other process wrote ``path`` meanwhile;
+    a model with NaN or infinite weights is refused, so it can never replace a working one.
+    """
     if task not in TASKS:
         raise WordformerError(f"task={task!r} must be one of: {', '.join(TASKS)}")
+    broken = non_finite_weights(model)
+    if broken:
+        raise WordformerError(
+            f"training diverged: weights {_names(broken)} hold NaN or infinite values, "
+            "so no checkpoint was written; try another --seed"
+        )
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -61,16 +111,25 @@ def save_task_checkpoint(
         "metrics": dict(metrics),
     }
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    if target.exists() and not overwrite:
+        raise WordformerError(f"{target} appeared while training; it was kept: choose another --out, or pass --overwrite")
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        os.close(fd)
         torch.save(payload, tmp)
         os.replace(tmp, target)
+    except OSError as exc:
+        raise WordformerError(f"cannot write {target}: {exc.strerror or exc}; choose another --out") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def _damaged(path: Path, problem: str) -> WordformerError:
+    return WordformerError(f"{path} is not a complete wordformer task checkpoint: {problem}; retrain it or use another file")
 
 
 def _ours(raw: dict[str, Any], path: Path) -> TaskCheckpoint:
@@ -79,8 +138,16 @@ def _ours(raw: dict[str, Any], path: Path) -> TaskCheckpoint:
     task = raw.get("task")
     if task not in TASKS:
         raise WordformerError(f"{path} names an unknown task {task!r}: expected one of {', '.join(TASKS)}")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise _damaged(path, f"it lacks the entry {missing[0]!r}")
+    for key in ("model_config", "hparams", "data", "metrics"):
+        if not isinstance(raw.get(key, {}), Mapping):
+            raise _damaged(path, f"{key} must be a mapping, not {type(raw[key]).__name__}")
+    state = raw["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise _damaged(path, "state_dict must map weight names to tensors")
     model = EncoderPredictor(EncoderConfig.from_dict(raw["model_config"]))
-    state: dict[str, Tensor] = raw["state_dict"]
     try:
         model.load_state_dict(state)
     except RuntimeError:
@@ -102,6 +169,15 @@ def load_task_checkpoint(path: PathLike, *, expect: Optional[str] = None) -> Tas
         loaded = TaskCheckpoint(tut.task, tut.model, "tutorial", hparams, {}, meta)
     else:
         raise WordformerError(f"{p} is neither a wordformer task checkpoint nor a tutorial 6 TransformerPredictor checkpoint")
+    broken = non_finite_weights(loaded.model)
+    if broken:
+        raise WordformerError(
+            f"{p} holds NaN or infinite weights ({_names(broken)}): the model is unusable; "
+            "retrain it or use another checkpoint"
+        )
     if expect is not None and loaded.task != expect:
-        raise WordformerError(f"{p} holds a {loaded.task} model, not a {expect} model: use `wordformer task {loaded.task} test`")
+        raise WordformerError(
+            f"{p} holds {with_article(loaded.task)} model, not {with_article(expect)} model: "
+            f"use `wordformer task {loaded.task} test`"
+        )
     return loaded

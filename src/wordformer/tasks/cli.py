@@ -44,7 +44,8 @@ def cmd_reverse_train(args: argparse.Namespace) -> int:
     from .reverse import ReverseConfig, train_reverse
 
     config = ReverseConfig(train_size=args.train_size, batch_size=args.batch_size)
-    result = train_reverse(args.out, epochs=args.epochs, seed=args.seed, config=config, accelerator=args.accelerator)
+    result = train_reverse(args.out, epochs=args.epochs, seed=args.seed, config=config, accelerator=args.accelerator,
+                           overwrite=args.overwrite)
     payload = _result_payload(result)
     line = (f"reverse: test accuracy {result.test_accuracy:.4f}   loss {result.test_loss:.4f}   "
             f"({args.epochs} epochs, {result.seconds:.0f} s)   checkpoint {result.checkpoint}")
@@ -65,7 +66,7 @@ def cmd_anomaly_train(args: argparse.Namespace) -> int:
     from .anomaly import train_anomaly
 
     result = train_anomaly(args.out, epochs=args.epochs, seed=args.seed, source=args.source, data_dir=args.data_dir,
-                           download=args.download, accelerator=args.accelerator)
+                           download=args.download, accelerator=args.accelerator, overwrite=args.overwrite)
     payload = _result_payload(result)
     line = (f"anomaly ({args.source}): test accuracy {result.test_accuracy:.4f}   loss {result.test_loss:.4f}   "
             f"({args.epochs} epochs, {result.seconds:.0f} s)   checkpoint {result.checkpoint}")
@@ -87,17 +88,30 @@ def _common(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _check_plot_path(plot: str) -> None:
+    """Refuse, before any work, an image path that cannot be written: through a file, or onto a folder."""
+    from ..errors import file_in_the_way
+
+    blocker = file_in_the_way(Path(plot).parent)
+    if blocker is not None:
+        raise WordformerError(f"cannot write --plot {plot}: {blocker} is a file, not a folder; choose another --plot")
+    if Path(plot).is_dir():
+        raise WordformerError(f"cannot write --plot {plot}: it is a folder; choose a file name ending in .png or .svg")
+
+
 def cmd_reverse_attention(args: argparse.Namespace) -> int:
     import torch
 
     from ..plots import check_image_path, plot_attention_maps, save_figure
-    from .reverse import load_reverse_module, reverse_attention_maps
+    from .reverse import _check_int, load_reverse_module, reverse_attention_maps
 
     check_image_path(args.plot)
+    _check_plot_path(args.plot)
     path = _checkpoint(args, "reverse.ckpt")
     module, data = load_reverse_module(path)
     cfg = module.model.config
-    length = int(data.get("seq_len", 16))  # the tutorial's files carry no data info: its length was 16
+    length = data.get("seq_len", 16)  # the tutorial's files carry no data info: its length was 16
+    _check_int("seq_len", length)
     seq = torch.randint(cfg.input_dim, (1, length), generator=torch.Generator().manual_seed(args.seed))
     maps = [m[0] for m in reverse_attention_maps(path, seq)]  # L x (H, T, T)
     labels = [str(int(v)) for v in seq[0]]
@@ -121,6 +135,7 @@ def add_task_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=50_000, help="training sequences per epoch (default: 50000)")
     p.add_argument("--batch-size", type=int, default=128, help="sequences per batch (default: 128)")
     p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default: auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace a reverse.ckpt already in --out")
     p.set_defaults(func=cmd_reverse_train)
     p = actions.add_parser("test", help="accuracy on fresh random sequences; also reads the tutorial's ReverseTask.ckpt")
     _common(p, REVERSE_OUT)
@@ -132,7 +147,7 @@ def add_task_parser(subparsers: Any) -> argparse.ArgumentParser:
     _common(p, REVERSE_OUT)
     p.add_argument("--checkpoint", default=None, help="checkpoint to plot (default: OUT/reverse.ckpt)")
     p.add_argument("--seed", type=int, default=0, help="seed of the plotted sequence (default: 0)")
-    p.add_argument("--plot", required=True, help="image to write, .png or .svg (required)")
+    p.add_argument("--plot", required=True, help="image to write, .png or .svg (replaced if it exists; required)")
     p.set_defaults(func=cmd_reverse_attention)
 
     anomaly = kinds.add_parser("anomaly", help="find the odd image out in sets of 10")
@@ -147,6 +162,7 @@ def add_task_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="CIFAR-100 folder (cifar100 source only)")
     p.add_argument("--download", action="store_true", help="download CIFAR-100 into --data-dir")
     p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default: auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace an anomaly.ckpt already in --out")
     p.set_defaults(func=cmd_anomaly_train)
     p = actions.add_parser("test", help="accuracy on one test set per test image; also reads SetAnomalyTask.ckpt")
     _common(p, ANOMALY_OUT)

@@ -113,22 +113,39 @@ def _allow_stand_ins() -> Any:
     return scoped(_STAND_INS) if scoped is not None else contextlib.nullcontext()
 
 
-def _reason(message: str) -> str:
-    """The informative part of torch's (long, multi-line) load error, on one line."""
+def _reason(message: str, limit: int = 200) -> str:
+    """The informative part of torch's (long, multi-line) load error, on one line, in whole sentences.
+
+    Sentences are kept while they fit in ``limit`` characters (the first one always, visibly cut with
+    "..." only when it alone runs far past the limit), so a quote never stops silently mid-sentence;
+    torch's "Could this error message be improved?" aside is dropped.
+    """
     match = re.search(r"WeightsUnpickler error:(.*?)(Check the documentation|$)", message, re.S)
     text = match.group(1) if match else message
-    return " ".join(text.split())[:200] or "unknown error"
+    text = re.sub(r"\(Could this error message be improved\?.*?\)", "", text, flags=re.S)
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+    kept = sentences[0]
+    for sentence in sentences[1:]:
+        if len(kept) + 1 + len(sentence) > limit:
+            break
+        kept += " " + sentence
+    if len(kept) > 2 * limit:  # one run-on sentence: cut at a word and say so
+        kept = kept[:limit].rsplit(" ", 1)[0] + " ..."
+    if not re.search(r"[A-Za-z]", kept):  # torch says only a number (a bad magic number) for foreign files
+        return "not a file that torch.save wrote"
+    return kept.rstrip(".")
 
 
-def safe_load(path: PathLike) -> Any:
+def safe_load(path: PathLike, *, kind: str = "checkpoint", hint: str = "pass the path of an existing .ckpt file") -> Any:
     """``torch.load(path, weights_only=True)`` with Lightning 1.x metadata allowed; stand-ins made plain.
 
     Raises :class:`WordformerError` when the file is missing, unreadable, or contains any other pickled
-    global (code that a full unpickle would run).
+    global (code that a full unpickle would run). ``kind`` and ``hint`` name the file in those messages
+    (a features file is not a checkpoint).
     """
     p = Path(path)
     if not p.is_file():
-        raise WordformerError(f"checkpoint {p} not found: pass the path of an existing .ckpt file")
+        raise WordformerError(f"{kind} {p} not found: {hint}")
     try:
         with _allow_stand_ins():
             raw = torch.load(p, map_location="cpu", weights_only=True)
@@ -139,8 +156,8 @@ def safe_load(path: PathLike) -> Any:
                 f"refusing to load {p}: it contains pickled code ({', '.join('GLOBAL ' + n for n in names)}); only "
                 "tensors, plain containers and Lightning 1.x metadata are read, so re-save just the weights and hyperparameters"
             ) from None
-        raise WordformerError(f"cannot read {p} as a weights-only checkpoint ({_reason(str(exc))}): check the file") from None
+        raise WordformerError(f"cannot read {kind} {p} as a weights-only PyTorch file ({_reason(str(exc))}): check the file") from None
     except Exception as exc:  # truncated zip, not a torch file, ...
-        raise WordformerError(f"cannot read {p} as a PyTorch checkpoint ({_reason(str(exc))}): check the file") from None
+        raise WordformerError(f"cannot read {kind} {p} as a PyTorch file ({_reason(str(exc))}): check the file") from None
     log.debug("loaded %s", p)
     return _plain(raw)

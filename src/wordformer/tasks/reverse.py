@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import WordformerError
-from .checkpoints import load_task_checkpoint, save_task_checkpoint
+from .checkpoints import check_task_out, load_task_checkpoint, save_task_checkpoint
 from .encoder import EncoderConfig
 from .module import TaskModule, evaluate_module, fit
 
@@ -126,13 +126,18 @@ def train_reverse(
     config: Optional[ReverseConfig] = None,
     accelerator: str = "auto",
     test_seed: int = TEST_SEED,
+    overwrite: bool = False,
 ) -> ReverseResult:
-    """Train the tutorial's reverse predictor, test it, and write ``out_dir/reverse.ckpt``."""
+    """Train the tutorial's reverse predictor, test it, and write ``out_dir/reverse.ckpt``.
+
+    An existing ``reverse.ckpt`` is refused before training unless ``overwrite``: a short run must not
+    silently replace a better model.
+    """
     _check_int("epochs", epochs)
     _check_int("seed", seed, low=0)
     cfg = config or ReverseConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    target = check_task_out(out, CHECKPOINT_NAME, task="reverse", overwrite=overwrite)
     start = time.perf_counter()
     torch.manual_seed(seed)  # model init and dropout
     train_set = ReverseDataset(cfg.num_categories, cfg.seq_len, cfg.train_size, _stream_seed(seed, 0))
@@ -148,7 +153,8 @@ def train_reverse(
     seconds = time.perf_counter() - start
     log.info("reverse: test accuracy %.4f after %d epochs (%.1fs)", test["accuracy"], epochs, seconds)
     path = save_task_checkpoint(
-        out / CHECKPOINT_NAME,
+        target,
+        overwrite=overwrite,
         task="reverse",
         model=module.model,
         hparams={**dict(module.hparams), "epochs": epochs, "seed": seed},
@@ -183,7 +189,7 @@ def evaluate_reverse(
     _check_int("num_test", num_test)
     _check_int("batch_size", batch_size)
     module, data = load_reverse_module(checkpoint_path)
-    length = seq_len if seq_len is not None else int(data.get("seq_len", 16))
+    length = seq_len if seq_len is not None else data.get("seq_len", 16)  # a damaged file may hold anything
     _check_int("seq_len", length)
     test_set = ReverseDataset(module.model.config.input_dim, length, num_test, _stream_seed(seed, 2))
     result = evaluate_module(module, DataLoader(test_set, batch_size=batch_size), device)

@@ -1,0 +1,129 @@
+"""A run folder over its life: resumed, replaced, interrupted, re-scored — never silently wrong or lost."""
+
+from __future__ import annotations
+
+import csv
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_TRAIN, assert_one_line_error, run_cli
+from wordformer import load_checkpoint
+from wordformer.training import WordPredictorModule
+
+
+def logged_steps(run: Path) -> list[int]:
+    with open(run / "logs" / "csv" / "metrics.csv", newline="") as fh:
+        return sorted({int(float(r["step"])) for r in csv.DictReader(fh) if r.get("val_loss")})
+
+
+def train_run(capsys, data: Path, out: Path, *extra: str) -> None:
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", out, *TINY_TRAIN, *extra)
+    assert code == 0, err
+
+
+def test_a_changed_corpus_is_refused_by_resume_and_evaluate(small_text, tmp_path, capsys):
+    """The tokenizer and the validation split come from the corpus: other text would give other ids."""
+    out = tmp_path / "run"
+    train_run(capsys, small_text, out)
+    code, before, err = run_cli(capsys, "evaluate", "--checkpoint", out / "best.ckpt")
+    assert code == 0, err
+    original = small_text.read_text()
+    small_text.write_text(original + "zebra quagga aardvark .\n")
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", out / "best.ckpt")
+    assert_one_line_error(code, err, "is not the text", "--data")
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "20")
+    assert_one_line_error(code, err, "is not the text", "last.ckpt")
+    assert load_checkpoint(out / "last.ckpt").info["step"] == 12  # untouched
+    small_text.write_text(original)  # the same text again: both work, from any folder (the path is absolute)
+    code, after, err = run_cli(capsys, "evaluate", "--checkpoint", out / "best.ckpt")
+    assert code == 0 and after == before, err
+    assert Path(load_checkpoint(out / "best.ckpt").data_config.data).is_absolute()
+
+
+@pytest.mark.parametrize("option, words", [(["--num-heads", "4"], ["num_heads 2 -> 4"]),
+                                           (["--d-model", "32"], ["d_model 16 -> 32"])])
+def test_resume_refuses_another_architecture(small_text, tmp_path, capsys, option, words):
+    """Other sizes would not load; other head counts would load and silently reinterpret the weights."""
+    out = tmp_path / "run"
+    train_run(capsys, small_text, out)
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "20", *option)
+    assert_one_line_error(code, err, "cannot change the model when resuming", *words)
+    assert load_checkpoint(out / "last.ckpt").info["step"] == 12
+
+
+def test_resume_keeps_the_logged_history_and_refuses_a_finished_run(small_text, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_run(capsys, small_text, out)
+    assert logged_steps(out) == [5, 11]
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "24")
+    assert code == 0, err
+    assert logged_steps(out) == [5, 11, 17, 23]  # Lightning alone would have deleted the first two rows
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "24")
+    assert_one_line_error(code, err, "already at step 24", "--max-steps")
+    assert logged_steps(out) == [5, 11, 17, 23]
+
+
+def test_last_checkpoint_is_the_latest_step_even_when_validation_got_worse(small_text, tmp_path, capsys):
+    """Lightning's save_last rewrites last.ckpt only when best.ckpt improves; a resume must go on from the end."""
+    out = tmp_path / "run"
+    # a learning rate this high makes validation worse after the first evaluation
+    train_run(capsys, small_text, out, "--max-steps", "30", "--eval-interval", "5", "--lr", "0.5", "--min-lr", "0.5",
+              "--warmup-steps", "0", "--grad-clip", "0")
+    best, last = load_checkpoint(out / "best.ckpt"), load_checkpoint(out / "last.ckpt")
+    assert best.info["step"] < 30, "validation never got worse: the test needs another setting"
+    assert last.info["step"] == 30
+    assert last.info["metrics"]["val_loss"] > best.info["metrics"]["val_loss"]
+
+
+def test_ctrl_c_says_where_the_run_stands_and_how_to_go_on(small_text, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    real = WordPredictorModule.training_step
+
+    def interrupted_at_step_9(self, batch, *args):
+        if self.global_step == 9:
+            raise KeyboardInterrupt
+        return real(self, batch, *args)
+
+    monkeypatch.setattr(WordPredictorModule, "training_step", interrupted_at_step_9)
+    code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", out, *TINY_TRAIN)
+    assert code == 130
+    line = [ln for ln in err.splitlines() if ln.startswith("wordformer: interrupted")]
+    assert len(line) == 1 and "Traceback" not in err, err
+    assert "at step 9" in line[0] and "holds step 6" in line[0] and f"--resume {out}" in line[0]
+    # Lightning leaves Ctrl-C ignored after its shutdown; the next Ctrl-C must work again
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    code, _, err = run_cli(capsys, "train", "--resume", out)
+    assert code == 0, err
+    assert load_checkpoint(out / "last.ckpt").info["step"] == 12
+
+
+def test_a_folder_with_logs_is_a_run_and_overwrite_clears_the_old_curves(small_text, tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "logs" / "csv").mkdir(parents=True)
+    (out / "logs" / "csv" / "metrics.csv").write_text("precious\n")
+    code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", out, *TINY_TRAIN)
+    assert_one_line_error(code, err, "already holds a run", "metrics.csv", "--overwrite")
+    assert (out / "logs" / "csv" / "metrics.csv").read_text() == "precious\n"
+    train_run(capsys, small_text, out, "--overwrite")
+    old_events = sorted((out / "logs" / "tensorboard").glob("events.*"))
+    train_run(capsys, small_text, out, "--overwrite")
+    assert logged_steps(out) == [5, 11]
+    new_events = sorted((out / "logs" / "tensorboard").glob("events.*"))
+    assert len(new_events) == 1 and not set(old_events) & set(new_events)
+
+
+def test_demo_replaces_its_own_folder_but_never_a_training_run(small_text, tmp_path, capsys):
+    run = tmp_path / "run"
+    train_run(capsys, small_text, run)
+    before = (run / "last.ckpt").read_bytes()
+    demo = ["--data", small_text, *TINY_TRAIN]
+    code, _, err = run_cli(capsys, "demo", "--out", run, *demo)
+    assert_one_line_error(code, err, "did not make", "another --out")
+    assert (run / "last.ckpt").read_bytes() == before
+    mine = tmp_path / "demo"
+    for _ in range(2):  # the second demo replaces the first
+        code, _, err = run_cli(capsys, "demo", "--out", mine, *demo)
+        assert code == 0, err
