@@ -48,6 +48,19 @@ def test_evaluate_on_held_out_text(trained_run, capsys, tmp_path):
     assert code == 0 and json.loads(out)["tokens"] > 0
 
 
+def test_evaluate_warns_when_the_text_is_mostly_unknown_to_the_tokenizer(trained_run, capsys, caplog, tmp_path):
+    foreign = tmp_path / "foreign.txt"
+    foreign.write_text("zebra quagga okapi gnu .\n" * 5)
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", str(trained_run / "best.ckpt"), "--data", str(foreign))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert code == 0 and any("are <unk>" in w and "foreign.txt" in w for w in warned), err
+    caplog.clear()
+    known = tmp_path / "known.txt"
+    known.write_text("the cat sat on the mat .\n" * 5)
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", str(trained_run / "best.ckpt"), "--data", str(known))
+    assert code == 0 and not any("<unk>" in r.getMessage() for r in caplog.records), err
+
+
 def test_generation_with_a_seed_is_reproducible(trained_run, capsys):
     args = ["generate", "--checkpoint", str(trained_run / "best.ckpt"), "--prompt", "the", "--seed", "4",
             "--max-new-tokens", "8"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import replace
 from typing import Optional
@@ -12,6 +13,8 @@ import torch.nn.functional as F
 from .checkpoint import LoadedModel
 from .data import IGNORE_INDEX, _text_stream, check_same_corpus, load_pairs, load_texts, pad_pairs, prepare_corpus
 from .errors import WordformerError
+
+logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -70,4 +73,9 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
         return _score(loaded.model, [pad_pairs(seqs[i : i + batch_size], tok.pad_id) for i in range(0, len(seqs), batch_size)])
     texts = load_texts(data, encoding_errors=cfg.encoding_errors)
     ids = torch.from_numpy(_text_stream(tok, texts, cfg.eos_mode()).astype("int64"))
+    if tok.unk_id is not None and len(ids) > 1:
+        unknown = float((ids[1:] == tok.unk_id).float().mean())
+        if unknown > 0.2:  # predicting <unk> is easy and says nothing about the text
+            logger.warning("%.0f%% of the tokens of %s are <unk> (text the model's tokenizer never saw): loss and "
+                           "accuracy say little about it", 100 * unknown, data)
     return _score(loaded.model, _windows(ids, block, batch_size))
