@@ -127,3 +127,16 @@ def test_demo_replaces_its_own_folder_but_never_a_training_run(small_text, tmp_p
     for _ in range(2):  # the second demo replaces the first
         code, _, err = run_cli(capsys, "demo", "--out", mine, *demo)
         assert code == 0, err
+
+
+def test_a_batch_whose_output_layer_cannot_fit_is_refused_before_training(small_text, tmp_path, capsys, monkeypatch):
+    """Instead of the kernel's OOM killer ending the process without a word."""
+    from wordformer import training
+
+    monkeypatch.setattr(training, "memory_available", lambda: 64 * 2**20)  # 64 MiB free
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", out, *TINY_TRAIN, "--batch-size", "100000",
+                           "--accelerator", "cpu")
+    assert_one_line_error(code, err, "batch_size=100000", "--batch-size", "GiB free")
+    assert not (out / "last.ckpt").exists()
+    train_run(capsys, small_text, out, "--accelerator", "cpu")  # the usual batch still fits in 64 MiB
