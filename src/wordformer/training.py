@@ -339,18 +339,20 @@ def memory_available() -> Optional[int]:
     return None
 
 
-def check_batch_fits(batch_size: int, block_size: int, vocab_size: int, accelerator: str) -> None:
-    """Refuse, on CPU, a batch whose output layer alone cannot fit in memory: the kernel's OOM killer would
-    end the process without a word. Logits, their softmax and their gradient in float32 are a lower bound."""
+def check_batch_fits(model: ModelConfig, batch_size: int, accelerator: str) -> None:
+    """Refuse, on CPU, a batch whose activations cannot fit in memory: the kernel's OOM killer would end the
+    process without a word. A lower bound in float32: logits with their softmax and gradient (3V per token),
+    and per layer the ~18 d_model-sized tensors a block keeps for its backward pass."""
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
                                       and not torch.backends.mps.is_available())
     free = memory_available() if on_cpu else None
-    need = 3 * 4 * batch_size * block_size * vocab_size
+    per_token = 3 * model.vocab_size + (18 * model.num_layers + 2) * model.d_model
+    need = 4 * batch_size * model.block_size * per_token
     if free is not None and need > free:
         raise WordformerError(
-            f"batch_size={batch_size} x block_size={block_size} x a vocabulary of {vocab_size} needs at least "
-            f"{need / 2**30:.1f} GiB for the output layer alone, more than the {free / 2**30:.1f} GiB free here; use "
-            "a smaller --batch-size (--grad-accum N keeps the effective batch)")
+            f"batch_size={batch_size} x block_size={model.block_size} needs at least {need / 2**30:.1f} GiB for "
+            f"activations, more than the {free / 2**30:.1f} GiB free here; use a smaller --batch-size (--grad-accum N "
+            "keeps the effective batch)")
 
 
 def check_same_model(model: ModelConfig, saved: ModelConfig, checkpoint: Path) -> None:
@@ -408,7 +410,7 @@ def train(
     if recorded is not None:
         check_same_corpus(corpus, recorded.get("corpus"), data, last)
     model = replace(model, vocab_size=corpus.tokenizer.vocab_size)
-    check_batch_fits(train.batch_size, model.block_size, model.vocab_size, train.accelerator)
+    check_batch_fits(model, train.batch_size, train.accelerator)
     module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer)
     module.corpus_key = corpus.key
     datamodule = WordDataModule(corpus, model.block_size, train.batch_size, seed=train.seed,
