@@ -10,6 +10,7 @@ from typing import Iterator
 import optuna
 import pytest
 
+from wordformer.errors import WordformerError
 from wordformer.tune.cli import build_parser, main
 
 SPACE = """
@@ -126,3 +127,82 @@ def test_tune_report_and_retrain_end_to_end(tmp_path: Path, capsys: pytest.Captu
     assert isinstance(loaded.generate("the ", max_new_tokens=5, seed=0), str)
     assert main(["--retrain-best", "--max-steps", "20", *common]) == 2  # will not clobber without --overwrite
     assert "already holds a run" in capsys.readouterr().err
+
+
+HEADS_SPACE = """
+params:
+  log2_head_size: {target: model.head_size, type: int, low: 2, high: 3, transform: power_2}
+  lr: {target: train.lr, type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+"""
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wordformer tune: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_heads_that_do_not_divide_the_default_width_are_fine_when_head_size_is_tuned(tmp_path: Path) -> None:
+    from wordformer.tune.cli import _base_configs
+    from wordformer.tune.space import load_space
+
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(HEADS_SPACE)
+    args = build_parser().parse_args(["tune", "--num-heads", "3", "--space", str(space_file)])
+    space = load_space(space_file)
+    model, _, _ = _base_configs(args, space)
+    assert model.num_heads == 3
+    for log2_head_size in (2, 3):  # every trial: d_model = 3 * head_size
+        trial_model, _, _ = space.configs({"log2_head_size": log2_head_size, "lr": 3e-3}, model)
+        assert (trial_model.num_heads, trial_model.d_model) == (3, 3 * 2 ** log2_head_size)
+    config = tmp_path / "base.yaml"
+    config.write_text("model:\n  num_heads: 6\n")  # from --config too
+    args = build_parser().parse_args(["tune", "--config", str(config), "--space", str(space_file)])
+    assert _base_configs(args, space)[0].num_heads == 6
+    # without head_size in the space the width is the base's, and 3 heads must divide it
+    no_head_size = space.without(["model.head_size"])
+    args = build_parser().parse_args(["tune", "--num-heads", "3", "--space", str(space_file)])
+    with pytest.raises(WordformerError, match=r"num_heads=3 must divide d_model=128"):
+        _base_configs(args, no_head_size)
+
+
+def test_corpus_shorter_than_one_block_is_refused_before_any_trial(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "short.txt"
+    data.write_text("to be or not")
+    space = tmp_path / "space.yaml"
+    space.write_text(HEADS_SPACE + "  log2_block: {target: model.block_size, type: int, low: 4, high: 5, transform: power_2}\n")
+    out = tmp_path / "out"
+    argv = ["--data", str(data), "--tokenizer", "char", "--space", str(space), "--out", str(out), "--no-progress",
+            "--max-steps", "2", "--trials", "3"]
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "every trial would fail: the corpus has" in line and "block_size=16 needs at least 17" in line
+    assert not out.exists()
+
+
+def test_paths_through_a_file_and_bad_study_names_exit_2_and_change_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tiny_text(tmp_path / "tiny.txt")
+    before = data.read_bytes()
+    space = tmp_path / "space.yaml"
+    space.write_text(HEADS_SPACE)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--data", str(data), "--tokenizer", "char", "--space", str(space), "--max-steps", "2", "--trials", "1",
+            "--block-size", "8", "--no-progress"]
+    cases = [
+        ([*argv, "--out", str(data)], "tiny.txt is a file, not a folder; choose another --out"),
+        ([*argv, "--out", "o", "--storage", f"sqlite:///{data}/x.db"], "tiny.txt is a file, not a folder"),
+        ([*argv, "--out", "o", "--storage", f"journal:{data}/j.log"], "tiny.txt is a file, not a folder"),
+        ([*argv, "--out", "o", "--storage", "journal:"], "storage journal: needs a file path"),
+        ([*argv, "--out", "o", "--storage", f"journal:{tmp_path}"], "is a folder; give the journal a file name"),
+        ([*argv, "--out", "o", "--storage", f"journal:{data}"], "tiny.txt is not an Optuna journal file"),
+        (["report", "--storage", f"journal:{data}"], "tiny.txt is not an Optuna journal file"),
+        ([*argv, "--out", "o", "--study", "../../evil"], "study name '../../evil' is also the folder OUT/../../evil"),
+        (["report", "--out", "o", "--study", "a/b"], "must not be '.' or '..' or contain '/'"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        assert message in one_error_line(capsys.readouterr().err), args
+    assert data.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml", "tiny.txt"]  # stopped before writing
+    assert not (tmp_path.parent / "evil").exists()

@@ -147,6 +147,19 @@ BAD = [
     ("params: {w: {target: model.d_model, type: int, low: 6, high: 8}, h: {target: model.num_heads, type: int, low: 1, high: 2}}",
      r"num_heads=2 does not divide d_model=7"),
     ("params: {w: {target: model.d_model, type: int, low: 8, high: 16}}\nfixed: {model.wat: 3}", r"entry 'fixed.model.wat' has target 'model.wat'"),
+    # values the config refuses: at load time, not as failing trials
+    ("params: {x: {target: model.norm, type: categorical, choices: [pre, banana]}}",
+     r"entry 'x': choice 'banana' is refused by the config \(norm='banana' must be one of: pre, post, none\); remove it"),
+    ("params: {x: {target: model.num_layers, type: int, low: 0, high: 3}}",
+     r"entry 'x': low=0 is refused by the config \(num_layers=0 must be an integer >= 1\); narrow the range"),
+    ("params: {x: {target: model.dropout, type: float, low: 0.0, high: 2.0}}",
+     r"entry 'x': high=2.0 is refused by the config \(dropout=2.0 must lie in \[0.0, 1.0\)\)"),
+    ("params: {x: {target: model.dropout, type: float, low: 0.0, high: 1.05, step: 0.5}}",
+     r"entry 'x': high=1.0 is refused by the config"),  # the largest value on the grid
+    ("params: {x: {target: train.lr, type: float, low: 1.0e-3, high: 20.0, log: true}}", r"high=20.0 is refused by the config \(lr=20.0"),
+    ("params: {x: {target: data.tokenizer, type: categorical, choices: [word, sentencepiece]}}", r"choice 'sentencepiece' is refused"),
+    ("params: {x: {target: train.lr, type: float, low: 1.0e-3, high: 1.0e-2}}\nfixed: {train.max_steps: 0}",
+     r"fixed train.max_steps: 0 is refused by the config \(max_steps=0 must be an integer >= 1\)"),
 ]
 
 
@@ -179,3 +192,18 @@ def test_suggest_uses_exponents_and_bool_choices() -> None:
     assert model.num_heads == 2 ** raw["h"] and model.d_model == model.num_heads * 2 ** raw["hs"]
     assert TrainConfig().lr == s.configs(raw)[2].lr  # untouched fields keep the base
     yaml.safe_dump(s.as_dict())  # storable
+
+
+def test_config_check_judges_each_value_alone() -> None:
+    """Fields that depend on another (heads and width, min_lr and lr) are judged with the other made to fit."""
+    s = parse_space(space(
+        h={"target": "model.num_heads", "type": "int", "low": 1, "high": 3},  # 3 does not divide the default 128
+        m={"target": "train.min_lr", "type": "float", "low": 1e-5, "high": 5e-3},  # above the default lr 1e-3
+        w={"target": "train.warmup_steps", "type": "int", "low": 0, "high": 10},  # 0 is allowed here
+        p={"target": "model.block_size", "type": "int", "low": 2, "high": 4, "transform": "power_2"},
+    ))
+    assert s.names == ["h", "m", "w", "p"]
+    with pytest.raises(WordformerError, match=r"entry 'p': low=-1 "):
+        parse_space(space(p={"target": "model.block_size", "type": "int", "low": -1, "high": 4}))
+    with pytest.raises(WordformerError, match=r"entry 'd': low=0 \(2\*\*0 = 1\) is refused by the config \(dropout=1 "):
+        parse_space(space(d={"target": "model.dropout", "type": "int", "low": 0, "high": 2, "transform": "power_2"}))

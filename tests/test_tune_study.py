@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Optional
 
 import optuna
 import pytest
@@ -315,3 +316,149 @@ def test_threads_share_a_sqlite_study(tmp_path: Path) -> None:
                       SPACE, cheap_objective(SPACE))
     assert len(study.trials) == 8 and all(t.state.name == "COMPLETE" for t in study.trials)
     assert sorted(t.number for t in study.trials) == list(range(8))
+
+
+# ------------------------------------------------------------------------------------------ bug fixes
+
+
+def test_another_study_never_overwrites_trial_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(objective_module, "_free_memory", lambda: None)
+    space = parse_space({"params": {"lr": SPACE.param("lr").as_dict(), "pos": SPACE.param("pos").as_dict()},
+                         "fixed": {"model.num_layers": 1}})
+    objective = TrainingObjective(ObjectiveSettings(space=space, out_dir=tmp_path, prune=False), train_fn=fake_train)
+    run_study(settings(tmp_path, storage=None, n_trials=1), space, objective)
+    ckpt = tmp_path / "wordformer" / "trial_0000" / "best.ckpt"
+    ckpt.write_bytes(b"study one's weights")
+    journal = tmp_path / "j.log"
+    with pytest.raises(WordformerError, match=r"holds the trials of another study named 'wordformer' \(storage "
+                                              r"sqlite:///.*\); this study would overwrite them: choose another --out"):
+        run_study(settings(tmp_path, storage=f"journal:{journal}", n_trials=1), space, objective)
+    assert ckpt.read_bytes() == b"study one's weights"
+    assert not optuna.study.get_all_study_names(open_storage(f"journal:{journal}"))  # refused before creating it
+
+    (tmp_path / "study.db").rename(tmp_path / "moved.db")  # the same storage, made anew
+    with pytest.raises(WordformerError, match=r"\(the same storage, since deleted or made anew, started "):
+        run_study(settings(tmp_path, storage=None, n_trials=1), space, objective)
+    assert ckpt.read_bytes() == b"study one's weights"
+
+    (tmp_path / "study.db").unlink()
+    (tmp_path / "moved.db").rename(tmp_path / "study.db")  # the original study resumes, into new folders
+    study = run_study(settings(tmp_path, storage=None, n_trials=1), space, objective)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert ckpt.read_bytes() == b"study one's weights"
+    assert (tmp_path / "wordformer" / "trial_0001" / "best.ckpt").is_file()
+
+    # a folder of trials without a study file (from before study files) is no new study's either
+    (tmp_path / "old" / "wordformer" / "trial_0000").mkdir(parents=True)
+    with pytest.raises(WordformerError, match=r"already holds trial folders \(trial_0000\) that study 'wordformer'"):
+        run_study(settings(tmp_path / "old", storage=None, n_trials=1), space, objective)
+
+
+def test_report_folder_of_another_study_is_refused(tmp_path: Path) -> None:
+    from wordformer.tune.study import check_study_dir
+
+    mine = run_study(settings(tmp_path / "a", n_trials=1), SPACE, cheap_objective(SPACE))
+    other = run_study(settings(tmp_path / "b", n_trials=1), SPACE, cheap_objective(SPACE))
+    check_study_dir(tmp_path / "a" / "wordformer", mine)
+    with pytest.raises(WordformerError, match=r"belongs to another study named 'wordformer'"):
+        check_study_dir(tmp_path / "a" / "wordformer", other)
+
+
+@pytest.mark.parametrize("name", ["../../evil", "a/b", "a\\b", "..", ".", "", "  "])
+def test_study_name_must_be_a_plain_folder_name(tmp_path: Path, name: str) -> None:
+    with pytest.raises(WordformerError, match=r"study name .*(must not be|is empty)") as info:
+        settings(tmp_path / "out", study_name=name)
+    assert "\n" not in str(info.value)
+    with pytest.raises(WordformerError):
+        ObjectiveSettings(space=SPACE, out_dir=tmp_path / "out", study_name=name)
+    assert not list(tmp_path.iterdir())
+
+
+def test_changed_choices_refused_before_any_trial(tmp_path: Path) -> None:
+    s = settings(tmp_path, storage=None, n_trials=2)
+    run_study(s, SPACE, cheap_objective(SPACE))
+    changed = parse_space({"params": {**SPACE.as_dict()["params"],
+                                      "pos": {"target": "model.positional", "type": "categorical",
+                                              "choices": ["learned"]}}}, source="changed.yaml")
+    with pytest.raises(WordformerError, match=r"search space changed.yaml: parameter 'pos' has choices \['learned'\], "
+                                              r"but study 'wordformer' already ran trial 0 with choices "
+                                              r"\['sinusoidal', 'learned'\]; use the space the study started with"):
+        run_study(s, changed, cheap_objective(changed))
+    log_lr = parse_space({"params": {**SPACE.as_dict()["params"],
+                                     "lr": {"target": "train.lr", "type": "float", "low": 1e-4, "high": 1e-2}}})
+    with pytest.raises(WordformerError, match=r"parameter 'lr' has float in \[0.0001, 0.01\], but .* on a log scale"):
+        run_study(s, log_lr, cheap_objective(log_lr))
+    assert len(load_existing_study(s).trials) == 2  # no junk FAIL trial
+    wider = parse_space({"params": {**SPACE.as_dict()["params"],
+                                    "layers": {"target": "model.num_layers", "type": "int", "low": 1, "high": 6}}})
+    assert len(run_study(s, wider, cheap_objective(wider)).trials) == 4  # a new range is fine (Optuna allows it)
+
+
+def test_bare_postgresql_url_uses_the_installed_driver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    from wordformer.tune.study import with_default_driver
+
+    real = importlib.util.find_spec
+    installed = {"psycopg": None, "psycopg2": real("psycopg2")}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: installed[name] if name in installed else real(name, *a))
+    assert with_default_driver("postgresql://u:p@h:5/db") == "postgresql+psycopg2://u:p@h:5/db"
+    assert with_default_driver("postgresql+pg8000://h/db") == "postgresql+pg8000://h/db"
+    assert with_default_driver("sqlite:///x.db") == "sqlite:///x.db"
+    with pytest.raises(WordformerError, match=r"^cannot open storage postgresql\+psycopg2://u:\*\*\*@127.0.0.1:1/x: "
+                                              r".*Connection refused.*; check the URL and that the server is running$"):
+        open_storage("postgresql://u:secret@127.0.0.1:1/x", tmp_path)
+    installed["psycopg"] = real("json")  # psycopg (3) present: SQLAlchemy's own choice stays
+    assert with_default_driver("postgresql://h/db") == "postgresql://h/db"
+
+
+@pytest.mark.parametrize("url,module,package", [
+    ("postgresql+psycopg2://u@127.0.0.1:1/x", "psycopg2", "`pip install psycopg2-binary`"),
+    ("postgresql+psycopg://u@127.0.0.1:1/x", "psycopg", "`pip install 'psycopg[binary]'`"),
+    ("mysql://u@127.0.0.1:1/x", "MySQLdb", "`pip install mysqlclient`"),
+    ("mysql+pymysql://u@127.0.0.1:1/x", "pymysql", "`pip install PyMySQL`"),
+])
+def test_missing_driver_names_its_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, module: str,
+                                          package: str) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # importing it now fails, as when it is not installed
+    with pytest.raises(WordformerError, match=r"the database driver is not installed; (.*)") as info:
+        open_storage(url, tmp_path)
+    assert package in str(info.value) and "\n" not in str(info.value)
+
+
+TEXT = "The quick brown fox.\nA second line of text.\n"
+
+
+@pytest.mark.parametrize("spec,message,when_reading", [
+    ("sqlite:///{file}/x.db", r"cannot make folder .*: .*data.txt is a file, not a folder", r"unable to open database"),
+    ("journal:{file}/j.log", r"cannot make folder .*: .*data.txt is a file, not a folder", r"no journal file at"),
+    ("journal:", r"storage journal: needs a file path", None),
+    ("journal:{dir}", r"is a folder; give the journal a file name", None),
+    ("journal:{file}", r"data.txt is not an Optuna journal file \(left unchanged\)", None),
+    ("journal:{oneline}", r"oneline.txt is not an Optuna journal file", None),
+    ("sqlite:///{file}", r"cannot open storage sqlite:///.*: .*file is not a database", None),
+])
+@pytest.mark.parametrize("create", [True, False])
+def test_storage_paths_through_files_are_one_line_errors(tmp_path: Path, spec: str, message: str,
+                                                         when_reading: Optional[str], create: bool) -> None:
+    data, oneline = tmp_path / "data.txt", tmp_path / "oneline.txt"
+    data.write_text(TEXT)
+    oneline.write_text("no newline at the end")  # Optuna would read no entry here, then append to it
+    (tmp_path / "folder").mkdir()
+    spec = spec.format(file=data, dir=tmp_path / "folder", oneline=oneline)
+    with pytest.raises(WordformerError, match=message if create or not when_reading else when_reading) as info:
+        open_storage(spec, tmp_path, create=create)  # create=False: `tune report` and --retrain-best
+    assert "\n" not in str(info.value)
+    assert data.read_text() == TEXT and oneline.read_text() == "no newline at the end"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.txt", "folder", "oneline.txt"]
+
+
+def test_out_that_is_a_file_is_one_line_error(tmp_path: Path) -> None:
+    data = tmp_path / "data.txt"
+    data.write_text(TEXT)
+    with pytest.raises(WordformerError, match=r"cannot make folder .*data.txt: .*data.txt is a file, not a folder; "
+                                              r"choose another --out"):
+        run_study(settings(data, storage=None), SPACE, cheap_objective(SPACE))
+    with pytest.raises(WordformerError, match=r"data.txt is a file, not a folder"):
+        run_study(settings(data, storage=f"journal:{tmp_path / 'j.log'}"), SPACE, cheap_objective(SPACE))
+    assert data.read_text() == TEXT

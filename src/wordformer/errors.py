@@ -20,10 +20,10 @@ def file_in_the_way(path: "os.PathLike[str] | str") -> "Path | None":
     return None
 
 
-def make_folder(folder: "os.PathLike[str] | str", *, advice: str) -> None:
+def make_folder(folder: "os.PathLike[str] | str", *, advice: str) -> Path:
     """``mkdir -p`` whose failure is one line naming the culprit: a part of the path that is a file (mkdir alone
-    says only "File exists" or "Not a directory") or the OS's reason."""
-    folder = Path(folder)
+    says only "File exists" or "Not a directory") or the OS's reason. Returns the folder."""
+    folder = Path(folder).expanduser()
     blocker = file_in_the_way(folder)
     if blocker is not None:
         raise WordformerError(f"cannot make folder {folder}: {blocker} is a file, not a folder; {advice}")
@@ -31,3 +31,4 @@ def make_folder(folder: "os.PathLike[str] | str", *, advice: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WordformerError(f"cannot make folder {folder}: {exc.strerror or exc}; {advice}") from None
+    return folder

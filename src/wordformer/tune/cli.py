@@ -152,6 +152,58 @@ def _fixed_targets(args: argparse.Namespace) -> list[str]:
     return [f"{owner[name]}.{name}" for name in given_config_values(args)]
 
 
+def _base_configs(args: argparse.Namespace, space: Any) -> Any:
+    """The base configs every trial starts from (defaults < --config < options).
+
+    When the space sets ``model.head_size``, every trial's width is num_heads * head_size, so the
+    base d_model is never used: it is made a multiple of the base heads instead of refusing heads
+    that do not divide the default width (``--num-heads 3``).
+    """
+    from ..cli import configs_from_args, given_config_values
+    from ..config import ModelConfig, coerce, read_config_file
+    from .space import HEAD_SIZE
+
+    sets_width = HEAD_SIZE in space.targets or HEAD_SIZE in space.fixed
+    if not sets_width or "d_model" in vars(args):
+        return configs_from_args(args)
+    values = dict(read_config_file(args.config)) if getattr(args, "config", None) else {}
+    values.update(given_config_values(args))
+    try:
+        heads = coerce(ModelConfig, {"num_heads": values.get("num_heads", ModelConfig.num_heads)}, where="options")
+    except WordformerError:
+        return configs_from_args(args)  # the configs say what is wrong with it
+    h = heads["num_heads"]
+    if isinstance(h, bool) or not isinstance(h, int) or h < 1:
+        return configs_from_args(args)
+    placeholder = argparse.Namespace(**{**vars(args), "d_model": h * max(1, ModelConfig.d_model // h)})
+    return configs_from_args(placeholder)
+
+
+def _check_corpus(space: Any, model: Any, data: Any) -> None:
+    """Refuse up front a corpus that no trial could train on (too short for every block size, unreadable).
+
+    Skipped when the space tunes a data option: then the corpus differs from trial to trial.
+    The tokenized corpus goes to the cache, where the trials find it.
+    """
+    from ..data import prepare_corpus
+    from .space import apply_overrides
+
+    if any(p.section == "data" for p in space.params):
+        return
+    fixed = {k: v for k, v in space.fixed.items() if k.startswith("data.") or k == "model.block_size"}
+    model, data, _ = apply_overrides(fixed, model, data)
+    sizes = [model.block_size]
+    for p in space.params:
+        if p.target == "model.block_size":
+            sizes = [p.to_value(p.low), p.to_value(p.high)]
+    # Text needs block_size + 1 tokens (the smallest block is the easiest); pairs must fit in one (the largest).
+    block = max(sizes) if data.pairs else min(sizes)
+    try:
+        prepare_corpus(data, int(block))
+    except WordformerError as exc:
+        raise WordformerError(f"every trial would fail: {exc}") from None
+
+
 def _quiet_optuna(args: argparse.Namespace) -> None:
     import optuna
 
@@ -171,11 +223,10 @@ def run_tune(args: argparse.Namespace) -> int:
     """Run or continue the study, then print the best trial and how to look at the results."""
     import optuna
 
-    from ..cli import configs_from_args
     from .objective import CheckpointPruner, ObjectiveSettings, TrainingObjective, first_validation
     from .report import summary_counts, trial_rows
     from .space import load_space
-    from .study import FAIL_REASON, run_study, safe_url
+    from .study import FAIL_REASON, run_study, safe_url, with_default_driver
 
     if args.trials is not None and args.trials < 1:
         raise WordformerError(f"--trials={args.trials} must be >= 1")
@@ -187,7 +238,7 @@ def run_tune(args: argparse.Namespace) -> int:
     space = load_space(args.space).without(fixed)
     if not space.params:
         raise WordformerError("every parameter of the search space is fixed by command-line options; nothing to tune")
-    model, data, train = configs_from_args(args)
+    model, data, train = _base_configs(args, space)
     train = dataclasses.replace(train, progress=False, **({"seed": args.tune_seed} if args.tune_seed is not None else {}))
     if data.data is not None:
         path = Path(data.data).expanduser()
@@ -218,12 +269,18 @@ def run_tune(args: argparse.Namespace) -> int:
     callbacks: list[Any] = [report_failure]
     if not args.keep_checkpoints:
         callbacks.append(CheckpointPruner())
+    if settings.sampler == "grid":
+        space.grid()  # refuse a float without step before reading the corpus
+    _check_corpus(space, model, data)
     _quiet_optuna(args)
-    where = safe_url(settings.storage_spec)
-    _err(f"wordformer tune: study {settings.study_name!r} in {where}; sampler {settings.sampler}, pruner "
-         f"{settings.pruner}, {settings.metric} ({settings.resolved_direction}), "
-         f"{n_trials if n_trials is not None else 'unlimited'} trial(s) -> {settings.out_dir / settings.study_name}")
-    study = run_study(settings, space, objective, callbacks=callbacks)
+    where = safe_url(with_default_driver(settings.storage_spec))  # the URL that works, for the commands below
+
+    def announce(study: optuna.Study) -> None:
+        _err(f"wordformer tune: study {settings.study_name!r} in {where}; sampler {settings.sampler}, pruner "
+             f"{settings.pruner}, {settings.metric} ({settings.resolved_direction}), "
+             f"{n_trials if n_trials is not None else 'unlimited'} trial(s) -> {settings.study_dir}")
+
+    study = run_study(settings, space, objective, callbacks=callbacks, on_open=announce)
 
     counts = summary_counts(study)
     print(f"study {study.study_name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
@@ -246,10 +303,11 @@ def run_tune(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     """Print the table and write CSV and plots into OUT/STUDY/report."""
     from .report import write_report
-    from .study import load_existing_study
+    from .study import check_study_dir, load_existing_study, make_folder
 
     study = load_existing_study(_settings(args))
-    out = Path(args.out) / study.study_name / "report"
+    check_study_dir(Path(args.out) / study.study_name, study)
+    out = make_folder(Path(args.out) / study.study_name / "report", advice="pass another --out")
     report = write_report(study, out)
     print(f"study {report.study_name} ({report.direction}), {len(report.rows)} trial(s)")
     print(report.table)
@@ -266,11 +324,13 @@ def run_report(args: argparse.Namespace) -> int:
 def run_retrain(args: argparse.Namespace) -> int:
     """Train the best trial's configuration for --max-steps steps into --retrain-out."""
     from .objective import retrain
-    from .study import best_trial, load_existing_study
+    from .study import best_trial, check_study_dir, load_existing_study
 
     if "max_steps" not in vars(args):
         raise WordformerError("--retrain-best needs --max-steps N (how long to train the best configuration)")
     study = load_existing_study(_settings(args))
+    if not args.retrain_out:
+        check_study_dir(Path(args.out) / study.study_name, study)
     trial = best_trial(study)
     out = Path(args.retrain_out) if args.retrain_out else Path(args.out) / study.study_name / "best"
     _err(f"wordformer tune: retraining trial {trial.number} ({study.study_name}, value {trial.value:.4f}) "

@@ -22,10 +22,9 @@ from optuna_integration import PyTorchLightningPruningCallback
 from ..config import DataConfig, ModelConfig, TrainConfig, from_dict
 from ..errors import WordformerError
 from .space import SearchSpace
-from .study import METRICS, fail_trial
+from .study import DIR_ATTR, METRICS, check_study_name, fail_trial
 
 CONFIG_ATTR = "config"  # trial user attr: the three configs the trial trained, as dicts
-DIR_ATTR = "out_dir"
 CHECKPOINT_ATTR = "checkpoint"
 MIN_REPORTS = 4  # validations per trial when eval_interval is chosen automatically
 
@@ -71,6 +70,7 @@ class ObjectiveSettings:
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
+        check_study_name(self.study_name)  # it becomes a folder under out_dir
         if self.metric not in METRICS:
             raise WordformerError(f"metric {self.metric!r} is not one of: {', '.join(METRICS)}")
 

@@ -105,6 +105,17 @@ class Param:
             return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
         return trial.suggest_categorical(self.name, list(self.choices))
 
+    def distribution(self) -> Any:
+        """The Optuna distribution ``suggest`` samples from (to compare with a study's earlier trials)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.type == "int":
+            step = int(self.step) if self.step is not None else 1
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=step)
+        if self.type == "float":
+            return FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
+        return CategoricalDistribution(list(self.choices))
+
     def to_value(self, raw: Any) -> Any:
         """Map a sampled value to the config value (applies the power-of-two transform)."""
         if self.transform == "power_2":
@@ -446,6 +457,7 @@ def _parse_param(name: str, entry: Any, where: str) -> Param:
         choices=choices, default=default, transform=transform,
     )
     _check_value_types(param, bad)
+    _check_config_values(param, bad)
     return param
 
 
@@ -478,6 +490,49 @@ def _check_value_types(param: Param, bad: Any) -> None:
                 raise bad(f"choice {c!r} does not fit {param.target}, which holds {want.__name__} values")
 
 
+def _config_complaint(target: str, value: Any) -> Optional[str]:
+    """What the config classes say about ``target = value`` alone, or None when they accept it.
+
+    The fields it depends on are made to fit (d_model for num_heads, lr for min_lr), so only the
+    value itself is judged: a combination is the space's business (``check_heads``), not this check's.
+    """
+    overrides: dict[str, Any] = {target: value}
+    if target == "model.num_heads" and _is_int(value) and value >= 1:
+        overrides["model.d_model"] = value
+    elif target == "model.d_model":
+        overrides["model.num_heads"] = 1
+    elif target == "train.min_lr":
+        overrides["train.lr"] = math.nextafter(10.0, 0.0)  # the largest lr the config allows
+    try:
+        apply_overrides(overrides)
+    except WordformerError as exc:
+        return str(exc)
+    return None
+
+
+def _check_config_values(param: Param, bad: Any) -> None:
+    """Refuse bounds or choices the config would reject, so they fail here and not as failing trials."""
+    if param.target == HEAD_SIZE:
+        return
+    if param.type in ("categorical", "bool"):
+        for choice in param.choices:
+            complaint = _config_complaint(param.target, choice)
+            if complaint:
+                raise bad(f"choice {choice!r} is refused by the config ({complaint}); remove it")
+        return
+    high = param.high
+    if param.step is not None:  # the largest value on the grid low + k*step
+        if param.type == "int":
+            high = int(param.low) + (int(param.high) - int(param.low)) // int(param.step) * int(param.step)
+        else:
+            high = round(param.low + math.floor((param.high - param.low) / param.step + 1e-9) * param.step, 12)
+    for key, raw in (("low", param.low), ("high", high)):
+        complaint = _config_complaint(param.target, param.to_value(raw))
+        if complaint:
+            shown = f"{key}={raw}" + (f" (2**{raw} = {param.to_value(raw)})" if param.transform == "power_2" else "")
+            raise bad(f"{shown} is refused by the config ({complaint}); narrow the range")
+
+
 def _parse_fixed(raw: Any, where: str) -> dict[str, Any]:
     if raw is None:
         return {}
@@ -485,7 +540,11 @@ def _parse_fixed(raw: Any, where: str) -> dict[str, Any]:
         raise WordformerError(f"{where}: 'fixed' must map section.field to a value, got {raw!r}")
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        out[_check_target(f"fixed.{key}", key, where)] = value
+        target = _check_target(f"fixed.{key}", key, where)
+        complaint = None if target == HEAD_SIZE else _config_complaint(target, value)
+        if complaint:
+            raise WordformerError(f"{where}: fixed {target}: {value!r} is refused by the config ({complaint})")
+        out[target] = value
     return out
 
 

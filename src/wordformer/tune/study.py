@@ -12,20 +12,31 @@ trial whose heartbeat goes stale; the next worker to start a trial marks it FAIL
 its parameters once (``RetryHeartbeatStaleTrialCallback(max_retry=1)``). Journal storages have no
 heartbeats in Optuna: there a killed worker's trial stays RUNNING. Any of these storages
 opens in ``optuna-dashboard URL`` (for the default: ``optuna-dashboard sqlite:///OUT/study.db``).
+
+Trials train in ``OUT/STUDY/trial_NNNN``, and trial numbers restart in every study, so the study
+folder records whose it is (``OUT/STUDY/study.json``: the study's ``uid`` user attribute and
+storage). A study of the same name in another storage, or made anew after its database was
+deleted, is refused there before any trial instead of overwriting the first one's checkpoints.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import re
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn, Optional, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import WordformerError
+from ..errors import WordformerError, make_folder
 from .space import SearchSpace
 
 METRICS: dict[str, str] = {"val_loss": "minimize", "val_ppl": "minimize", "val_acc": "maximize"}
@@ -34,6 +45,17 @@ SAMPLERS = ("tpe", "gp", "random", "qmc", "grid", "cmaes")
 PRUNERS = ("median", "hyperband", "none")
 JOURNAL_PREFIX = "journal:"
 FAIL_REASON = "fail_reason"  # trial user attr that says why a trial failed
+DIR_ATTR = "out_dir"  # trial user attr: the folder the trial trains in (OUT/STUDY/trial_NNNN)
+UID_ATTR = "uid"  # study user attr: tells a study from another of the same name (other storage, recreated)
+STUDY_FILE = "study.json"  # in OUT/STUDY: which study the trial folders there belong to
+TRIAL_DIR = re.compile(r"trial_\d+")
+# pip package of each SQLAlchemy driver, for the message when one is missing
+DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'", "pg8000": "pg8000", "asyncpg": "asyncpg",
+    "mysqldb": "mysqlclient", "pymysql": "PyMySQL", "mysqlconnector": "mysql-connector-python",
+    "mariadbconnector": "mariadb", "asyncmy": "asyncmy", "aiomysql": "aiomysql", "pyodbc": "pyodbc",
+    "pymssql": "pymssql", "oracledb": "oracledb", "cx_oracle": "cx_Oracle",
+}
 
 Objective = Callable[[optuna.Trial], float]
 
@@ -46,6 +68,11 @@ def fail_trial(trial: optuna.Trial, reason: str) -> NoReturn:
     """Record why a trial failed (user attr ``fail_reason``) and end it as FAIL."""
     trial.set_user_attr(FAIL_REASON, reason)
     raise TrialFailed(reason) from None  # the reason says it all; no chained traceback in the log
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line, for one-line messages."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 @dataclass
@@ -82,8 +109,7 @@ class StudySettings:
             raise WordformerError(f"sampler {self.sampler!r} is not one of: {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:
             raise WordformerError(f"pruner {self.pruner!r} is not one of: {', '.join(PRUNERS)}")
-        if not self.study_name:
-            raise WordformerError("study name is empty; pass --study NAME")
+        check_study_name(self.study_name)
         for name in ("n_trials", "n_jobs", "heartbeat_interval", "grace_period", "n_startup_trials",
                      "pruner_min_resource"):
             value = getattr(self, name)
@@ -99,11 +125,27 @@ class StudySettings:
         return self.direction or METRICS[self.metric]
 
     @property
+    def study_dir(self) -> Path:
+        """Where the trials train: OUT/STUDY (trial_NNNN folders, the report, the retrained best)."""
+        return self.out_dir / self.study_name
+
+    @property
     def storage_spec(self) -> str:
         """The storage as the user would pass it again (the default SQLite file spelled out)."""
         if self.storage:
             return self.storage
         return "sqlite:///" + str((self.out_dir / "study.db").resolve())
+
+
+def check_study_name(name: Any) -> None:
+    """Refuse a study name that is no plain folder name: it becomes OUT/STUDY, and must stay inside OUT."""
+    if not isinstance(name, str) or not name.strip():
+        raise WordformerError("study name is empty; pass --study NAME")
+    if name in (".", "..") or any(c in name for c in ("/", "\\", "\0")):
+        raise WordformerError(
+            f"study name {name!r} is also the folder OUT/{name}: it must not be '.' or '..' or contain '/' or '\\'; "
+            f"pass a plain name such as --study my_study"
+        )
 
 
 def safe_url(spec: str) -> str:
@@ -116,6 +158,81 @@ def safe_url(spec: str) -> str:
         return make_url(spec).render_as_string(hide_password=True)
     except Exception:
         return spec.split("://", 1)[0] + "://..."
+
+
+def with_default_driver(spec: str) -> str:
+    """Name psycopg2 in a ``postgresql://`` URL when psycopg (3) is missing but psycopg2 is installed.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg (3), while wordformer installs
+    psycopg2-binary: without this the URL the README shows would fail for a missing driver.
+    """
+    if not spec.startswith("postgresql://"):
+        return spec
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + spec[len("postgresql://"):]
+    return spec
+
+
+def _missing_driver_advice(spec: str) -> str:
+    """What to install for the driver the URL names (or its dialect's default driver)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        dialect = make_url(spec).get_dialect()
+    except Exception:
+        return "install the database driver its dialect needs, or name one in the URL (dialect+driver://)"
+    package = DRIVER_PACKAGES.get(dialect.driver, dialect.driver)
+    return f"`pip install {package}` (the {dialect.driver} driver of {dialect.name}), or name another driver in the URL"
+
+
+def _check_journal_file(path: Path, spec: str, *, create: bool) -> None:
+    """Refuse a journal path that is a folder, or a file that is not an Optuna journal (it would be appended to)."""
+    if path.is_dir():
+        raise WordformerError(
+            f"storage {spec}: {path} is a folder; give the journal a file name, e.g. --storage journal:{path / 'journal.log'}"
+        )
+    if not path.exists():
+        if not create:
+            raise WordformerError(f"no journal file at {path}; run `wordformer tune --storage {spec}` first")
+        return
+    first = b""
+    for _ in range(20):
+        try:
+            with path.open("rb") as fh:
+                first = fh.readline(1 << 20)
+        except OSError as exc:
+            raise WordformerError(f"storage {spec}: cannot read {path}: {exc.strerror or exc}") from None
+        if not first or first.endswith(b"\n") or len(first) >= 1 << 20:
+            break
+        time.sleep(0.05)  # another worker may be writing the journal's first line
+    if not first:
+        return  # empty: a new journal
+    try:
+        entry = json.loads(first)
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict) or "op_code" not in entry:
+        raise WordformerError(
+            f"storage {spec}: {path} is not an Optuna journal file (left unchanged); pass the file that "
+            f"`wordformer tune --storage journal:PATH` wrote, or a path that does not exist yet"
+        )
+
+
+def _open_journal(spec: str, *, create: bool) -> optuna.storages.BaseStorage:
+    raw = spec[len(JOURNAL_PREFIX):]
+    if not raw.strip():
+        raise WordformerError("storage journal: needs a file path, e.g. --storage journal:runs/tune/journal.log")
+    path = Path(raw).expanduser()
+    _check_journal_file(path, spec, create=create)
+    make_folder(path.parent, advice="give --storage journal: a path whose folders can be made")
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    try:
+        # The open-lock works on every local file system, where the default symlink lock may not.
+        backend = JournalFileBackend(str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path)))
+        return JournalStorage(backend)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable, or a damaged journal
+        raise WordformerError(f"storage {spec}: cannot read the journal {path}: {_first_line(exc)}") from None
 
 
 def open_storage(
@@ -132,31 +249,25 @@ def open_storage(
     if not spec:
         db = out_dir / "study.db"
         if create:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            make_folder(out_dir, advice="choose another --out")
         elif not db.is_file():
             raise WordformerError(
                 f"no study database at {db}; run `wordformer tune --out {out_dir}` first or pass --storage URL"
             )
         spec = "sqlite:///" + str(db.resolve())
     if spec.startswith(JOURNAL_PREFIX):
-        path = Path(spec[len(JOURNAL_PREFIX):])
-        if not str(path):
-            raise WordformerError("storage journal: needs a file path, e.g. --storage journal:runs/tune/journal.log")
-        if not create and not path.is_file():
-            raise WordformerError(f"no journal file at {path}; run `wordformer tune --storage {spec}` first")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        # The open-lock works on every local file system, where the default symlink lock may not.
-        backend = JournalFileBackend(str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path)))
-        return JournalStorage(backend)
+        return _open_journal(spec, create=create)
     if "://" not in spec:
         raise WordformerError(
             f"storage {spec!r} is not a database URL: use sqlite:///PATH.db, postgresql://USER@HOST/DB "
             f"(any SQLAlchemy URL) or journal:PATH"
         )
-    if spec.startswith("sqlite:///") and create:
-        Path(spec[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    spec = with_default_driver(spec)
+    if spec.startswith("sqlite:///") and create and spec != "sqlite:///:memory:":
+        db_path = Path(spec[len("sqlite:///"):]).expanduser()
+        if db_path.is_dir():
+            raise WordformerError(f"storage {safe_url(spec)}: {db_path} is a folder; give the database a file name")
+        make_folder(db_path.parent, advice="give --storage sqlite:/// a path whose folders can be made")
     kwargs: dict[str, Any] = {}
     if spec.startswith("sqlite"):
         # Threads and heartbeats write at once; wait for the file lock instead of failing at once.
@@ -174,19 +285,17 @@ def open_storage(
                         ),
                     )
                 return optuna.storages.RDBStorage(spec, **kwargs)
-        except ImportError as exc:
+        except ImportError:
             raise WordformerError(
-                f"storage {safe_url(spec)}: the database driver is missing ({exc}); for PostgreSQL "
-                f"`pip install psycopg2-binary`"
+                f"storage {safe_url(spec)}: the database driver is not installed; {_missing_driver_advice(spec)}"
             ) from None
         except Exception as exc:  # SQLAlchemy's connection and URL errors
             if attempt < 2 and any(s in str(exc) for s in ("already exists", "duplicate key", "UniqueViolation")):
                 # Two workers creating the tables at the same moment: the other one won, open again.
                 time.sleep(0.5 + attempt)
                 continue
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WordformerError(
-                f"cannot open storage {safe_url(spec)}: {first}; check the URL and that the server is running"
+                f"cannot open storage {safe_url(spec)}: {_first_line(exc)}; check the URL and that the server is running"
             ) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -243,21 +352,187 @@ def _reseed(seed: Optional[int], done: int, sampler: str) -> Optional[int]:
     return (seed + done) % (2**32)
 
 
+def _create_or_load(storage: optuna.storages.BaseStorage, name: str, direction: str) -> tuple[optuna.Study, bool]:
+    """The study and whether this call created it (only one of several racing workers does)."""
+    quiet = {"sampler": optuna.samplers.RandomSampler(), "pruner": optuna.pruners.NopPruner()}
+    try:
+        return optuna.create_study(storage=storage, study_name=name, direction=direction, **quiet), True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=name, storage=storage, **quiet), False
+
+
+def study_uid(study: optuna.Study, *, created: bool, wait: float = 5.0) -> str:
+    """The study's identity (user attr ``uid``), set once by the worker that created the study.
+
+    A study of the same name in another storage, or made again after its database was deleted, gets
+    another uid, so its trials cannot be mistaken for this one's. Other workers wait for the creator
+    to store it; a study without one (made before uids, or by Optuna directly) gets one derived from
+    its id, the same in every worker, so racing workers agree.
+    """
+    if created:
+        uid = uuid.uuid4().hex
+        study.set_user_attr(UID_ATTR, uid)
+        return uid
+    deadline = time.monotonic() + wait
+    while True:
+        attrs = study.user_attrs
+        if UID_ATTR in attrs:
+            return str(attrs[UID_ATTR])
+        if "metric" in attrs or study.get_trials(deepcopy=False) or time.monotonic() > deadline:
+            break  # not being created right now: no creator will store a uid
+        time.sleep(0.1)
+    uid = f"study-{study._study_id}"
+    study.set_user_attr(UID_ATTR, uid)
+    return uid
+
+
+def _read_owner(folder: Path) -> Optional[dict[str, Any]]:
+    """The study file of a study folder (None when there is none yet)."""
+    path = folder / STUDY_FILE
+    for _ in range(20):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise WordformerError(f"cannot read {path}: {exc.strerror or exc}; choose another --out or --study") from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and UID_ATTR in data:
+            return data
+        time.sleep(0.05)  # another worker is writing it
+    raise WordformerError(
+        f"{path} is not a study file written by wordformer tune; choose another --out or --study, or move it away"
+    )
+
+
+def _foreign(folder: Path, owner: dict[str, Any], where: str) -> WordformerError:
+    other = f"storage {owner.get('storage')}" if owner.get("storage") != where else "the same storage, since deleted or made anew"
+    return WordformerError(
+        f"{folder} holds the trials of another study named {owner.get('study')!r} ({other}, started "
+        f"{owner.get('created')}); this study would overwrite them: choose another --out or --study, "
+        f"or move {folder} away"
+    )
+
+
+def _unrecorded_trial_dirs(folder: Path, trials: Sequence[FrozenTrial]) -> list[str]:
+    """trial_NNNN folders that none of ``trials`` trained in (by name: the folder may have moved)."""
+    try:
+        found = sorted(p.name for p in folder.iterdir() if p.is_dir() and TRIAL_DIR.fullmatch(p.name))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    recorded = {Path(str(t.user_attrs[DIR_ATTR])).name for t in trials if DIR_ATTR in t.user_attrs}
+    return [name for name in found if name not in recorded]
+
+
+def _refuse_unknown_trials(folder: Path, unknown: list[str], name: str, where: str) -> NoReturn:
+    shown = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+    raise WordformerError(
+        f"{folder} already holds trial folders ({shown}) that study {name!r} in {where} did not write; "
+        f"choose another --out or --study, or move {folder} away"
+    )
+
+
+def claim_study_dir(folder: Path, study: optuna.Study, uid: str, where: str) -> None:
+    """Make ``folder`` this study's (writing STUDY_FILE), or refuse if another study's trials are there."""
+    owner = _read_owner(folder)
+    if owner is None:
+        listed = _unrecorded_trial_dirs(folder, [])  # list the folders before reading the trials (races)
+        if listed:
+            unknown = _unrecorded_trial_dirs(folder, study.get_trials(deepcopy=False))
+            if unknown:
+                _refuse_unknown_trials(folder, unknown, study.study_name, where)
+        make_folder(folder, advice="choose another --out or --study")
+        record = {"study": study.study_name, UID_ATTR: uid, "storage": where,
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        try:
+            fd = os.open(folder / STUDY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass  # another worker was first
+        except OSError as exc:
+            raise WordformerError(f"cannot write {folder / STUDY_FILE}: {exc.strerror or exc}; choose another --out") from None
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(record, fh, indent=1)
+                fh.write("\n")
+            return
+        owner = _read_owner(folder)
+        assert owner is not None
+    if owner.get(UID_ATTR) != uid:
+        raise _foreign(folder, owner, where)
+
+
+def check_study_dir(folder: Path, study: optuna.Study) -> None:
+    """Refuse to write (report, retrained model) into a study folder that belongs to another study."""
+    uid = study.user_attrs.get(UID_ATTR)
+    owner = _read_owner(folder)
+    if uid is not None and owner is not None and owner.get(UID_ATTR) != uid:
+        raise WordformerError(
+            f"{folder} belongs to another study named {owner.get('study')!r} (storage {owner.get('storage')}); "
+            f"pass the --out that study {study.study_name!r} ran with, or another --out"
+        )
+
+
+def _describe_distribution(dist: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return f"choices {list(dist.choices)}"
+    kind = "int" if isinstance(dist, optuna.distributions.IntDistribution) else "float"
+    return f"{kind} in [{dist.low}, {dist.high}]" + (" on a log scale" if getattr(dist, "log", False) else "")
+
+
+def check_space_matches(study: optuna.Study, space: SearchSpace) -> None:
+    """Refuse a space whose parameters the study's trials sampled in an incompatible way.
+
+    Optuna would refuse it too, but only inside the first trial: a traceback, and a FAIL trial per attempt.
+    Ranges may change (Optuna allows that); a parameter's kind, log scale or choices may not.
+    """
+    new = {p.name: p.distribution() for p in space.params}
+    seen: set[tuple[str, str]] = set()
+    for trial in study.get_trials(deepcopy=False):
+        for name, old in trial.distributions.items():
+            key = (name, optuna.distributions.distribution_to_json(old))
+            if name not in new or key in seen:
+                continue
+            seen.add(key)
+            try:
+                optuna.distributions.check_distribution_compatibility(old, new[name])
+            except ValueError:
+                raise WordformerError(
+                    f"search space {space.source}: parameter '{name}' has {_describe_distribution(new[name])}, but "
+                    f"study {study.study_name!r} already ran trial {trial.number} with "
+                    f"{_describe_distribution(old)}; use the space the study started with, or a new --study NAME"
+                ) from None
+
+
 def open_study(settings: StudySettings, space: SearchSpace) -> optuna.Study:
-    """Create the study or load it to continue; refuses a metric or direction it was not made with."""
+    """Create the study or load it to continue; refuses a metric, direction or space it was not made
+    with, and a study folder that holds another study's trials (before any trial starts)."""
     storage = open_storage(
         settings.storage, settings.out_dir, heartbeat_interval=settings.heartbeat_interval,
         grace_period=settings.grace_period, max_retry=settings.max_retry,
     )
+    where = safe_url(settings.storage_spec)
+    folder = settings.study_dir
+    owner = _read_owner(folder)  # before the names: a folder's owner was created before its file was written
+    try:
+        exists = settings.study_name in optuna.study.get_all_study_names(storage)
+    except Exception as exc:
+        raise WordformerError(f"cannot read the studies in {where}: {_first_line(exc)}") from None
+    if not exists:  # a new study: nothing in the folder can be its own
+        if owner is not None:
+            raise _foreign(folder, owner, where)
+        unknown = _unrecorded_trial_dirs(folder, [])
+        if unknown:
+            _refuse_unknown_trials(folder, unknown, settings.study_name, where)
+    make_folder(folder, advice="choose another --out or --study")
     direction = settings.resolved_direction
     try:
-        study = optuna.create_study(
-            storage=storage, study_name=settings.study_name, direction=direction, load_if_exists=True,
-            sampler=optuna.samplers.RandomSampler(), pruner=optuna.pruners.NopPruner(),
-        )
+        study, created = _create_or_load(storage, settings.study_name, direction)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WordformerError(f"cannot open study {settings.study_name!r} in {safe_url(settings.storage_spec)}: {first}") from None
+        raise WordformerError(f"cannot open study {settings.study_name!r} in {where}: {_first_line(exc)}") from None
+    uid = study_uid(study, created=created)
     if study.direction.name.lower() != direction:
         raise WordformerError(
             f"study {settings.study_name!r} was created to {study.direction.name.lower()}, not {direction}; "
@@ -269,6 +544,8 @@ def open_study(settings: StudySettings, space: SearchSpace) -> optuna.Study:
             f"study {settings.study_name!r} optimises {attrs['metric']}, not {settings.metric}; "
             f"pass --metric {attrs['metric']} or a new --study NAME"
         )
+    check_space_matches(study, space)
+    claim_study_dir(folder, study, uid, where)
     if "metric" not in attrs:
         study.set_user_attr("metric", settings.metric)
     if "space" not in attrs:
@@ -285,7 +562,10 @@ def open_study(settings: StudySettings, space: SearchSpace) -> optuna.Study:
 def load_existing_study(settings: StudySettings) -> optuna.Study:
     """Load a study that must already exist (for reports and retraining)."""
     storage = open_storage(settings.storage, settings.out_dir, heartbeat_interval=None, create=False)
-    names = optuna.study.get_all_study_names(storage)
+    try:
+        names = optuna.study.get_all_study_names(storage)
+    except Exception as exc:
+        raise WordformerError(f"cannot read the studies in {safe_url(settings.storage_spec)}: {_first_line(exc)}") from None
     if settings.study_name not in names:
         known = ", ".join(names) if names else "none"
         raise WordformerError(
@@ -302,15 +582,20 @@ def run_study(
     *,
     callbacks: Iterable[Callable[[optuna.Study, FrozenTrial], None]] = (),
     catch: Sequence[type[Exception]] = (),
+    on_open: Optional[Callable[[optuna.Study], None]] = None,
 ) -> optuna.Study:
     """Run ``settings.n_trials`` more trials (or until ``timeout``) and return the study.
 
     Trials that raise :class:`TrialFailed` (or any type in ``catch``) are recorded as FAIL and
-    the study continues; completed trials are in the storage as soon as they finish.
+    the study continues; completed trials are in the storage as soon as they finish. ``on_open``
+    is called once the study passed its checks, before the first trial (the CLI's header line,
+    so that a refused study prints only its error).
     """
     if settings.sampler == "grid":
         space.grid()  # refuse a float without step before anything is created
     study = open_study(settings, space)
+    if on_open is not None:
+        on_open(study)
     if settings.enqueue_defaults:
         study.enqueue_trial(space.defaults(), skip_if_exists=True)
     with warnings.catch_warnings():
@@ -338,7 +623,8 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
 
 
 __all__ = [
-    "DIRECTIONS", "FAIL_REASON", "METRICS", "PRUNERS", "SAMPLERS", "StudySettings", "TrialFailed",
-    "best_trial", "fail_trial", "load_existing_study", "make_pruner", "make_sampler", "open_storage",
-    "open_study", "run_study", "safe_url",
+    "DIR_ATTR", "DIRECTIONS", "FAIL_REASON", "METRICS", "PRUNERS", "SAMPLERS", "STUDY_FILE", "StudySettings",
+    "TrialFailed", "UID_ATTR", "best_trial", "check_space_matches", "check_study_dir", "check_study_name",
+    "claim_study_dir", "fail_trial", "load_existing_study", "make_folder", "make_pruner", "make_sampler",
+    "open_storage", "open_study", "run_study", "safe_url", "study_uid", "with_default_driver",
 ]
