@@ -157,6 +157,19 @@ def test_unexpected_errors_are_not_swallowed(tmp_path: Path) -> None:
         run_study(settings(tmp_path, n_trials=2), SPACE, objective)
 
 
+def test_ctrl_c_records_the_trial_as_interrupted_and_says_how_to_go_on(tmp_path: Path) -> None:
+    def interrupted(*args: Any, **kw: Any) -> None:
+        raise KeyboardInterrupt
+
+    objective = TrainingObjective(ObjectiveSettings(space=SPACE, out_dir=tmp_path, prune=False), train_fn=interrupted)
+    db = f"sqlite:///{tmp_path / 'study.db'}"
+    with pytest.raises(KeyboardInterrupt, match="run the same command again"):
+        run_study(settings(tmp_path, n_trials=3, storage=db), SPACE, objective)
+    study = load_existing_study(settings(tmp_path, storage=db))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]  # not left RUNNING, no more trials
+    assert study.trials[0].user_attrs[FAIL_REASON] == "interrupted (Ctrl-C)"
+
+
 def test_checkpoint_pruner_keeps_only_the_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(objective_module, "_free_memory", lambda: None)
     objective = TrainingObjective(ObjectiveSettings(space=SPACE, out_dir=tmp_path, prune=False), train_fn=fake_train)

@@ -22,7 +22,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 from ..config import DataConfig, ModelConfig, TrainConfig, from_dict
 from ..errors import WordformerError
 from .space import SearchSpace
-from .study import DIR_ATTR, METRICS, check_study_name, fail_trial
+from .study import DIR_ATTR, FAIL_REASON, METRICS, check_study_name, fail_trial
 
 CONFIG_ATTR = "config"  # trial user attr: the three configs the trial trained, as dicts
 CHECKPOINT_ATTR = "checkpoint"
@@ -158,6 +158,10 @@ class TrainingObjective:
             result = train_fn(model, data, train, out, callbacks=callbacks, overwrite=True, logger=s.logger)
         except optuna.TrialPruned:
             raise
+        except KeyboardInterrupt:  # Optuna records the trial as failed and re-raises; say why in the report
+            trial.set_user_attr(FAIL_REASON, "interrupted (Ctrl-C)")
+            raise KeyboardInterrupt("the trial under way was recorded as failed; run the same command again to "
+                                    "continue the study") from None
         except WordformerError as exc:
             fail_trial(trial, str(exc))
         except Exception as exc:
