@@ -38,7 +38,7 @@ from wordformer.tasks import (
     train_reverse,
 )
 from wordformer.tasks import cli as task_cli
-from wordformer.tasks.loading import _reason
+from wordformer.checkpoint import load_error_reason as _reason
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*")  # Lightning's own deprecation notice
 

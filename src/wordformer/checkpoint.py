@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import stat
 import tempfile
 from dataclasses import dataclass, field
@@ -81,6 +82,29 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
         raise WordformerError(f"could not write checkpoint {path}: {exc.strerror or exc}; free disk space or choose another --out") from None
 
 
+def load_error_reason(message: str, limit: int = 200) -> str:
+    """The informative part of torch's (long, multi-line) load error, on one line, in whole sentences.
+
+    Sentences are kept while they fit in ``limit`` characters (the first one always, visibly cut with
+    "..." only when it alone runs far past the limit), so a quote never stops silently mid-sentence;
+    torch's "Could this error message be improved?" aside is dropped.
+    """
+    match = re.search(r"WeightsUnpickler error:(.*?)(Check the documentation|$)", message, re.S)
+    text = match.group(1) if match else message
+    text = re.sub(r"\(Could this error message be improved\?.*?\)", "", text, flags=re.S)
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+    kept = sentences[0]
+    for sentence in sentences[1:]:
+        if len(kept) + 1 + len(sentence) > limit:
+            break
+        kept += " " + sentence
+    if len(kept) > 2 * limit:  # one run-on sentence: cut at a word and say so
+        kept = kept[:limit].rsplit(" ", 1)[0] + " ..."
+    if not re.search(r"[A-Za-z]", kept):  # torch says only a number (a bad magic number) for foreign files
+        return "not a file that torch.save wrote"
+    return kept.rstrip(".")
+
+
 def read_checkpoint(path: PathLike) -> dict[str, Any]:
     """Load a checkpoint file as plain data, refusing anything that would run code when unpickled."""
     path = Path(path)
@@ -101,10 +125,11 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
                 f"refusing to load {path}: it contains pickled objects that could run code ({detail}); "
                 "only load checkpoints from sources you trust, converted with `wordformer export`"
             ) from None
-        raise WordformerError(f"{path} is not a readable checkpoint ({first}); it may be truncated or another kind of file") from None
+        raise WordformerError(f"{path} is not a readable checkpoint ({load_error_reason(str(exc))}); it may be "
+                              "truncated or another kind of file") from None
     except Exception as exc:  # the weights-only unpickler fails in many ways on foreign bytes (IndexError, KeyError...)
-        first = (str(exc).strip().splitlines() or ["unreadable"])[0]
-        raise WordformerError(f"{path} is not a readable checkpoint ({first}); it may be truncated or another kind of file") from None
+        raise WordformerError(f"{path} is not a readable checkpoint ({load_error_reason(str(exc) or 'unreadable')}); "
+                              "it may be truncated or another kind of file") from None
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any, Union
 
 import torch
 
+from ..checkpoint import load_error_reason
 from ..errors import WordformerError
 
 log = logging.getLogger(__name__)
@@ -113,29 +114,6 @@ def _allow_stand_ins() -> Any:
     return scoped(_STAND_INS) if scoped is not None else contextlib.nullcontext()
 
 
-def _reason(message: str, limit: int = 200) -> str:
-    """The informative part of torch's (long, multi-line) load error, on one line, in whole sentences.
-
-    Sentences are kept while they fit in ``limit`` characters (the first one always, visibly cut with
-    "..." only when it alone runs far past the limit), so a quote never stops silently mid-sentence;
-    torch's "Could this error message be improved?" aside is dropped.
-    """
-    match = re.search(r"WeightsUnpickler error:(.*?)(Check the documentation|$)", message, re.S)
-    text = match.group(1) if match else message
-    text = re.sub(r"\(Could this error message be improved\?.*?\)", "", text, flags=re.S)
-    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
-    kept = sentences[0]
-    for sentence in sentences[1:]:
-        if len(kept) + 1 + len(sentence) > limit:
-            break
-        kept += " " + sentence
-    if len(kept) > 2 * limit:  # one run-on sentence: cut at a word and say so
-        kept = kept[:limit].rsplit(" ", 1)[0] + " ..."
-    if not re.search(r"[A-Za-z]", kept):  # torch says only a number (a bad magic number) for foreign files
-        return "not a file that torch.save wrote"
-    return kept.rstrip(".")
-
-
 def safe_load(path: PathLike, *, kind: str = "checkpoint", hint: str = "pass the path of an existing .ckpt file") -> Any:
     """``torch.load(path, weights_only=True)`` with Lightning 1.x metadata allowed; stand-ins made plain.
 
@@ -156,8 +134,8 @@ def safe_load(path: PathLike, *, kind: str = "checkpoint", hint: str = "pass the
                 f"refusing to load {p}: it contains pickled code ({', '.join('GLOBAL ' + n for n in names)}); only "
                 "tensors, plain containers and Lightning 1.x metadata are read, so re-save just the weights and hyperparameters"
             ) from None
-        raise WordformerError(f"cannot read {kind} {p} as a weights-only PyTorch file ({_reason(str(exc))}): check the file") from None
+        raise WordformerError(f"cannot read {kind} {p} as a weights-only PyTorch file ({load_error_reason(str(exc))}): check the file") from None
     except Exception as exc:  # truncated zip, not a torch file, ...
-        raise WordformerError(f"cannot read {kind} {p} as a PyTorch file ({_reason(str(exc))}): check the file") from None
+        raise WordformerError(f"cannot read {kind} {p} as a PyTorch file ({load_error_reason(str(exc))}): check the file") from None
     log.debug("loaded %s", p)
     return _plain(raw)
