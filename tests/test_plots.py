@@ -196,10 +196,12 @@ def test_cli_plots_every_kind_from_a_checkpoint(tok, tmp_path, capsys, trained_r
     (["lr", "--lr", "0.001", "--min-lr", "0.01", "--out", "{tmp}/l.png"], ["min_lr"]),
     (["positional", "--d-model", "0", "--out", "{tmp}/p.png"], ["d_model"]),
     (["lr", "--out", "{tmp}/notes.txt/l.png"], ["notes.txt is a file, not a folder", "another path"]),
+    (["curves", "--run", "{tmp}/weights.ckpt", "--out", "{tmp}/c.png"], ["weights.ckpt is not a CSV log", "--out folder"]),
     (["lr", "--out", "{tmp}/notes.txt/deeper/l.png"], ["notes.txt is a file, not a folder"]),
 ])
 def test_cli_mistakes_are_one_line_errors(capsys, tmp_path, args, words):
     (tmp_path / "notes.txt").write_text("the user's")
+    (tmp_path / "weights.ckpt").write_bytes(b"PK\x03\x04\x80\xff binary")
     code, _, err = run_cli(capsys, "plot", *[a.format(tmp=tmp_path) for a in args])
     assert code == 2
     lines = [ln for ln in err.strip().splitlines() if ln.startswith("wordformer: error:")]

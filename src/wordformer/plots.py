@@ -398,7 +398,10 @@ def read_metrics(run: Union[str, os.PathLike]) -> dict[str, tuple[list[int], lis
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError:
+        raise WordformerError(f"{path} is not a CSV log (it is not text); give the --out folder of `wordformer train` "
+                              "or its logs/csv/metrics.csv") from None
+    except (OSError, csv.Error) as exc:
         raise WordformerError(f"cannot read {path}: {exc}") from None
     if not rows or "step" not in rows[0]:
         raise WordformerError(f"{path} has no logged rows with a 'step' column; is it a Lightning CSV log?")
