@@ -53,6 +53,16 @@ def test_resume_refuses_another_architecture(small_text, tmp_path, capsys, optio
     assert load_checkpoint(out / "last.ckpt").info["step"] == 12
 
 
+def test_resume_refuses_an_out_folder_other_than_its_own(small_text, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_run(capsys, small_text, out)
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--out", tmp_path / "elsewhere", "--max-steps", "20")
+    assert_one_line_error(code, err, "drop --out", "copy the folder")
+    assert not (tmp_path / "elsewhere").exists()
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--out", out, "--max-steps", "14")  # the same: fine
+    assert code == 0, err
+
+
 def test_resume_keeps_the_logged_history_and_refuses_a_finished_run(small_text, tmp_path, capsys):
     out = tmp_path / "run"
     train_run(capsys, small_text, out)

@@ -82,11 +82,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         out = Path(args.resume)
         model_cfg, data_cfg, train_cfg = config_from_checkpoint(out / "last.ckpt")
+        if args.out is not None and Path(args.out).resolve() != out.resolve():
+            raise WordformerError(f"--resume {out} continues that run in its own folder; drop --out {args.out} (to "
+                                  f"branch off, copy the folder first and resume the copy)")
         base = {**asdict(model_cfg), **asdict(data_cfg), **asdict(train_cfg)}
         base.pop("vocab_size")
         model_cfg, data_cfg, train_cfg = configs_from_args(args, base)
     else:
-        out = Path(args.out)
+        out = Path(args.out or TRAIN_OUT)
         model_cfg, data_cfg, train_cfg = configs_from_args(args)
     source = data_cfg.data or "the built-in corpus (Python documentation topics)"
     if is_rank_zero():
@@ -171,6 +174,7 @@ DEMO_OPTIONS = dict(tokenizer="word", min_freq=2, block_size=32, d_model=64, num
 DEMO_PROMPTS = ("the python", "a function is", "the list")
 
 
+TRAIN_OUT = "runs/train"
 DEMO_MARK = ".wordformer-demo"  # a folder the demo made, and so may replace
 
 
@@ -279,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("train", help="train a word predictor; writes OUT/best.ckpt, OUT/last.ckpt and logs")
-    p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
+    p.add_argument("--out", default=None, help=f"output folder (default: {TRAIN_OUT})")
     p.add_argument("--config", default=None, help="YAML file of options; command-line options override it")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from DIR/last.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out")
