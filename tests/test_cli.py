@@ -182,3 +182,13 @@ def test_console_script_exits_2_without_traceback(tmp_path):
                            str(tmp_path / "x.ckpt"), "--prompt", "hi"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("wordformer: error:") and "Traceback" not in proc.stderr
+
+
+def test_options_another_tokenizer_reads_are_named_as_ignored(small_text, tmp_path, capsys, caplog):
+    base = ["train", "--data", small_text, *TINY_TRAIN, "--max-steps", "2"]
+    code, _, err = run_cli(capsys, *base, "--out", tmp_path / "a", "--tokenizer", "char", "--min-freq", "3")
+    assert code == 0, err
+    assert any("min_freq is ignored" in r.getMessage() and "word tokenizer" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    code, _, err = run_cli(capsys, *base, "--out", tmp_path / "b", "--min-freq", "1")  # word: it applies
+    assert code == 0 and not any("ignored" in r.getMessage() for r in caplog.records), err

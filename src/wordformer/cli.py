@@ -60,15 +60,29 @@ def given_config_values(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
+# options that only one tokenizer or mode reads: given elsewhere they would be dropped without a word
+ONLY_FOR = {"lowercase": ("tokenizer", "word"), "min_freq": ("tokenizer", "word"), "max_vocab": ("tokenizer", "word"),
+            "bpe_vocab_size": ("tokenizer", "bpe"), "eos": ("pairs", False), "val_fraction": ("pairs", False)}
+
+
 def configs_from_args(args: argparse.Namespace, base: Optional[dict[str, Any]] = None):
     """Defaults < ``base`` < YAML file (``--config``) < options given on the command line."""
     values: dict[str, Any] = dict(base or {})
     where = "options"
+    given = dict(given_config_values(args))
     if getattr(args, "config", None):
-        values.update(read_config_file(args.config))
+        from_file = read_config_file(args.config)
+        values.update(from_file)
+        given = {**from_file, **given}
         where = f"{args.config} or options"
     values.update(given_config_values(args))
-    return build_configs(values, where=where)
+    configs = build_configs(values, where=where)
+    data = configs[1]
+    for name, (field_name, needed) in ONLY_FOR.items():
+        if name in given and getattr(data, field_name) != needed:
+            what = f"the {needed} tokenizer" if field_name == "tokenizer" else "plain text (not --pairs)"
+            logging.getLogger("wordformer").warning("%s is ignored: it applies to %s only", name, what)
+    return configs
 
 
 # ---------------------------------------------------------------------------------------- commands
