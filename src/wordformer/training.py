@@ -7,6 +7,7 @@ Shape legend: B = batch, T = tokens, V = vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -389,9 +390,23 @@ def train(
     out_dir = Path(out_dir)
     if data.data:  # checkpoints record where the corpus is, for resume and evaluate from any folder
         data = replace(data, data=str(Path(data.data).expanduser().absolute()))
+    existed = out_dir.exists()
     if is_rank_zero():
         check_out_dir(out_dir, resume=resume, overwrite=overwrite)
         remove_stale_temp_checkpoints(out_dir)
+    try:
+        return _fit(model, data, train, out_dir, callbacks=callbacks, resume=resume, overwrite=overwrite,
+                    logger=logger)
+    except BaseException:
+        if not existed and is_rank_zero():  # a refused or failed first run leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only if empty: anything written stays
+        raise
+
+
+def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path, *, callbacks: Sequence[L.Callback],
+         resume: bool, overwrite: bool, logger: bool) -> TrainResult:
+    """The body of :func:`train`, once the output folder is checked."""
     last = out_dir / "last.ckpt"
     if resume and not last.exists():
         raise WordformerError(f"nothing to resume in {out_dir}: there is no last.ckpt")
