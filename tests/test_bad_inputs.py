@@ -217,7 +217,8 @@ OPTION_CASES = [
     (["--max-time", "0"], ["max_time=0"]),
     (["--max-vocab", "0"], ["max_vocab=0"]),
     (["--min-freq", "1000"], ["min_freq=1000"]),
-    (["--tokenizer", "bpe", "--bpe-vocab-size", "100"], ["bpe_vocab_size=100"]),
+    (["--tokenizer", "bpe", "--bpe-vocab-size", "100"], ["bpe_vocab_size=100", "below 258"]),
+    (["--tokenizer", "bpe", "--bpe-vocab-size", "0"], ["bpe_vocab_size=0"]),
     (["--resume", "{tmp}/no-run"], ["last.ckpt", "does not exist"]),
 ]
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from .errors import WordformerError
+from .tokenizers import MIN_BPE_VOCAB
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 NORMS = ("pre", "post", "none")
@@ -108,6 +109,9 @@ class DataConfig:
         _check_choice(self, "tokenizer", TOKENIZERS)
         _check_choice(self, "eos", EOS_MODES)
         _check_positive(self, "min_freq", "bpe_vocab_size")
+        if self.tokenizer == "bpe" and self.bpe_vocab_size < MIN_BPE_VOCAB:  # the BPE trainer's floor, said up front
+            raise WordformerError(f"bpe_vocab_size={self.bpe_vocab_size} is below {MIN_BPE_VOCAB} (256 bytes + <pad> + "
+                                  "<eos>); raise it")
         if self.max_vocab is not None:
             _check_positive(self, "max_vocab")
         _check_number(self, "val_fraction", 0.0, 0.5, low_open=True, high_open=False)
