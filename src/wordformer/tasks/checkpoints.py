@@ -6,8 +6,6 @@ Our files hold only what ``torch.load(weights_only=True)`` accepts, so reading t
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -15,7 +13,8 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from ..errors import WordformerError, file_in_the_way
+from ..checkpoint import atomic_torch_save
+from ..errors import WordformerError, file_in_the_way, make_folder
 from .encoder import EncoderConfig, EncoderPredictor
 from .loading import safe_load
 from .tutorial import import_tutorial, is_tutorial_checkpoint
@@ -113,18 +112,8 @@ def save_task_checkpoint(
     target = Path(path)
     if target.exists() and not overwrite:
         raise WordformerError(f"{target} appeared while training; it was kept: choose another --out, or pass --overwrite")
-    tmp = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        torch.save(payload, tmp)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise WordformerError(f"cannot write {target}: {exc.strerror or exc}; choose another --out") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    make_folder(target.parent, advice="choose another --out")
+    atomic_torch_save(payload, target)  # temp file, fsync, rename; the usual file permissions; one-line errors
     return target
 
 
