@@ -56,6 +56,49 @@ def test_batched_prompts_of_different_lengths_match_one_by_one(use_cache):
     assert batched == single
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
+def test_a_row_decodes_as_it_would_alone_when_the_window_slides(use_cache, positional):
+    """Left-padded rows must not slide their window at the batch's padded length instead of their own."""
+    model = model_for(positional)
+    with torch.no_grad():  # weights far from the init, so greedy output depends on what the row sees
+        for w in model.parameters():
+            w.add_(torch.randn_like(w) * 0.3)
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], [11], [5] * 20, [12, 13, 14]]
+    for new in (5, 14, 40):  # before any slide, around the first, through several
+        batched = generate_ids(model, prompts, max_new_tokens=new, temperature=0, use_cache=use_cache)
+        single = [generate_ids(model, [p], max_new_tokens=new, temperature=0, use_cache=use_cache)[0] for p in prompts]
+        assert batched == single, new
+
+
+@pytest.mark.parametrize("prompts, words", [
+    ([[1, -1]], ["token id -1", "0..29"]),  # would silently read the last embedding row
+    ([[1, 30]], ["token id 30"]),
+    ([[1, 2.0]], ["token id 2.0"]),
+    ([1, 2, 3], ["list of prompts", "not a list of int"]),
+    ("the cat", ["list of prompts"]),
+    ([], ["list of prompts"]),
+    ([[]], ["at least one token"]),
+])
+def test_prompts_that_are_not_token_ids_get_one_line(prompts, words):
+    with pytest.raises(WordformerError) as err:
+        generate_ids(model_for(), prompts, max_new_tokens=2)
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, word", [({"pad_id": 30}, "pad_id=30"), ({"eos_id": -1}, "eos_id=-1"),
+                                          ({"seed": -1}, "seed=-1"), ({"seed": 1.5}, "seed=1.5")])
+def test_bad_special_ids_and_seeds_get_one_line(kwargs, word):
+    with pytest.raises(WordformerError, match=word.replace(".", r"\.")):
+        generate_ids(model_for(), [[1, 2]], max_new_tokens=2, **kwargs)
+
+
+def test_a_2d_tensor_of_prompts_is_accepted():
+    model = model_for()
+    assert generate_ids(model, torch.tensor([[1, 2], [3, 4]]), max_new_tokens=3, temperature=0) == \
+        generate_ids(model, [[1, 2], [3, 4]], max_new_tokens=3, temperature=0)
+
+
 def test_sampling_is_reproducible_with_a_seed():
     model = model_for()
     a = generate_ids(model, [[1, 2]], max_new_tokens=10, temperature=1.0, seed=7)
