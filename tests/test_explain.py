@@ -181,3 +181,16 @@ def test_cli_prints_the_steps_and_json(tok, tmp_path, capsys):
     code = main(["explain", "--checkpoint", ckpt, "--prompt", "what is statquest", "--layer", "3"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("wordformer: error:") == 1 and "0..0" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
+def test_step_zero_says_when_the_embedding_is_scaled(tok, positional):
+    """With sinusoidal positions the model multiplies the table's row by sqrt(d_model): the label must say so,
+    or the printed vector does not match token_embedding.weight."""
+    model = random_model(tok, positional=positional, d_model=4, num_heads=2)
+    ids = tok.encode("what is statquest")
+    e = explain_token(model, ids, tokenizer=tok)
+    factor = 2.0 if positional == "sinusoidal" else 1.0  # sqrt(4)
+    assert torch.allclose(e.embedding, model.token_embedding.weight[ids].detach() * factor)
+    text = format_explanation(e)
+    assert ("sqrt(d_model) = 2" in text) == (positional == "sinusoidal")

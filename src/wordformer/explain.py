@@ -64,6 +64,7 @@ class Explanation:
     normed_residual: Optional[Tensor]  # (C,) post-norm only: norm1(residual), the block's next value
     probabilities: Tensor  # (V,) the whole model's next-token distribution at this position
     top: list[tuple[str, float]]  # the most likely next tokens, most likely first
+    embedding_scale: float = 1.0  # the token embedding's factor: sqrt(d_model) with sinusoidal positions
     projections: dict[str, tuple[Tensor, Optional[Tensor]]] = field(default_factory=dict)
     # "query"/"key"/"value"/"output" -> (weight, bias): this head's rows of the linear maps, for checking by hand
 
@@ -218,6 +219,7 @@ def explain_token(
         num_heads=cfg.num_heads,
         norm=cfg.norm,
         embedding=model.token_embedding(x_ids[0, : t + 1]).float().cpu(),
+        embedding_scale=float(model.token_embedding.scale),
         position=model.positional_encoding(positions).float().cpu(),
         block_input=x[: t + 1].cpu(),
         attention_input=attn_in[: t + 1].cpu(),
@@ -298,7 +300,9 @@ def format_explanation(e: Explanation, *, decimals: int = 4, max_dims: Optional[
                  f"d_model {e.block_input.size(-1)}, norm: {e.norm}")
     lines.append("")
     if e.layer == 0:
-        lines.append("0. input: token embedding + positional encoding")
+        scaled = (f" (the embedding table's row x sqrt(d_model) = {e.embedding_scale:.4g}, as Vaswani et al.)"
+                  if e.embedding_scale != 1.0 else "")
+        lines.append(f"0. input: token embedding{scaled} + positional encoding")
         for i in range(e.token + 1):
             lines.append(row(i, f"{vec(e.embedding[i])} + {vec(e.position[i])} = {vec(e.block_input[i])}"))
     else:
