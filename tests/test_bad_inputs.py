@@ -24,6 +24,7 @@ from wordformer import load_checkpoint
 from wordformer.checkpoint import wordformer_entry
 from wordformer.cli import main
 from wordformer.config import DataConfig, ModelConfig, TrainConfig
+from wordformer.errors import WordformerError
 from wordformer.model import WordPredictor
 from wordformer.tokenizers import BPETokenizer, CharTokenizer
 
@@ -283,7 +284,7 @@ def test_the_model_cannot_be_asked_for_more_than_block_size_positions():
         model = WordPredictor(ModelConfig(vocab_size=10, block_size=8, d_model=16, num_heads=2, num_layers=1,
                                           positional=positional))
         model(torch.zeros(1, 8, dtype=torch.long))
-        with pytest.raises(ValueError, match="exceeds block_size=8"):
+        with pytest.raises(WordformerError, match="exceeds block_size=8"):
             model(torch.zeros(1, 9, dtype=torch.long))
 
 

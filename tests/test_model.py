@@ -110,8 +110,24 @@ def test_attention_maps_are_returned_per_layer():
 
 def test_sequences_longer_than_block_size_are_refused():
     model = WordPredictor(small(block_size=4))
-    with pytest.raises(ValueError, match="block_size"):
+    with pytest.raises(WordformerError, match="block_size"):
         model(torch.zeros(1, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("idx, words", [
+    (torch.tensor([1, 2, 3]), ["(batch, tokens)", "1-D"]),
+    (torch.tensor([[1.0, 2.0]]), ["torch.float32"]),
+    ([[1, 2, 3]], ["list"]),
+])
+def test_ids_of_the_wrong_shape_or_type_get_one_line(idx, words):
+    with pytest.raises(WordformerError) as err:
+        WordPredictor(small())(idx)
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_a_model_needs_a_model_config():
+    with pytest.raises(WordformerError, match="needs a ModelConfig"):
+        WordPredictor({"d_model": 16})
 
 
 @pytest.mark.parametrize(

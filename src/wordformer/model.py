@@ -17,6 +17,7 @@ from .attention import KVCache
 from .block import DecoderBlock, make_norm
 from .config import ModelConfig
 from .embedding import OutputLayer, TokenEmbedding
+from .errors import WordformerError
 from .positional import build_positional_encoding
 
 
@@ -25,6 +26,9 @@ class WordPredictor(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise WordformerError(f"WordPredictor needs a ModelConfig, not {type(config).__name__}: e.g. "
+                                  "WordPredictor(ModelConfig(vocab_size=1000))")
         self.config = config
         scale = math.sqrt(config.d_model) if config.positional == "sinusoidal" else 1.0  # see TokenEmbedding
         self.token_embedding = TokenEmbedding(config.vocab_size, config.d_model, scale=scale)
@@ -84,11 +88,17 @@ class WordPredictor(nn.Module):
             return_attention: also return each layer's attention weights (B, H, T, S).
             fused: use the fused attention kernel (the explicit path is used when weights are returned).
         """
+        # shape and type only (no look at the values: that would cost a device sync every step)
+        if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+            got = f"a {idx.dim()}-D {idx.dtype} tensor" if isinstance(idx, Tensor) else type(idx).__name__
+            raise WordformerError(f"the model reads token ids as a (batch, tokens) integer tensor, not {got}: e.g. "
+                                  "torch.tensor([[1, 2, 3]])")
         t = idx.size(1)
         past = cache.length if cache is not None else 0
         if positions is None:
             if past + t > self.config.block_size:
-                raise ValueError(f"sequence of {past + t} tokens exceeds block_size={self.config.block_size}")
+                raise WordformerError(f"sequence of {past + t} tokens exceeds block_size={self.config.block_size}; "
+                                      "give at most that many (generation keeps the last block_size tokens)")
             positions = torch.arange(past, past + t, device=idx.device)
         x = self.dropout(self.embed(idx, positions))  # (B, T, C)
         attentions: list[Tensor] = []
