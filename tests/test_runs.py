@@ -87,6 +87,46 @@ def test_last_checkpoint_is_the_latest_step_even_when_validation_got_worse(small
     assert last.info["metrics"]["val_loss"] > best.info["metrics"]["val_loss"]
 
 
+@pytest.mark.parametrize("how", ["copy", "move"])
+def test_a_copied_or_moved_run_keeps_its_best_checkpoint_on_resume(small_text, tmp_path, capsys, how):
+    """Lightning forgets the best score when the folder's path changed; best.ckpt must stay the best."""
+    import shutil
+
+    out = tmp_path / "run"
+    worse = ["--eval-interval", "5", "--lr", "0.5", "--min-lr", "0.5", "--warmup-steps", "0", "--grad-clip", "0"]
+    train_run(capsys, small_text, out, "--max-steps", "30", *worse)
+    best = load_checkpoint(out / "best.ckpt").info
+    assert best["step"] < 30
+    moved = tmp_path / "elsewhere"
+    (shutil.copytree if how == "copy" else shutil.move)(out, moved)
+    code, _, err = run_cli(capsys, "train", "--resume", moved, "--max-steps", "40")
+    assert code == 0, err
+    kept = load_checkpoint(moved / "best.ckpt").info
+    assert load_checkpoint(moved / "last.ckpt").info["step"] == 40
+    with open(moved / "logs" / "csv" / "metrics.csv", newline="") as fh:
+        logged = [float(r["val_loss"]) for r in csv.DictReader(fh) if r.get("val_loss")]
+    assert kept["metrics"]["val_loss"] == pytest.approx(min(logged))  # best.ckpt is the best of the whole history
+    if how == "copy":  # the original is untouched
+        assert load_checkpoint(out / "best.ckpt").info == best
+
+
+def test_the_checkpoint_callback_re_roots_its_state_in_a_moved_folder(tmp_path):
+    """Lightning alone drops best_model_score when dirpath changed; the first evaluation would then win."""
+    import torch
+
+    from wordformer.training import RunCheckpoint
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    cb = RunCheckpoint(dirpath=new, filename="best", monitor="val_loss", mode="min", save_top_k=1)
+    cb.load_state_dict({"dirpath": str(old), "best_model_score": torch.tensor(2.5), "current_score": torch.tensor(3.0),
+                        "best_model_path": str(old / "best.ckpt"), "kth_best_model_path": str(old / "best.ckpt"),
+                        "kth_value": torch.tensor(2.5), "last_model_path": "", "monitor": "val_loss",
+                        "best_k_models": {str(old / "best.ckpt"): torch.tensor(2.5)}})
+    assert float(cb.best_model_score) == 2.5 and cb.best_model_path == str(new / "best.ckpt")
+    assert list(cb.best_k_models) == [str(new / "best.ckpt")] and cb.kth_best_model_path == str(new / "best.ckpt")
+    assert float(cb.kth_value) == 2.5  # the score a new checkpoint must beat to replace best.ckpt
+
+
 def test_ctrl_c_says_where_the_run_stands_and_how_to_go_on(small_text, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     real = WordPredictorModule.training_step

@@ -214,6 +214,26 @@ class RunCSVLogger(CSVLogger):
         return self._experiment
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that survives a moved or copied run folder. Lightning forgets the best score when the
+    folder's path changed since the checkpoint, so the first evaluation after ``--resume`` would replace
+    ``best.ckpt`` with whatever it scores; here the saved state is re-rooted in the current folder instead."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_dir = state_dict.get("dirpath")
+        if saved_dir is None or self.dirpath is None or saved_dir == self.dirpath:
+            return super().load_state_dict(state_dict)
+
+        def here(path: Optional[str]) -> str:
+            return str(Path(self.dirpath) / Path(path).name) if path else ""
+
+        moved = dict(state_dict, dirpath=self.dirpath, best_model_path=here(state_dict.get("best_model_path")),
+                     kth_best_model_path=here(state_dict.get("kth_best_model_path")),
+                     last_model_path=here(state_dict.get("last_model_path")),
+                     best_k_models={here(k): v for k, v in (state_dict.get("best_k_models") or {}).items()})
+        super().load_state_dict(moved)
+
+
 class ValidateOnLastStep(L.Callback):
     """Stop (and so validate and checkpoint) on the final step, even between evaluation intervals."""
 
@@ -433,11 +453,11 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
 
-    best_cb = ModelCheckpoint(dirpath=out_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
+    best_cb = RunCheckpoint(dirpath=out_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
                               enable_version_counter=False, auto_insert_metric_name=False)
     # last.ckpt from its own callback: Lightning's save_last=True rewrites it only when best.ckpt improves, so
     # once validation stops improving a resume would go back to the best step, not the latest
-    last_cb = ModelCheckpoint(dirpath=out_dir, filename="last", monitor=None, save_top_k=1,
+    last_cb = RunCheckpoint(dirpath=out_dir, filename="last", monitor=None, save_top_k=1,
                               enable_version_counter=False, auto_insert_metric_name=False)
     loggers: Any = False
     all_callbacks: list[L.Callback] = [ValidateOnLastStep(), best_cb, last_cb, *callbacks]
