@@ -150,6 +150,28 @@ def test_ctrl_c_says_where_the_run_stands_and_how_to_go_on(small_text, tmp_path,
     assert load_checkpoint(out / "last.ckpt").info["step"] == 12
 
 
+def test_ctrl_c_before_the_first_checkpoint_leaves_nothing_that_blocks_or_misleads(small_text, tmp_path, capsys,
+                                                                                   monkeypatch):
+    out = tmp_path / "run"
+    train_run(capsys, small_text, out)  # an earlier run, to be replaced
+    real = WordPredictorModule.training_step
+
+    def interrupted_at_step_3(self, batch, *args):
+        if self.global_step == 3:
+            raise KeyboardInterrupt
+        return real(self, batch, *args)
+
+    monkeypatch.setattr(WordPredictorModule, "training_step", interrupted_at_step_3)
+    for folder, extra in ((out, ["--overwrite"]), (tmp_path / "fresh", [])):
+        code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", folder, *TINY_TRAIN, *extra)
+        assert code == 130 and "nothing was saved" in err and "--resume" not in err, err
+        # the replaced run's checkpoints are gone (--resume would have continued *it*), and no half run is left
+        assert not (folder / "last.ckpt").exists() and not (folder / "logs").exists()
+    assert not (tmp_path / "fresh").exists()
+    monkeypatch.undo()
+    train_run(capsys, small_text, tmp_path / "fresh")  # the same command again, no --overwrite needed
+
+
 def test_a_folder_with_logs_is_a_run_and_overwrite_clears_the_old_curves(small_text, tmp_path, capsys):
     out = tmp_path / "run"
     (out / "logs" / "csv").mkdir(parents=True)
@@ -177,6 +199,18 @@ def test_demo_replaces_its_own_folder_but_never_a_training_run(small_text, tmp_p
     for _ in range(2):  # the second demo replaces the first
         code, _, err = run_cli(capsys, "demo", "--out", mine, *demo)
         assert code == 0, err
+    # a demo continued with `train --resume` is the user's run now
+    code, _, err = run_cli(capsys, "train", "--resume", mine, "--max-steps", "20")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "demo", "--out", mine, *demo)
+    assert_one_line_error(code, err, "did not make")
+    assert load_checkpoint(mine / "last.ckpt").info["step"] == 20
+    # and a run on the built-in corpus is no demo either
+    builtin = tmp_path / "builtin"
+    code, _, err = run_cli(capsys, "train", "--out", builtin, *TINY_TRAIN, "--max-steps", "2")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "demo", "--out", builtin, *demo)
+    assert_one_line_error(code, err, "did not make")
 
 
 def test_a_batch_whose_output_layer_cannot_fit_is_refused_before_training(small_text, tmp_path, capsys, monkeypatch):

@@ -189,39 +189,31 @@ DEMO_PROMPTS = ("the python", "a function is", "the list")
 
 
 TRAIN_OUT = "runs/train"
-DEMO_MARK = ".wordformer-demo"  # a folder the demo made, and so may replace
 
 
 def _check_demo_out(out: Path) -> None:
     """The demo replaces its own earlier output, never a run that `wordformer train` made."""
-    from .checkpoint import KEY, read_checkpoint
+    from .training import DEMO_MARK
 
     if not out.is_dir() or (out / DEMO_MARK).exists():
         return
-    held = [p for p in (out / "last.ckpt", out / "best.ckpt", out / "logs" / "csv" / "metrics.csv") if p.exists()]
-    if not held:
-        return
-    try:  # runs on the built-in corpus from before the mark existed are earlier demos
-        builtin = held[0].suffix == ".ckpt" and read_checkpoint(held[0])[KEY]["data_config"]["data"] is None
-    except (WordformerError, KeyError, TypeError):
-        builtin = False
-    if not builtin:
-        raise WordformerError(f"{out} holds a training run that `wordformer demo` did not make; choose another --out "
-                              "for the demo")
+    held = [p for p in (out / "last.ckpt", out / "best.ckpt", out / "logs") if p.exists()]
+    if held:  # `wordformer train` into the folder (a resume too) removes the mark: the run is the user's now
+        raise WordformerError(f"{out} holds a training run that `wordformer demo` did not make (or one it did not "
+                              "finish); choose another --out for the demo, or delete the folder")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
-    from .training import train
+    from .training import DEMO_MARK, train
 
     model_cfg, data_cfg, train_cfg = configs_from_args(args, DEMO_OPTIONS)
     out = Path(args.out)
     _check_demo_out(out)
     print(f"wordformer demo: training a {model_cfg.num_layers}-layer word predictor on the Python documentation "
           f"topics for up to {train_cfg.max_time:.0f} s (CPU is fine) -> {out}", file=sys.stderr)
-    make_folder(out, advice="choose another --out")
-    (out / DEMO_MARK).write_text("made by `wordformer demo`, which replaces this folder on its next run\n")
     result = train(model_cfg, data_cfg, train_cfg, out, overwrite=True)
+    (out / DEMO_MARK).write_text("made by `wordformer demo`, which replaces this folder on its next run\n")
     report_training(result)
     loaded = load_checkpoint(result.best_checkpoint)
     print("\nsamples (temperature 0.8, top-k 40):")

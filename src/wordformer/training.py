@@ -290,6 +290,9 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+DEMO_MARK = ".wordformer-demo"  # `wordformer demo` marks the folders it may replace on its next run
+
+
 def is_rank_zero() -> bool:
     """False in the extra processes Lightning starts for multi-device training (they re-run the command): those
     neither check the output folder nor print reports, so both happen once."""
@@ -414,6 +417,7 @@ def train(
     if is_rank_zero():
         check_out_dir(out_dir, resume=resume, overwrite=overwrite)
         remove_stale_temp_checkpoints(out_dir)
+        (out_dir / DEMO_MARK).unlink(missing_ok=True)  # the folder now holds this run: `demo` must not replace it
     try:
         return _fit(model, data, train, out_dir, callbacks=callbacks, resume=resume, overwrite=overwrite,
                     logger=logger)
@@ -498,9 +502,13 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
             and not cpu_has_native_bf16()):
         log.warning("this CPU has no native bf16 (AVX512-BF16 or AMX): --precision %s will train slower than "
                     "32-true here", trainer.precision)
-    if overwrite and not resume and is_rank_zero():  # the replaced run's curves must not mix with this one's
+    if overwrite and not resume and is_rank_zero():
+        # everything checked, training starts: the replaced run goes now, so its curves never mix with this
+        # run's and an interruption before the first checkpoint cannot point --resume at the old run
         for folder in ("csv", "tensorboard"):
             shutil.rmtree(out_dir / "logs" / folder, ignore_errors=True)
+        for name in ("best.ckpt", "last.ckpt"):
+            (out_dir / name).unlink(missing_ok=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
@@ -514,6 +522,8 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
             if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # Lightning ignores further Ctrl-C; undo that
                 signal.signal(signal.SIGINT, signal.default_int_handler)
     if trainer.interrupted:
+        if not last.exists() and is_rank_zero():  # nothing to resume: leave no half run that blocks a rerun
+            shutil.rmtree(out_dir / "logs", ignore_errors=True)
         raise KeyboardInterrupt(interrupted_message(trainer.global_step, last, out_dir))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     best = float(best_cb.best_model_score) if best_cb.best_model_score is not None else metrics.get("val_loss", math.nan)
