@@ -63,6 +63,26 @@ def test_resume_refuses_an_out_folder_other_than_its_own(small_text, tmp_path, c
     assert code == 0, err
 
 
+def test_resume_refuses_new_optimizer_settings_it_would_silently_ignore(small_text, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_run(capsys, small_text, out)
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "20", "--lr", "0.5")
+    assert_one_line_error(code, err, "cannot change the optimizer", "lr 0.001 -> 0.5")
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "20", "--grad-clip", "0.5")  # read anew
+    assert code == 0, err
+
+
+def test_max_time_is_a_budget_per_session(small_text, tmp_path, capsys):
+    """Lightning carries the time used over a resume: a run stopped by --max-time resumed into nothing."""
+    out = tmp_path / "run"
+    timed = ["--max-steps", "1000000", "--eval-interval", "100000", "--max-time", "1"]
+    train_run(capsys, small_text, out, *timed)
+    first = load_checkpoint(out / "last.ckpt").info["step"]
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-time", "1")
+    assert code == 0, err
+    assert load_checkpoint(out / "last.ckpt").info["step"] > first
+
+
 def test_resume_keeps_the_logged_history_and_refuses_a_finished_run(small_text, tmp_path, capsys):
     out = tmp_path / "run"
     train_run(capsys, small_text, out)

@@ -23,7 +23,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -234,6 +234,14 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(moved)
 
 
+class SessionTimer(Timer):
+    """``max_time`` counts this session's training only: Lightning's own timer carries the time used before a
+    ``--resume`` over, so a run stopped by its time budget resumed into nothing at all."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
 class ValidateOnLastStep(L.Callback):
     """Stop (and so validate and checkpoint) on the final step, even between evaluation intervals."""
 
@@ -379,6 +387,18 @@ def check_batch_fits(model: ModelConfig, batch_size: int, accelerator: str) -> N
             "keeps the effective batch)")
 
 
+RESTORED_OPTIMIZER = ("lr", "beta1", "beta2", "weight_decay")  # Lightning restores these with the optimizer state
+
+
+def check_same_optimizer(train: TrainConfig, saved: TrainConfig, checkpoint: Path) -> None:
+    """The optimizer resumes with its saved settings; a new value would be recorded but never used."""
+    changed = [f"{k} {getattr(saved, k)!r} -> {getattr(train, k)!r}" for k in RESTORED_OPTIMIZER
+               if getattr(train, k) != getattr(saved, k)]
+    if changed:
+        raise WordformerError(f"cannot change the optimizer when resuming ({', '.join(changed)}): it continues with "
+                              f"the settings saved in {checkpoint}; drop those options, or start a new run with --out")
+
+
 def check_same_model(model: ModelConfig, saved: ModelConfig, checkpoint: Path) -> None:
     """A resumed run keeps its architecture: other sizes would not load, and some (heads) would load and
     silently reinterpret the weights."""
@@ -437,8 +457,9 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     recorded: Optional[dict[str, Any]] = None
     if resume:
         # one clear line for a damaged or code-carrying file, before any work
-        saved_model, _, _, _, recorded = parse_entry(read_checkpoint(last), last)
+        saved_model, _, saved_train, _, recorded = parse_entry(read_checkpoint(last), last)
         check_same_model(model, saved_model, last)
+        check_same_optimizer(train, saved_train, last)
         done = int(recorded.get("step", 0))
         if train.max_steps <= done:
             raise WordformerError(f"{last} is already at step {done}; to train further, resume with --max-steps "
@@ -465,6 +486,8 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
                               enable_version_counter=False, auto_insert_metric_name=False)
     loggers: Any = False
     all_callbacks: list[L.Callback] = [ValidateOnLastStep(), best_cb, last_cb, *callbacks]
+    if train.max_time:
+        all_callbacks.append(SessionTimer(duration={"seconds": train.max_time}, interval="step", verbose=False))
     if train.progress:
         all_callbacks.append(StepProgressBar())
     if logger:
@@ -476,7 +499,6 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     try:
         trainer = L.Trainer(
             max_steps=train.max_steps,
-            max_time={"seconds": train.max_time} if train.max_time else None,
             accelerator=train.accelerator,
             devices=train.devices if train.devices == "auto" else int(train.devices),
             precision=resolve_precision(train.precision),
