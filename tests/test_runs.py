@@ -42,6 +42,23 @@ def test_a_changed_corpus_is_refused_by_resume_and_evaluate(small_text, tmp_path
     assert Path(load_checkpoint(out / "best.ckpt").data_config.data).is_absolute()
 
 
+def test_a_checkpoint_without_the_corpus_hash_is_checked_by_its_tokenizer(small_text, tmp_path, capsys):
+    """Checkpoints written before the hash was recorded: a changed vocabulary is still one line, no traceback."""
+    import torch
+
+    out = tmp_path / "run"
+    train_run(capsys, small_text, out)
+    for name in ("best.ckpt", "last.ckpt"):
+        raw = torch.load(out / name, weights_only=True)
+        raw["wordformer"]["info"].pop("corpus")
+        torch.save(raw, out / name)
+    small_text.write_text(small_text.read_text() + "zebra quagga aardvark .\n")  # three new words
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "20")
+    assert_one_line_error(code, err, "is not the text")
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", out / "best.ckpt")
+    assert_one_line_error(code, err, "is not the text")
+
+
 @pytest.mark.parametrize("option, words", [(["--num-heads", "4"], ["num_heads 2 -> 4"]),
                                            (["--d-model", "32"], ["d_model 16 -> 32"])])
 def test_resume_refuses_another_architecture(small_text, tmp_path, capsys, option, words):

@@ -267,10 +267,14 @@ def _check_text_fits(corpus: Corpus, block_size: int) -> None:
                               f"needs at least {need} in each; use a smaller --block-size or more text")
 
 
-def check_same_corpus(corpus: Corpus, recorded: Optional[str], cfg: DataConfig, checkpoint: "os.PathLike[str] | str") -> None:
+def check_same_corpus(corpus: Corpus, recorded: Optional[str], cfg: DataConfig, checkpoint: "os.PathLike[str] | str",
+                      tokenizer: Optional[Tokenizer] = None) -> None:
     """Refuse to resume or score a checkpoint on a corpus other than the one it was trained on: its tokenizer
-    would differ (ids out of range, or silently other tokens) and the validation split would be other text."""
-    if recorded and recorded != corpus.key:
+    would differ (ids out of range, or silently other tokens) and the validation split would be other text.
+    Checkpoints from before the corpus hash was recorded are compared by their tokenizer instead."""
+    differs = (recorded != corpus.key) if recorded else (
+        tokenizer is not None and tokenizer.to_dict() != corpus.tokenizer.to_dict())
+    if differs:
         source = cfg.data or "the built-in corpus"
         raise WordformerError(
             f"the training corpus {source} is not the text {checkpoint} was trained on (it changed since, or the "

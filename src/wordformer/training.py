@@ -457,7 +457,7 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     recorded: Optional[dict[str, Any]] = None
     if resume:
         # one clear line for a damaged or code-carrying file, before any work
-        saved_model, _, saved_train, _, recorded = parse_entry(read_checkpoint(last), last)
+        saved_model, _, saved_train, saved_tokenizer, recorded = parse_entry(read_checkpoint(last), last)
         check_same_model(model, saved_model, last)
         check_same_optimizer(train, saved_train, last)
         done = int(recorded.get("step", 0))
@@ -468,7 +468,7 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     L.seed_everything(train.seed, verbose=False)
     corpus = prepare_corpus(data, model.block_size)
     if recorded is not None:
-        check_same_corpus(corpus, recorded.get("corpus"), data, last)
+        check_same_corpus(corpus, recorded.get("corpus"), data, last, saved_tokenizer)
     model = replace(model, vocab_size=corpus.tokenizer.vocab_size)
     check_batch_fits(model, train.batch_size, train.accelerator)
     module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer)
