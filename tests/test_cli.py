@@ -192,3 +192,18 @@ def test_options_another_tokenizer_reads_are_named_as_ignored(small_text, tmp_pa
     caplog.clear()
     code, _, err = run_cli(capsys, *base, "--out", tmp_path / "b", "--min-freq", "1")  # word: it applies
     assert code == 0 and not any("ignored" in r.getMessage() for r in caplog.records), err
+
+
+def test_a_reader_that_leaves_early_is_no_traceback(trained_run):
+    """`wordformer generate ... | head -1`: a broken pipe ends the command quietly."""
+    import subprocess
+    import sys
+
+    from conftest import one_thread_env
+
+    cmd = (f"{sys.executable} -m wordformer.cli generate --checkpoint {trained_run / 'best.ckpt'} --prompt the "
+           "--num-samples 3000 --max-new-tokens 3 | head -1")
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, env=one_thread_env(),
+                          timeout=300)
+    assert proc.stdout.count("\n") == 1 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, \
+        proc.stderr[-2000:]

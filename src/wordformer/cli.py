@@ -359,8 +359,8 @@ def _setup_logging(verbose: bool, command: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose, args.command)
     try:
+        _setup_logging(args.verbose, args.command)  # imports Lightning for training commands: seconds
         return int(args.func(args) or 0)
     except WordformerError as exc:
         print(f"wordformer: error: {exc}", file=sys.stderr)
@@ -368,6 +368,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"wordformer: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `wordformer generate ... | head -1`: the reader left, which is not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain again
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
