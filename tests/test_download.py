@@ -7,8 +7,10 @@ import hashlib
 import io
 import os
 import socket
+import tempfile
 import threading
 import time
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
@@ -29,11 +31,40 @@ def _checkpoint_bytes() -> bytes:
     return buffer.getvalue()
 
 
+def _legacy_bytes() -> bytes:
+    """torch.save's pre-1.6 pickle format, with several dtypes and a non-tensor object (as Lightning writes)."""
+    buffer = io.BytesIO()
+    state = {"w": torch.arange(64_000, dtype=torch.int32), "h": torch.ones(7, dtype=torch.float16),
+             "b": torch.ones(3, dtype=torch.bool), "view": torch.arange(20.0)[3:9]}
+    torch.save({"state_dict": state, "hyper_parameters": argparse.Namespace(lr=0.1, path=Path("x"))}, buffer,
+               _use_new_zipfile_serialization=False)
+    return buffer.getvalue()
+
+
+def _zip_bytes(names: list[str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in names:
+            archive.writestr(name, b"not a pickle")
+    return buffer.getvalue()
+
+
+def _saved_to_a_file_bytes(tmp: Path) -> bytes:
+    """torch.save to a path names the zip's folder after the file (not "archive" as for a buffer)."""
+    torch.save({"w": torch.ones(3)}, tmp / "my-model.ckpt")
+    return (tmp / "my-model.ckpt").read_bytes()
+
+
 CKPT = _checkpoint_bytes()
+LEGACY = _legacy_bytes()
+with tempfile.TemporaryDirectory() as _tmp:
+    NAMED_ZIP = _saved_to_a_file_bytes(Path(_tmp))
 # bodies sent with status 200 and no Content-Length (the connection simply closes)
 UNCHECKED = {"page.ckpt": b"<!DOCTYPE html>\n<html><body>Please sign in</body></html>\n",
              "cut.ckpt": CKPT[: len(CKPT) // 2], "noise.pt": bytes(range(256)) * 4,
-             "cut.safetensors": b"\x40\x00\x00\x00\x00\x00\x00\x00{\"w\":", "notes.txt": b"<html> is fine in text"}
+             "cut.safetensors": b"\x40\x00\x00\x00\x00\x00\x00\x00{\"w\":", "notes.txt": b"<html> is fine in text",
+             "textzip.ckpt": _zip_bytes(["a.txt"]), "misplaced.pth": _zip_bytes(["a.txt", "archive/data.pkl"]),
+             "legacy.pt": LEGACY, "named.ckpt": NAMED_ZIP}
 
 
 class FakeServer:
@@ -338,6 +369,8 @@ def test_cli_help_shows_defaults() -> None:
     ("cut.ckpt", ["incomplete checkpoint", "download again"]),
     ("noise.pt", ["not send a PyTorch checkpoint"]),
     ("cut.safetensors", ["complete safetensors"]),
+    ("textzip.ckpt", ["zip archive that is not a PyTorch checkpoint", "no data.pkl record", "check the URL"]),
+    ("misplaced.pth", ["no data.pkl record"]),  # torch.load looks in the first record's folder only
 ])
 def test_what_cannot_be_a_checkpoint_is_neither_cached_nor_pinned(server: FakeServer, tmp_path: Path, name: str,
                                                                     words: list[str]) -> None:
@@ -353,3 +386,22 @@ def test_a_complete_checkpoint_and_other_files_pass_the_content_check(server: Fa
     assert torch.equal(torch.load(ckpt, weights_only=True)["state_dict"]["w"], torch.arange(64_000, dtype=torch.int32))
     text = dl.download(server.url("notes.txt"), cache_dir=tmp_path, progress=False)  # no check for non-checkpoints
     assert text.read_bytes() == UNCHECKED["notes.txt"]
+
+
+def test_legacy_and_file_saved_checkpoints_pass_the_content_check(server: FakeServer, tmp_path: Path) -> None:
+    legacy = dl.download(server.url("legacy.pt"), cache_dir=tmp_path, progress=False)
+    loaded = torch.load(legacy, weights_only=False)
+    assert torch.equal(loaded["state_dict"]["w"], torch.arange(64_000, dtype=torch.int32))
+    assert legacy.with_name("legacy.pt.sha256").read_text().split()[0] == hashlib.sha256(LEGACY).hexdigest()
+    named = dl.download(server.url("named.ckpt"), cache_dir=tmp_path, progress=False)
+    assert torch.equal(torch.load(named, weights_only=True)["w"], torch.ones(3))
+
+
+def test_a_file_in_the_cache_path_is_named(server: FakeServer, tmp_path: Path) -> None:
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    with pytest.raises(WordformerError) as err:
+        dl.download(server.url("data.bin"), cache_dir=blocker / "sub", progress=False)
+    assert f"{blocker} is a file, not a folder" in str(err.value) and "--cache-dir" in str(err.value)
+    assert "File exists" not in str(err.value) and server.requests == []
+    assert blocker.read_text() == "not a folder"

@@ -13,6 +13,7 @@ from wordformer.checkpoint import wordformer_entry
 from wordformer.cli import main
 from wordformer.errors import WordformerError
 from wordformer.explain import explain_prompt, explain_token, format_explanation
+from wordformer.generate import never_generated, next_token_probabilities, predict_next, suppress
 
 TOY = ["what is statquest <eos> awesome <eos>", "statquest is what <eos> awesome <eos>"]
 
@@ -93,8 +94,9 @@ def test_every_step_equals_the_forward_pass(tok, monkeypatch, norm, layer, head,
         assert e.normed_residual is None
     if norm == "pre":
         torch.testing.assert_close(e.attention_input, seen["norm1_output"][0, : t + 1], **close)
-    torch.testing.assert_close(e.probabilities, torch.softmax(logits[0, t], -1), **close)
-    assert e.top[0][0] == tok.id_to_token(int(logits[0, t].argmax()))
+    allowed = suppress(logits[0, t], never_generated(tok))  # <pad> is masked, as in generation
+    torch.testing.assert_close(e.probabilities, torch.softmax(allowed, -1), **close)
+    assert e.top[0][0] == tok.id_to_token(int(allowed.argmax()))
     if layer == 0:
         torch.testing.assert_close(e.embedding + e.position, e.block_input, **close)
 
@@ -194,3 +196,26 @@ def test_step_zero_says_when_the_embedding_is_scaled(tok, positional):
     assert torch.allclose(e.embedding, model.token_embedding.weight[ids].detach() * factor)
     text = format_explanation(e)
     assert ("sqrt(d_model) = 2" in text) == (positional == "sinusoidal")
+
+
+def test_next_tokens_never_offer_pad_just_like_predict(tok, tmp_path, capsys):
+    """predict and generate never emit <pad>; explain's probabilities and top list must agree with them, even
+    when <pad> is the model's favourite and --top-k asks for the whole vocabulary."""
+    model = random_model(tok)
+    model.output_layer.register_forward_hook(lambda m, a, out: out + 50.0 * (torch.arange(out.size(-1)) == tok.pad_id))
+    ids = tok.encode("what is statquest")
+    raw = torch.softmax(model(torch.tensor([ids]))[0][0, -1].detach(), -1)
+    assert int(raw.argmax()) == tok.pad_id  # without the fix <pad> would top the list
+    e = explain_token(model, ids, tokenizer=tok, top_k=100_000)
+    assert "<pad>" not in [t for t, _ in e.top] and len(e.top) == tok.vocab_size - 1
+    assert float(e.probabilities[tok.pad_id]) == 0.0 and float(e.probabilities.sum()) == pytest.approx(1.0)
+    torch.testing.assert_close(e.probabilities, next_token_probabilities(model, ids, never_generated(tok)))
+    predicted = predict_next(model, tok, "what is statquest", k=3)
+    assert [p for _, p in e.top[:3]] == pytest.approx([p for _, p in predicted])
+    without_tokenizer = explain_token(model, ids, top_k=1)  # the pad id is unknown: the raw distribution
+    assert without_tokenizer.top[0][0] == str(tok.pad_id)
+
+    ckpt = save_checkpoint(model, tok, tmp_path / "toy.ckpt")
+    assert main(["explain", "--checkpoint", ckpt, "--prompt", "what is statquest", "--top-k", "100000"]) == 0
+    out = capsys.readouterr().out
+    assert "<pad>" not in out.split("next token after")[1] and "<eos>" in out.split("next token after")[1]

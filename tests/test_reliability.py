@@ -211,12 +211,18 @@ def test_export_refuses_to_overwrite_and_bad_targets(trained_run, tmp_path, caps
     blocker.write_text("x")
     for target, words in [(tmp_path / "model.bin", ["must end in .safetensors"]),
                           (tmp_path / "dir.safetensors", ["folder"]),
-                          (blocker / "m.safetensors", ["could not write"]),
+                          (blocker / "m.safetensors", [f"{blocker} is a file, not a folder", "choose another --to"]),
+                          (blocker / "sub" / "m.safetensors", [f"{blocker} is a file, not a folder"]),
                           ]:
         if target.name == "dir.safetensors":
             target.mkdir()
         code, _, err = run_cli(capsys, "export", "--checkpoint", ckpt, "--to", target)
-        assert_one_line_error(code, err, *words)
+        line = assert_one_line_error(code, err, *words)
+        assert "disk space" not in line and "File exists" not in line and "Not a directory" not in line
+    # the blocked target is named before the checkpoint is even read
+    code, _, err = run_cli(capsys, "export", "--checkpoint", tmp_path / "missing.ckpt", "--to", blocker / "m.safetensors")
+    assert_one_line_error(code, err, "is a file, not a folder")
+    assert blocker.read_text() == "x"
     code, _, err = run_cli(capsys, "export", "--checkpoint", tmp_path / "missing.ckpt",
                            "--to", tmp_path / "n.safetensors")
     assert_one_line_error(code, err, "does not exist")
@@ -235,8 +241,31 @@ def test_export_on_a_full_disk_keeps_the_old_file(trained_run, tmp_path, capsys,
 
     monkeypatch.setattr(os, "fsync", full)
     code, _, err = run_cli(capsys, "export", "--checkpoint", trained_run / "last.ckpt", "--to", to, "--overwrite")
-    assert_one_line_error(code, err, "No space left on device")
+    assert_one_line_error(code, err, "No space left on device", "free disk space")
     assert digest(to) == before and temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("code_, words", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied"),
+                                          (errno.EDQUOT, "quota")])
+def test_export_write_errors_give_the_os_reason_and_fitting_advice(trained_run, tmp_path, capsys, monkeypatch,
+                                                                   code_, words):
+    """Freeing disk space cures only a full disk or quota; any other OS error must not send the user there."""
+    def fail(fd: int) -> None:
+        raise OSError(code_, os.strerror(code_))
+
+    monkeypatch.setattr(os, "fsync", fail)
+    to = tmp_path / "model.safetensors"
+    code, _, err = run_cli(capsys, "export", "--checkpoint", trained_run / "best.ckpt", "--to", to)
+    line = assert_one_line_error(code, err, f"could not write {to}", words, "choose another --to")
+    assert ("free disk space" in line) == (code_ == errno.EDQUOT)
+    assert not to.exists() and temp_files(tmp_path) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_export_into_proc_names_the_os_reason_not_disk_space(trained_run, capsys):
+    code, _, err = run_cli(capsys, "export", "--checkpoint", trained_run / "best.ckpt", "--to", "/proc/x.safetensors")
+    line = assert_one_line_error(code, err, "/proc/x.safetensors", "choose another --to")
+    assert "disk space" not in line
 
 
 def test_bad_safetensors_files_get_one_line(tmp_path, capsys):

@@ -44,7 +44,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 from tqdm import tqdm
 
-from .errors import WordformerError
+from .errors import WordformerError, make_folder
 
 logger = logging.getLogger(__name__)
 
@@ -359,8 +359,9 @@ _CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 
 def _check_content(path: Path, filename: str, url: str) -> None:
     """Refuse a "checkpoint" that cannot be one before it is cached and its sha256 pinned: a web page (a login or
-    error page served with status 200), or a zip archive cut short by a server that closed the connection
-    without sending a Content-Length. Other files (text, ``.bin``) are taken as they come."""
+    error page served with status 200), or a zip archive cut short by a server that closed the connection without
+    sending a Content-Length or that is not torch.save's layout. Other files (text, ``.bin``) and legacy
+    (pickle) checkpoints are taken as they come."""
     suffix = Path(filename).suffix.lower()
     if suffix not in (*_CHECKPOINT_SUFFIXES, ".safetensors"):
         return
@@ -376,10 +377,19 @@ def _check_content(path: Path, filename: str, url: str) -> None:
             raise WordformerError(f"{url} did not send a complete safetensors file ({size} bytes; the header is "
                                   "missing or cut short); the file was not kept — check the URL or download again")
     elif head.startswith(b"PK\x03\x04"):  # torch.save's zip format (PyTorch >= 1.6, Lightning checkpoints)
-        if not zipfile.is_zipfile(path):
-            raise WordformerError(f"{url} sent an incomplete checkpoint ({size} bytes: the zip archive has no end, so "
-                                  "the connection probably closed early); the file was not kept — download again")
-    elif not head.startswith(b"\x80"):  # the legacy torch.save format is a pickle (protocol 2 or later)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            raise WordformerError(f"{url} sent an incomplete checkpoint ({size} bytes: the zip archive has no end, "
+                                  "so the connection probably closed early); the file was not kept — download "
+                                  "again") from None
+        # torch.load reads "<folder of the first record>/data.pkl"; torch.save always writes it
+        folder = names[0].split("/", 1)[0] if names and "/" in names[0] else None
+        if folder is None or f"{folder}/data.pkl" not in names:
+            raise WordformerError(f"{url} sent a zip archive that is not a PyTorch checkpoint (no data.pkl record, "
+                                  "which torch.save always writes); the file was not kept — check the URL")
+    elif not head.startswith(b"\x80"):  # the legacy torch.save format (before PyTorch 1.6) is a pickle: kept as is
         raise WordformerError(f"{url} did not send a PyTorch checkpoint ({filename} is neither torch.save's zip nor "
                               "its legacy pickle format); the file was not kept — check the URL")
 
@@ -482,12 +492,7 @@ def download(
             f"`wordformer download {name_or_url.strip()}` with network access (no --offline, WORDFORMER_OFFLINE unset)"
         )
 
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WordformerError(
-            f"cannot create the download cache {directory}: {_one_line(exc)}; pass a writable --cache-dir"
-        ) from exc
+    make_folder(directory, advice="pass a writable --cache-dir")  # names a file in the way, not "File exists"
     _clean_stale_parts(directory, source.filename)
 
     logger.info("downloading %s to %s", source.url, target)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .checkpoint import LoadedModel
 from .errors import WordformerError
-from .generate import encode_prompt
+from .generate import encode_prompt, never_generated, suppress, top_k_allowed
 from .model import WordPredictor
 from .tokenizers import Tokenizer
 
@@ -62,8 +62,8 @@ class Explanation:
     attention_output: Tensor  # (C,) after the output projection
     residual: Tensor  # (C,) block input + attention output (the residual connection values)
     normed_residual: Optional[Tensor]  # (C,) post-norm only: norm1(residual), the block's next value
-    probabilities: Tensor  # (V,) the whole model's next-token distribution at this position
-    top: list[tuple[str, float]]  # the most likely next tokens, most likely first
+    probabilities: Tensor  # (V,) the model's next-token distribution here, <pad> at 0 as in generation
+    top: list[tuple[str, float]]  # the most likely next tokens, most likely first (never <pad>)
     embedding_scale: float = 1.0  # the token embedding's factor: sqrt(d_model) with sinusoidal positions
     projections: dict[str, tuple[Tensor, Optional[Tensor]]] = field(default_factory=dict)
     # "query"/"key"/"value"/"output" -> (weight, bias): this head's rows of the linear maps, for checking by hand
@@ -141,7 +141,10 @@ def explain_token(
     """The seven steps of masked self-attention for token ``token`` of ``idx`` (ids, (T,) or (1, T)).
 
     ``layer``, ``head`` and ``token`` accept negative indices (``token=-1``: the last token). The
-    numbers come from the model's own forward pass and weights; ``tokenizer`` only names the tokens.
+    numbers come from the model's own forward pass and weights; ``tokenizer`` names the tokens and, as in
+    ``predict``/``generate``, its ``<pad>`` (unless it is also ``<eos>``) gets probability 0 and is never in
+    ``top``: the model can never produce it, so offering it would contradict them. Without a tokenizer the
+    pad id is unknown and the raw distribution is shown.
     """
     ids = _as_ids(idx)
     cfg = model.config
@@ -198,8 +201,9 @@ def explain_token(
     attention_output = attention.out(head_outputs)  # (C,)
     residual = x[t] + attention_output  # the residual connection values
     normed = block.norm1(residual) if cfg.norm == "post" else None
-    probabilities = F.softmax(logits[0, t].float(), dim=-1)  # (V,)
-    top = torch.topk(probabilities, min(top_k, probabilities.numel()))
+    banned = never_generated(tokenizer) if tokenizer is not None else []
+    probabilities = F.softmax(suppress(logits[0, t].float(), banned), dim=-1)  # (V,), renormalised without <pad>
+    top = top_k_allowed(probabilities, top_k, banned)
     name = tokenizer.id_to_token if tokenizer is not None else str
     positions = torch.arange(t + 1, device=device)
     projections = {
@@ -235,7 +239,7 @@ def explain_token(
         residual=residual.cpu(),
         normed_residual=None if normed is None else normed.cpu(),
         probabilities=probabilities.cpu(),
-        top=[(name(int(i)), float(p)) for p, i in zip(top.values, top.indices)],
+        top=[(name(int(i)), float(probabilities[i])) for i in top.indices],
         projections={k2: (w.cpu(), None if b is None else b.cpu()) for k2, (w, b) in projections.items()},
     )
 

@@ -16,12 +16,13 @@ that share memory, and re-tied on load.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from .errors import WordformerError
+from .errors import WordformerError, file_in_the_way, make_folder
 
 if TYPE_CHECKING:  # torch and the model load on first use, so `wordformer --help` stays fast
     import torch
@@ -37,6 +38,7 @@ SUFFIX = ".safetensors"  # load_checkpoint chooses the reader by this suffix
 TIED_KEY = "output_layer.weight"  # dropped when tied: it is the token embedding itself
 EMBEDDING_KEY = "token_embedding.weight"
 PathLike = Union[str, os.PathLike]
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # the only errors freeing space can cure
 
 
 def _entry(loaded: LoadedModel) -> dict[str, Any]:
@@ -76,6 +78,9 @@ def _check_target(to: Path, *, overwrite: bool) -> None:
         raise WordformerError(f"--to {to} is a folder; give a file name such as {to / ('model' + SUFFIX)}")
     if to.exists() and not overwrite:
         raise WordformerError(f"{to} already exists; choose another --to or pass --overwrite to replace it")
+    blocker = file_in_the_way(to.parent)
+    if blocker is not None:  # checked before the slow read; mkdir alone would only say "File exists"
+        raise WordformerError(f"cannot write --to {to}: {blocker} is a file, not a folder; choose another --to")
 
 
 def save_safetensors(loaded: LoadedModel, to: PathLike, *, overwrite: bool = False) -> Path:
@@ -85,11 +90,14 @@ def save_safetensors(loaded: LoadedModel, to: PathLike, *, overwrite: bool = Fal
     to = Path(to)
     _check_target(to, overwrite=overwrite)
     data = safetensors_bytes(loaded)
+    make_folder(to.parent, advice="choose another --to")
     try:
         atomic_write_bytes(data, to)
     except OSError as exc:
-        reason = exc.strerror or exc
-        raise WordformerError(f"could not write {to}: {reason}; free disk space or choose another --to") from None
+        # Only a full disk or quota is cured by freeing space; for anything else (read-only, no permission,
+        # a filesystem like /proc) that advice would send the user the wrong way.
+        advice = "free disk space or choose another --to" if exc.errno in _DISK_FULL else "choose another --to"
+        raise WordformerError(f"could not write {to}: {exc.strerror or exc}; {advice}") from None
     return to
 
 

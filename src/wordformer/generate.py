@@ -87,6 +87,14 @@ def never_generated(tokenizer: Tokenizer) -> list[int]:
     return [] if tokenizer.pad_id == tokenizer.eos_id else [tokenizer.pad_id]
 
 
+def top_k_allowed(probabilities: Tensor, k: int, banned: Sequence[int]) -> "torch.return_types.topk":
+    """The ``k`` most likely entries of (V,) ``probabilities``, never a banned one (even at a tie at 0)."""
+    ranked = probabilities.clone()
+    if banned:
+        ranked[list(banned)] = -1.0  # below every probability
+    return torch.topk(ranked, min(k, probabilities.numel() - len(banned)))
+
+
 def suppress(logits: Tensor, ids: Sequence[int]) -> Tensor:
     """``logits`` (..., V) with the entries of ``ids`` set to -inf, so neither argmax nor sampling picks them."""
     if not ids:
@@ -309,8 +317,5 @@ def predict_next(
         raise WordformerError(f"k={k!r} must be an integer >= 1")
     banned = never_generated(tokenizer)
     probs = next_token_probabilities(model, encode_prompt(tokenizer, prompt, append_eos=append_eos), banned)
-    ranked = probs.clone()
-    if banned:
-        ranked[banned] = -1.0  # below every probability, so a tie at 0 never ranks <pad> in
-    top = torch.topk(ranked, min(k, probs.numel() - len(banned)))
+    top = top_k_allowed(probs, k, banned)
     return [(tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
