@@ -220,7 +220,7 @@ OPTION_CASES = [
     (["--min-freq", "1000"], ["min_freq=1000"]),
     (["--tokenizer", "bpe", "--bpe-vocab-size", "100"], ["bpe_vocab_size=100", "below 258"]),
     (["--tokenizer", "bpe", "--bpe-vocab-size", "0"], ["bpe_vocab_size=0"]),
-    (["--resume", "{tmp}/no-run"], ["last.ckpt", "does not exist"]),
+    (["--resume", "{tmp}/no-run"], ["nothing to resume", "no last.ckpt"]),
 ]
 
 

@@ -34,8 +34,13 @@ def test_a_changed_corpus_is_refused_by_resume_and_evaluate(small_text, tmp_path
     code, _, err = run_cli(capsys, "evaluate", "--checkpoint", out / "best.ckpt")
     assert_one_line_error(code, err, "is not the text", "--data")
     code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "20")
-    assert_one_line_error(code, err, "is not the text", "last.ckpt")
+    assert_one_line_error(code, err, "is not the text", "last.ckpt", "--data PATH if it moved")
     assert load_checkpoint(out / "last.ckpt").info["step"] == 12  # untouched
+    moved = small_text.with_name("moved.txt")
+    small_text.rename(moved)
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "20")
+    assert_one_line_error(code, err, "which is gone", "--data PATH")
+    moved.rename(small_text)
     small_text.write_text(original)  # the same text again: both work, from any folder (the path is absolute)
     code, after, err = run_cli(capsys, "evaluate", "--checkpoint", out / "best.ckpt")
     assert code == 0 and after == before, err
@@ -261,3 +266,24 @@ def test_a_batch_whose_output_layer_cannot_fit_is_refused_before_training(small_
     assert_one_line_error(code, err, "batch_size=100000", "--batch-size", "GiB free")
     assert not out.exists()  # a refused first run leaves no empty folder behind
     train_run(capsys, small_text, out, "--accelerator", "cpu")  # the usual batch still fits in 64 MiB
+
+
+def test_resume_of_nothing_and_a_logs_only_folder_give_advice_that_works(small_text, tmp_path, capsys):
+    for target in ("", tmp_path / "none"):
+        code, _, err = run_cli(capsys, "train", "--resume", target)
+        assert_one_line_error(code, err, "nothing to resume", "no last.ckpt")
+    assert not (tmp_path / "runs").exists()
+    logs_only = tmp_path / "logs-only"
+    (logs_only / "logs" / "tensorboard").mkdir(parents=True)
+    (logs_only / "logs" / "tensorboard" / "events.out").write_text("x")
+    code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", logs_only, *TINY_TRAIN)
+    assert_one_line_error(code, err, "already holds a run", "--overwrite")
+    assert "--resume" not in err  # there is nothing to resume there
+
+
+def test_a_damaged_log_on_resume_is_one_line(small_text, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_run(capsys, small_text, out)
+    (out / "logs" / "csv" / "metrics.csv").write_bytes(b"\xff\xfe\x00 not text")
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "20")
+    assert_one_line_error(code, err, "cannot keep the training history", "move that file away")

@@ -93,8 +93,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .training import config_from_checkpoint, is_rank_zero, train
 
-    if args.resume:
+    if args.resume is not None:
         out = Path(args.resume)
+        if not args.resume.strip() or not (out / "last.ckpt").is_file():
+            raise WordformerError(f"nothing to resume in {args.resume!r}: it holds no last.ckpt; give the --out "
+                                  "folder of an earlier `wordformer train`")
         model_cfg, data_cfg, train_cfg = config_from_checkpoint(out / "last.ckpt")
         if args.out is not None and Path(args.out).resolve() != out.resolve():
             raise WordformerError(f"--resume {out} continues that run in its own folder; drop --out {args.out} (to "
@@ -108,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     source = data_cfg.data or "the built-in corpus (Python documentation topics)"
     if is_rank_zero():
         print(f"wordformer: training on {source} with the {data_cfg.tokenizer} tokenizer -> {out}", file=sys.stderr)
-    result = train(model_cfg, data_cfg, train_cfg, out, resume=bool(args.resume), overwrite=args.overwrite)
+    result = train(model_cfg, data_cfg, train_cfg, out, resume=args.resume is not None, overwrite=args.overwrite)
     if is_rank_zero():
         report_training(result)
     return 0

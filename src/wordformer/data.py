@@ -268,7 +268,7 @@ def _check_text_fits(corpus: Corpus, block_size: int) -> None:
 
 
 def check_same_corpus(corpus: Corpus, recorded: Optional[str], cfg: DataConfig, checkpoint: "os.PathLike[str] | str",
-                      tokenizer: Optional[Tokenizer] = None) -> None:
+                      tokenizer: Optional[Tokenizer] = None, *, advice: str = "restore that text") -> None:
     """Refuse to resume or score a checkpoint on a corpus other than the one it was trained on: its tokenizer
     would differ (ids out of range, or silently other tokens) and the validation split would be other text.
     Checkpoints from before the corpus hash was recorded are compared by their tokenizer instead."""
@@ -278,8 +278,7 @@ def check_same_corpus(corpus: Corpus, recorded: Optional[str], cfg: DataConfig, 
         source = cfg.data or "the built-in corpus"
         raise WordformerError(
             f"the training corpus {source} is not the text {checkpoint} was trained on (it changed since, or the "
-            "tokenizer options differ); restore that text, or evaluate on held-out text with --data FILE / start a "
-            "new run with --out")
+            f"tokenizer options differ); {advice}")
 
 
 def prepare_corpus(cfg: DataConfig, block_size: int) -> Corpus:

@@ -59,7 +59,8 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
     tok = loaded.tokenizer
     if data is None:
         corpus = prepare_corpus(cfg, block)
-        check_same_corpus(corpus, loaded.info.get("corpus"), cfg, loaded.path or "this checkpoint", tok)
+        check_same_corpus(corpus, loaded.info.get("corpus"), cfg, loaded.path or "this checkpoint", tok,
+                          advice="restore that text, or score held-out text with --data FILE")
         if corpus.mode == "pairs":
             batches = [pad_pairs(corpus.val_pairs[i : i + batch_size], tok.pad_id)
                        for i in range(0, len(corpus.val_pairs), batch_size)]

@@ -184,12 +184,16 @@ class _KeepingWriter(ExperimentWriter):
 
     def _check_log_dir_exists(self) -> None:
         path = Path(self.metrics_file_path)
-        if not path.is_file():
+        if not path.exists():
             return
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            fields, rows = list(reader.fieldnames or []), list(reader)
-        kept = [r for r in rows if r.get("step") not in (None, "") and float(r["step"]) <= self._keep_until]
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                fields, rows = list(reader.fieldnames or []), list(reader)
+            kept = [r for r in rows if r.get("step") not in (None, "") and float(r["step"]) <= self._keep_until]
+        except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+            raise WordformerError(f"cannot keep the training history in {path} ({exc}); move that file away and "
+                                  "resume again") from None
         with open(path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
@@ -315,9 +319,10 @@ def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
     if not existing and tensorboard.is_dir() and any(tensorboard.iterdir()):
         existing = [tensorboard]
     if existing and not resume and not overwrite:
+        go_on = f"continue it with --resume {out_dir}, " if (out_dir / "last.ckpt").is_file() else ""
         raise WordformerError(
-            f"{out_dir} already holds a run ({existing[0].relative_to(out_dir)}); continue it with --resume {out_dir}, "
-            "or choose another --out (or --overwrite to replace it)"
+            f"{out_dir} already holds a run ({existing[0].relative_to(out_dir)}); {go_on}"
+            "choose another --out, or pass --overwrite to replace it"
         )
     make_folder(out_dir, advice="choose another --out")
     try:
@@ -464,11 +469,15 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
         if train.max_steps <= done:
             raise WordformerError(f"{last} is already at step {done}; to train further, resume with --max-steps "
                                   f"above {done}")
+    if resume and data.data and not Path(data.data).exists():
+        raise WordformerError(f"{last} was trained on {data.data}, which is gone; resume with --data PATH pointing "
+                              "at the same text")
     started = time.perf_counter()
     L.seed_everything(train.seed, verbose=False)
     corpus = prepare_corpus(data, model.block_size)
     if recorded is not None:
-        check_same_corpus(corpus, recorded.get("corpus"), data, last, saved_tokenizer)
+        check_same_corpus(corpus, recorded.get("corpus"), data, last, saved_tokenizer,
+                          advice="restore that text (--data PATH if it moved), or start a new run with --out")
     model = replace(model, vocab_size=corpus.tokenizer.vocab_size)
     check_batch_fits(model, train.batch_size, train.accelerator)
     module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer)
