@@ -268,7 +268,7 @@ class Matrix:
         blocker.write_text("x")
         for out, name in ((blocker / "run", "FILE/run"), (Path("/proc/wordformer-run"), "/proc/wordformer-run")):
             self.check("output", f"--out {name} (cannot be created)", ["train", "--data", self.data, "--out", out,
-                       *TINY_TRAIN], words=["cannot write to output folder"])
+                       *TINY_TRAIN], words=["cannot make folder", "choose another --out"])
         self.check("output", "--out holding a run, no --resume/--overwrite", ["train", "--data", self.data, "--out",
                    self.run_dir, *TINY_TRAIN], words=["already holds a run"], prior=self.run_dir)
         target = self.scratch() / "model.safetensors"
