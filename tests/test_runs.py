@@ -18,6 +18,18 @@ def logged_steps(run: Path) -> list[int]:
         return sorted({int(float(r["step"])) for r in csv.DictReader(fh) if r.get("val_loss")})
 
 
+def ctrl_c_at_step(monkeypatch, step: int) -> None:
+    """Make the training step raise KeyboardInterrupt at ``step``, as Ctrl-C would."""
+    real = WordPredictorModule.training_step
+
+    def interrupted(self, batch, *args):
+        if self.global_step == step:
+            raise KeyboardInterrupt
+        return real(self, batch, *args)
+
+    monkeypatch.setattr(WordPredictorModule, "training_step", interrupted)
+
+
 def train_run(capsys, data: Path, out: Path, *extra: str) -> None:
     code, _, err = run_cli(capsys, "train", "--data", data, "--out", out, *TINY_TRAIN, *extra)
     assert code == 0, err
@@ -171,14 +183,7 @@ def test_the_checkpoint_callback_re_roots_its_state_in_a_moved_folder(tmp_path):
 
 def test_ctrl_c_says_where_the_run_stands_and_how_to_go_on(small_text, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    real = WordPredictorModule.training_step
-
-    def interrupted_at_step_9(self, batch, *args):
-        if self.global_step == 9:
-            raise KeyboardInterrupt
-        return real(self, batch, *args)
-
-    monkeypatch.setattr(WordPredictorModule, "training_step", interrupted_at_step_9)
+    ctrl_c_at_step(monkeypatch, 9)
     code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", out, *TINY_TRAIN)
     assert code == 130
     line = [ln for ln in err.splitlines() if ln.startswith("wordformer: interrupted")]
@@ -196,14 +201,7 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_nothing_that_blocks_or_mislea
                                                                                    monkeypatch):
     out = tmp_path / "run"
     train_run(capsys, small_text, out)  # an earlier run, to be replaced
-    real = WordPredictorModule.training_step
-
-    def interrupted_at_step_3(self, batch, *args):
-        if self.global_step == 3:
-            raise KeyboardInterrupt
-        return real(self, batch, *args)
-
-    monkeypatch.setattr(WordPredictorModule, "training_step", interrupted_at_step_3)
+    ctrl_c_at_step(monkeypatch, 3)
     for folder, extra in ((out, ["--overwrite"]), (tmp_path / "fresh", [])):
         code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", folder, *TINY_TRAIN, *extra)
         assert code == 130 and "nothing was saved" in err and "--resume" not in err, err
