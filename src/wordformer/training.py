@@ -488,11 +488,11 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
 
     best_cb = RunCheckpoint(dirpath=out_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
-                              enable_version_counter=False, auto_insert_metric_name=False)
+                            enable_version_counter=False, auto_insert_metric_name=False)
     # last.ckpt from its own callback: Lightning's save_last=True rewrites it only when best.ckpt improves, so
     # once validation stops improving a resume would go back to the best step, not the latest
     last_cb = RunCheckpoint(dirpath=out_dir, filename="last", monitor=None, save_top_k=1,
-                              enable_version_counter=False, auto_insert_metric_name=False)
+                            enable_version_counter=False, auto_insert_metric_name=False)
     loggers: Any = False
     all_callbacks: list[L.Callback] = [ValidateOnLastStep(), best_cb, last_cb, *callbacks]
     if train.max_time:
