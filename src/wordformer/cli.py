@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .config import (ACTIVATIONS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, TOKENIZERS, build_configs, field_help,
                      field_type, read_config_file)
-from .errors import WordformerError, make_folder
+from .errors import WordformerError
 
 CHOICES = {
     "positional": POSITIONALS,
@@ -62,7 +62,7 @@ def given_config_values(args: argparse.Namespace) -> dict[str, Any]:
 
 # options that only one tokenizer or mode reads: given elsewhere they would be dropped without a word
 ONLY_FOR = {"lowercase": ("tokenizer", "word"), "min_freq": ("tokenizer", "word"), "max_vocab": ("tokenizer", "word"),
-            "bpe_vocab_size": ("tokenizer", "bpe"), "eos": ("pairs", False), "val_fraction": ("pairs", False)}
+            "bpe_vocab_size": ("tokenizer", "bpe"), "eos": ("pairs", False)}
 
 
 def configs_from_args(args: argparse.Namespace, base: Optional[dict[str, Any]] = None):
