@@ -285,3 +285,26 @@ def test_a_damaged_log_on_resume_is_one_line(small_text, tmp_path, capsys):
     (out / "logs" / "csv" / "metrics.csv").write_bytes(b"\xff\xfe\x00 not text")
     code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "20")
     assert_one_line_error(code, err, "cannot keep the training history", "move that file away")
+
+
+def test_two_processes_report_one_validation_loss(small_text, tmp_path):
+    """With several devices every rank scores its share of the validation batches; all must see their mean."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import one_thread_env
+
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "from wordformer import DataConfig, ModelConfig, TrainConfig, train\n"
+        "r = train(ModelConfig(d_model=16, num_heads=2, num_layers=1, block_size=8), DataConfig(data=sys.argv[1]),\n"
+        "          TrainConfig(max_steps=4, eval_interval=4, eval_batches=4, devices='2', accelerator='cpu',\n"
+        "                      progress=False), sys.argv[2], logger=False)\n"
+        "print('RESULT', json.dumps({'rank': os.environ.get('LOCAL_RANK', '0'), **r.metrics}), flush=True)\n")
+    proc = subprocess.run([sys.executable, str(script), str(small_text), str(tmp_path / "run")], capture_output=True,
+                          text=True, env=one_thread_env(), timeout=300, cwd=tmp_path)
+    results = [json.loads(ln.split(" ", 1)[1]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert sorted(r["rank"] for r in results) == ["0", "1"], proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert results[0]["val_loss"] == results[1]["val_loss"] and results[0]["val_acc"] == results[1]["val_acc"]

@@ -89,7 +89,9 @@ class WordPredictorModule(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, y = self._loss(batch)
         self.val_accuracy.update(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-        self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
+        # sync_dist: with several devices every rank scores its own share of the validation batches; the mean
+        # over all of them is the figure to report and to choose best.ckpt by (one device: nothing to do)
+        self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
