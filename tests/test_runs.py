@@ -302,9 +302,10 @@ def test_two_processes_report_one_validation_loss(small_text, tmp_path):
         "r = train(ModelConfig(d_model=16, num_heads=2, num_layers=1, block_size=8), DataConfig(data=sys.argv[1]),\n"
         "          TrainConfig(max_steps=4, eval_interval=4, eval_batches=4, devices='2', accelerator='cpu',\n"
         "                      progress=False), sys.argv[2], logger=False)\n"
-        "print('RESULT', json.dumps({'rank': os.environ.get('LOCAL_RANK', '0'), **r.metrics}), flush=True)\n")
+        "rank = os.environ.get('LOCAL_RANK', '0')\n"
+        "open(f'rank{rank}.json', 'w').write(json.dumps({'rank': rank, **r.metrics}))\n")  # both share stdout
     proc = subprocess.run([sys.executable, str(script), str(small_text), str(tmp_path / "run")], capture_output=True,
                           text=True, env=one_thread_env(), timeout=300, cwd=tmp_path)
-    results = [json.loads(ln.split(" ", 1)[1]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert sorted(r["rank"] for r in results) == ["0", "1"], proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
+    assert [r["rank"] for r in results] == ["0", "1"], proc.stdout[-2000:] + proc.stderr[-2000:]
     assert results[0]["val_loss"] == results[1]["val_loss"] and results[0]["val_acc"] == results[1]["val_acc"]

@@ -103,10 +103,10 @@ class WordPredictorModule(L.LightningModule):
                 f"the validation loss is {float(val_loss)} at step {self.global_step}; "
                 "lower --lr or raise --warmup-steps; the last good checkpoint is kept"
             )
-        self.log("val_acc", self.val_accuracy.compute(), prog_bar=True)
+        self.log("val_acc", self.val_accuracy.compute(), prog_bar=True, sync_dist=True)  # equal on every rank
         self.val_accuracy.reset()
         if val_loss is not None:
-            self.log("val_ppl", torch.exp(torch.as_tensor(float(val_loss))))
+            self.log("val_ppl", torch.exp(torch.as_tensor(float(val_loss))))  # from the synced val_loss
 
     def configure_optimizers(self) -> Any:
         cfg = self.train_config
