@@ -462,6 +462,7 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     if resume and not last.exists():
         raise WordformerError(f"nothing to resume in {out_dir}: there is no last.ckpt")
     recorded: Optional[dict[str, Any]] = None
+    done: Optional[int] = None  # the step a resumed run continues from
     if resume:
         # one clear line for a damaged or code-carrying file, before any work
         saved_model, _, saved_train, saved_tokenizer, recorded = parse_entry(read_checkpoint(last), last)
@@ -502,8 +503,7 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     if train.progress:
         all_callbacks.append(StepProgressBar())
     if logger:
-        keep_until = int(recorded.get("step", 0)) if recorded is not None else None
-        loggers = [RunCSVLogger(out_dir, name="logs", version="csv", keep_until=keep_until),
+        loggers = [RunCSVLogger(out_dir, name="logs", version="csv", keep_until=done),
                    TensorBoardLogger(out_dir, name="logs", version="tensorboard")]
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
     eval_interval = min(train.eval_interval, train.max_steps)
