@@ -188,7 +188,7 @@ def test_options_another_tokenizer_reads_are_named_as_ignored(small_text, tmp_pa
     base = ["train", "--data", small_text, *TINY_TRAIN, "--max-steps", "2"]
     code, _, err = run_cli(capsys, *base, "--out", tmp_path / "a", "--tokenizer", "char", "--min-freq", "3")
     assert code == 0, err
-    assert any("min_freq is ignored" in r.getMessage() and "word tokenizer" in r.getMessage() for r in caplog.records)
+    assert any("--min-freq is ignored" in r.getMessage() and "word tokenizer" in r.getMessage() for r in caplog.records)
     caplog.clear()
     code, _, err = run_cli(capsys, *base, "--out", tmp_path / "b", "--min-freq", "1")  # word: it applies
     assert code == 0 and not any("ignored" in r.getMessage() for r in caplog.records), err

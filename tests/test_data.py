@@ -12,7 +12,8 @@ import torch
 
 import wordformer.data as data
 from wordformer.config import DataConfig
-from wordformer.data import Corpus, WordDataModule, cache_root, load_pairs, load_texts, prepare_corpus
+from wordformer.data import Corpus, WordDataModule, load_pairs, load_texts, prepare_corpus
+from wordformer.files import corpus_cache_dir
 from wordformer.errors import WordformerError
 
 TOY_PAIRS = "what is statquest\tawesome\nstatquest is what\tawesome\n"
@@ -136,11 +137,11 @@ def test_changing_an_option_or_the_text_misses_the_cache(tmp_path: Path):
 
 def test_cache_dir_defaults_follow_env_then_xdg(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("WORDFORMER_CACHE", str(tmp_path / "wf"))
-    assert cache_root() == tmp_path / "wf"
-    assert cache_root(str(tmp_path / "explicit")) == tmp_path / "explicit"
+    assert corpus_cache_dir() == tmp_path / "wf"
+    assert corpus_cache_dir(str(tmp_path / "explicit")) == tmp_path / "explicit"
     monkeypatch.delenv("WORDFORMER_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache_root() == tmp_path / "xdg" / "wordformer"
+    assert corpus_cache_dir() == tmp_path / "xdg" / "wordformer"
 
 
 def test_unwritable_cache_falls_back_to_no_cache(tmp_path: Path, caplog):

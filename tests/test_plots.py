@@ -195,7 +195,7 @@ def test_cli_plots_every_kind_from_a_checkpoint(tok, tmp_path, capsys, trained_r
     (["curves", "--run", "{tmp}", "--out", "{tmp}/c.png"], ["metrics.csv"]),
     (["lr", "--lr", "0.001", "--min-lr", "0.01", "--out", "{tmp}/l.png"], ["min_lr"]),
     (["positional", "--d-model", "0", "--out", "{tmp}/p.png"], ["d_model"]),
-    (["lr", "--out", "{tmp}/notes.txt/l.png"], ["notes.txt is a file, not a folder", "another path"]),
+    (["lr", "--out", "{tmp}/notes.txt/l.png"], ["notes.txt is a file, not a folder", "choose another --out"]),
     (["curves", "--run", "{tmp}/weights.ckpt", "--out", "{tmp}/c.png"], ["weights.ckpt is not a CSV log", "--out folder"]),
     (["lr", "--out", "{tmp}/notes.txt/deeper/l.png"], ["notes.txt is a file, not a folder"]),
 ])

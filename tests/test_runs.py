@@ -168,7 +168,7 @@ def test_the_checkpoint_callback_re_roots_its_state_in_a_moved_folder(tmp_path):
     """Lightning alone drops best_model_score when dirpath changed; the first evaluation would then win."""
     import torch
 
-    from wordformer.training import RunCheckpoint
+    from wordformer.callbacks import RunCheckpoint
 
     old, new = tmp_path / "old", tmp_path / "new"
     cb = RunCheckpoint(dirpath=new, filename="best", monitor="val_loss", mode="min", save_top_k=1)
@@ -255,9 +255,9 @@ def test_demo_replaces_its_own_folder_but_never_a_training_run(small_text, tmp_p
 
 def test_a_batch_whose_output_layer_cannot_fit_is_refused_before_training(small_text, tmp_path, capsys, monkeypatch):
     """Instead of the kernel's OOM killer ending the process without a word."""
-    from wordformer import training
+    from wordformer import hardware
 
-    monkeypatch.setattr(training, "memory_available", lambda: 64 * 2**20)  # 64 MiB free
+    monkeypatch.setattr(hardware, "memory_available", lambda: 64 * 2**20)  # 64 MiB free
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", out, *TINY_TRAIN, "--batch-size", "100000",
                            "--accelerator", "cpu")

@@ -37,7 +37,8 @@ from wordformer.tasks import (
     train_anomaly,
     train_reverse,
 )
-from wordformer.tasks import cli as task_cli
+from wordformer.cli import build_parser, main
+from wordformer.cli import task as task_cli
 from wordformer.checkpoint import load_error_reason as _reason
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*treespec.*")  # Lightning's own deprecation notice
@@ -142,7 +143,7 @@ def test_tutorial_reverse_checkpoint_evaluates_from_the_cli(tmp_path, capsys):
     torch.manual_seed(1)
     ref = RefPredictor(10, 16, 10, 2, 1)
     path = _tutorial_checkpoint(tmp_path / "ReverseTask.ckpt", ref, _hparams(10, 16, 10, 2, 1))
-    assert task_cli.main(["reverse", "test", "--checkpoint", str(path), "--num-test", "64"]) == 0
+    assert main(["task", "reverse", "test", "--checkpoint", str(path), "--num-test", "64"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("reverse: accuracy") and "64 sequences" in out
 
@@ -278,7 +279,7 @@ def test_reverse_attention_is_the_anti_diagonal(reverse_run):
 def test_reverse_attention_plot_shows_the_models_maps(reverse_run, tmp_path, capsys):
     out = tmp_path / "attention.png"
     args = ["reverse", "attention", "--checkpoint", str(reverse_run.checkpoint), "--plot", str(out), "--seed", "5"]
-    assert task_cli.main(args) == 0
+    assert main(["task", *args]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from wordformer.plots import plot_attention_maps
 
@@ -297,7 +298,7 @@ def test_reverse_checkpoint_is_plain_and_evaluation_reproduces_the_test_score(re
     assert metrics["accuracy"] == pytest.approx(reverse_run.test_accuracy, abs=1e-6)
     with pytest.raises(WordformerError, match="holds a reverse model"):
         evaluate_anomaly(reverse_run.checkpoint)
-    assert task_cli.main(["reverse", "test", "--checkpoint", str(reverse_run.checkpoint), "--num-test", "100", "--json"]) == 0
+    assert main(["task", "reverse", "test", "--checkpoint", str(reverse_run.checkpoint), "--num-test", "100", "--json"]) == 0
     assert '"accuracy"' in capsys.readouterr().out
 
 
@@ -340,7 +341,7 @@ def test_anomaly_short_run_beats_chance_and_reevaluates_identically(tmp_path, ca
     assert raw["task"] == "anomaly" and raw["data"]["source"] == "digits"
     metrics = evaluate_anomaly(result.checkpoint)
     assert metrics["accuracy"] == pytest.approx(result.test_accuracy, abs=1e-6)
-    assert task_cli.main(["anomaly", "test", "--out", str(tmp_path)]) == 0
+    assert main(["task", "anomaly", "test", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith("anomaly: accuracy")
 
 
@@ -403,20 +404,19 @@ def test_resnet34_feature_path_with_torchvision():
 # CLI glue
 # --------------------------------------------------------------------------------------------------
 def test_task_parser_registers_on_a_main_cli(tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="wordformer")
-    task_cli.add_task_parser(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     args = parser.parse_args(["task", "reverse", "train", "--epochs", "3", "--seed", "7", "--out", str(tmp_path)])
-    assert (args.func, args.epochs, args.seed) == (task_cli.cmd_reverse_train, 3, 7)
+    assert (args.handler, args.task, args.action, args.epochs, args.seed) == (task_cli.run_task, "reverse", "train", 3, 7)
     args = parser.parse_args(["task", "anomaly", "test", "--checkpoint", "x.ckpt"])
-    assert args.func is task_cli.cmd_anomaly_test
+    assert (args.task, args.action) == ("anomaly", "test")
     with pytest.raises(WordformerError, match="not found"):
-        args.func(parser.parse_args(["task", "reverse", "test", "--out", str(tmp_path)]))
+        args.handler(parser.parse_args(["task", "reverse", "test", "--out", str(tmp_path)]))
     argv = ["reverse", "train", "--out", str(tmp_path), "--epochs", "1", "--train-size", "128", "--batch-size", "64",
             "--accelerator", "cpu"]
-    assert task_cli.main(argv) == 0
+    assert main(["task", *argv]) == 0
     assert capsys.readouterr().out.startswith("reverse: test accuracy")
     assert (tmp_path / "reverse.ckpt").is_file()
-    assert task_cli.main(["anomaly", "test", "--checkpoint", str(tmp_path / "none.ckpt")]) == 2
+    assert main(["task", "anomaly", "test", "--checkpoint", str(tmp_path / "none.ckpt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("wordformer: error: checkpoint")
 
@@ -436,15 +436,15 @@ def _one_error_line(capsys) -> str:
 def test_task_train_refuses_to_replace_a_checkpoint_unless_overwrite(tmp_path, capsys):
     (tmp_path / "reverse.ckpt").write_bytes(b"the better model")
     (tmp_path / "anomaly.ckpt").write_bytes(b"another good model")
-    assert task_cli.main(["reverse", "train", "--out", str(tmp_path), *TINY_REVERSE]) == 2
+    assert main(["task", "reverse", "train", "--out", str(tmp_path), *TINY_REVERSE]) == 2
     line = _one_error_line(capsys)
     assert "already holds a reverse checkpoint (reverse.ckpt)" in line and "--overwrite" in line
     assert (tmp_path / "reverse.ckpt").read_bytes() == b"the better model"
-    assert task_cli.main(["anomaly", "train", "--out", str(tmp_path), "--epochs", "1", "--accelerator", "cpu"]) == 2
+    assert main(["task", "anomaly", "train", "--out", str(tmp_path), "--epochs", "1", "--accelerator", "cpu"]) == 2
     assert "already holds an anomaly checkpoint (anomaly.ckpt)" in _one_error_line(capsys)
     assert (tmp_path / "anomaly.ckpt").read_bytes() == b"another good model"
 
-    assert task_cli.main(["reverse", "train", "--out", str(tmp_path), *TINY_REVERSE, "--overwrite"]) == 0
+    assert main(["task", "reverse", "train", "--out", str(tmp_path), *TINY_REVERSE, "--overwrite"]) == 0
     assert load_task_checkpoint(tmp_path / "reverse.ckpt").task == "reverse"
     assert sorted(os.listdir(tmp_path)) == ["anomaly.ckpt", "reverse.ckpt"]  # no temp files, no Lightning logs
 
@@ -453,15 +453,15 @@ def test_task_output_paths_through_a_file_or_onto_a_folder_are_refused(reverse_r
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
     for out in (notes, notes / "sub"):
-        assert task_cli.main(["reverse", "train", "--out", str(out), *TINY_REVERSE]) == 2
+        assert main(["task", "reverse", "train", "--out", str(out), *TINY_REVERSE]) == 2
         assert f"{notes} is a file" in _one_error_line(capsys)
     (tmp_path / "run" / "reverse.ckpt").mkdir(parents=True)  # even --overwrite never deletes a folder
-    assert task_cli.main(["reverse", "train", "--out", str(tmp_path / "run"), *TINY_REVERSE, "--overwrite"]) == 2
+    assert main(["task", "reverse", "train", "--out", str(tmp_path / "run"), *TINY_REVERSE, "--overwrite"]) == 2
     assert "reverse.ckpt is a folder" in _one_error_line(capsys)
     plot = ["reverse", "attention", "--checkpoint", str(reverse_run.checkpoint), "--plot"]
-    assert task_cli.main([*plot, str(notes / "rev.png")]) == 2
+    assert main(["task", *plot, str(notes / "rev.png")]) == 2
     assert f"--plot {notes / 'rev.png'}: {notes} is a file" in _one_error_line(capsys)
-    assert task_cli.main([*plot, str(tmp_path / "run.png")]) == 0  # a plain new file still works
+    assert main(["task", *plot, str(tmp_path / "run.png")]) == 0  # a plain new file still works
     capsys.readouterr()
     assert notes.read_text() == "mine"
 
@@ -481,7 +481,7 @@ def test_damaged_task_checkpoints_are_one_line_errors(reverse_run, tmp_path, cap
     damage(raw)
     bad = tmp_path / "bad.ckpt"
     torch.save(raw, bad)
-    assert task_cli.main(["reverse", "test", "--checkpoint", str(bad), "--num-test", "10"]) == 2
+    assert main(["task", "reverse", "test", "--checkpoint", str(bad), "--num-test", "10"]) == 2
     assert message in _one_error_line(capsys)
 
 

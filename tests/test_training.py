@@ -119,7 +119,7 @@ def test_pairs_mode_trains_the_chapter_toy_example(toy_pairs, tmp_path):
     result = train(model, data, cfg, tmp_path / "toy")
     loaded = load_checkpoint(result.best_checkpoint)
     assert loaded.pairs
-    from wordformer.generate import encode_prompt, generate_ids
+    from wordformer.generation import encode_prompt, generate_ids
 
     tok = loaded.tokenizer
     assert sorted(t for t in (tok.id_to_token(i) for i in range(tok.vocab_size)) if not t.startswith("<")) == [

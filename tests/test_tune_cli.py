@@ -11,7 +11,13 @@ import optuna
 import pytest
 
 from wordformer.errors import WordformerError
-from wordformer.tune.cli import build_parser, main
+from wordformer.cli import build_parser
+from wordformer.cli import main as wordformer_main
+
+
+def main(argv: list[str]) -> int:
+    """``wordformer tune ARGV``."""
+    return wordformer_main(["tune", *argv])
 
 SPACE = """
 params:
@@ -44,10 +50,10 @@ def test_tune_parses_options_directly_and_report_as_action() -> None:
 
 
 def test_main_cli_registers_tune() -> None:
-    from wordformer.cli import build_parser as main_parser
+    from wordformer.cli.tune import run_tune
 
-    args = main_parser().parse_args(["tune", "report", "--study", "x"])
-    assert args.action == "report" and args.study == "x" and callable(args.func)
+    args = build_parser().parse_args(["tune", "report", "--study", "x"])
+    assert args.action == "report" and args.study == "x" and args.handler is run_tune
 
 
 def test_invalid_space_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -55,7 +61,7 @@ def test_invalid_space_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Capt
     bad.write_text("params: {x: {target: train.lr, type: float, low: 0.0, high: 1.0, log: true}}")
     assert main(["--space", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"wordformer tune: error: {bad}: entry 'x': log scale needs low > 0, got low=0.0"]
+    assert err == [f"wordformer: error: {bad}: entry 'x': log scale needs low > 0, got low=0.0"]
     assert not (tmp_path / "o" / "study.db").exists()
 
 
@@ -138,12 +144,12 @@ params:
 
 def one_error_line(err: str) -> str:
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("wordformer tune: error: ") and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("wordformer: error: ") and "Traceback" not in err, err
     return lines[0]
 
 
 def test_heads_that_do_not_divide_the_default_width_are_fine_when_head_size_is_tuned(tmp_path: Path) -> None:
-    from wordformer.tune.cli import _base_configs
+    from wordformer.cli.tune import _base_configs
     from wordformer.tune.space import load_space
 
     space_file = tmp_path / "space.yaml"
