@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from . import _env  # noqa: F401  (first: OMP settings must precede torch)
 
+import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .common import QUICK_RESULTS, RESULTS, ROOT, loadavg, log, machine_info, write_json
+from .common import QUICK_RESULTS, RESULTS, ROOT, command_line, loadavg, log, machine_info, write_json
 
 OUT = ROOT / "BENCHMARKS.md"
 ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp")
@@ -433,13 +435,11 @@ def render(path: Path = OUT) -> str:
     return text
 
 
-if __name__ == "__main__":
-    render()
-    print(f"wrote {OUT}")
-
 
 def finish(name: str, module: str, args: argparse.Namespace, started: dict[str, Any], data: dict[str, Any]) -> Path:
     """Write ``results/NAME.json`` (or ``results/quick/NAME.json``) and re-render BENCHMARKS.md."""
+    import torch
+
     payload = {
         "name": name,
         "command": command_line(module),
@@ -459,3 +459,8 @@ def finish(name: str, module: str, args: argparse.Namespace, started: dict[str, 
         render()
         log("updated BENCHMARKS.md")
     return path
+
+
+if __name__ == "__main__":
+    render()
+    print(f"wrote {OUT}")

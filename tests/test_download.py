@@ -20,7 +20,6 @@ import torch
 
 from wordformer import download as dl
 from wordformer.cli.files import run_download
-from wordformer.files import download_cache_dir
 from wordformer.errors import WordformerError
 
 PAYLOAD = bytes(range(256)) * 1000  # 256 kB: several chunks, so the progress loop really iterates
@@ -261,18 +260,6 @@ def test_bad_offline_env_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("WORDFORMER_OFFLINE", "maybe")
     with pytest.raises(WordformerError, match="WORDFORMER_OFFLINE"):
         dl.download("http://127.0.0.1:1/x.bin", cache_dir=tmp_path)
-
-
-def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert download_cache_dir() == tmp_path / "xdg" / "wordformer" / "downloads"
-    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # invalid per the XDG spec
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert download_cache_dir() == tmp_path / "home" / ".cache" / "wordformer" / "downloads"
-    monkeypatch.setenv("WORDFORMER_CACHE", str(tmp_path / "wf"))
-    assert download_cache_dir() == tmp_path / "wf" / "downloads"
-    assert download_cache_dir(tmp_path / "explicit") == tmp_path / "explicit"
-    assert download_cache_dir(str(tmp_path / "explicit")) == tmp_path / "explicit"
 
 
 def test_env_cache_is_used_and_cache_dir_wins(server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

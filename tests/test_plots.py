@@ -116,6 +116,7 @@ def test_embedding_scatter_is_the_2d_embedding_with_token_labels(tok):
     assert len(plot_embeddings(model, tok, max_tokens=3).axes[0].collections[0].get_offsets()) == 3
 
 
+@pytest.mark.slow
 def test_wide_embeddings_are_projected_by_pca(tok):
     from sklearn.decomposition import PCA
 
@@ -169,6 +170,7 @@ def run_cli(capsys, *argv):
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_cli_plots_every_kind_from_a_checkpoint(tok, tmp_path, capsys, trained_run):
     ckpt = save_checkpoint(random_model(tok, d_model=2, num_heads=1), tok, tmp_path / "model.ckpt")
     jobs = {

@@ -123,6 +123,7 @@ def test_malicious_checkpoint_is_refused_by_every_command(tmp_path, trained_run,
     assert not (tmp_path / "out.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_malicious_checkpoint_is_refused_through_the_console(tmp_path, trained_run):
     marker = tmp_path / "pwned"
     evil = evil_checkpoint(tmp_path / "evil.ckpt", Shell(f"touch {marker}"), trained_run / "last.ckpt")
@@ -346,6 +347,7 @@ def test_a_failed_save_keeps_the_old_checkpoint_and_no_temp_file(tmp_path, monke
     assert torch.load(path, weights_only=True)["step"] == 1
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_save_leaves_the_previous_file(tmp_path):
     """A process killed between fsync and rename: the old file is untouched, the new bytes sit in a temp file."""
     path = tmp_path / "last.ckpt"
@@ -421,6 +423,7 @@ def train_losses(run: Path) -> dict[int, str]:
         return {int(r["step"]): r["train_loss"] for r in csv.DictReader(fh) if r.get("train_loss")}
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bitwise_identical_loss_curves_and_weights(reference_runs):
     a, b, _ = reference_runs
     losses = train_losses(a)
@@ -437,6 +440,7 @@ def checkpoint_step(path: Path) -> int:
         return -1
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_the_uninterrupted_run(reference_runs, tmp_path, capsys):
     """SIGKILL ``wordformer train`` after its step-10 checkpoint, resume, and land on the same weights.
 

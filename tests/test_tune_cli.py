@@ -85,6 +85,7 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_tune_report_and_retrain_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = tiny_text(tmp_path / "tiny.txt")

@@ -138,8 +138,10 @@ class LineProgress(L.Callback):
 
     def _say(self, trainer: L.Trainer, text: str) -> None:
         if trainer.is_global_zero:
-            print(f"step {trainer.global_step}/{trainer.max_steps}  {text}  "
-                  f"({time.perf_counter() - self._started:.0f} s)", file=self.stream or sys.stderr, flush=True)
+            stream = self.stream or sys.stderr  # where a progress bar would draw
+            stream.write(f"step {trainer.global_step}/{trainer.max_steps}  {text}  "
+                         f"({time.perf_counter() - self._started:.0f} s)\n")
+            stream.flush()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()

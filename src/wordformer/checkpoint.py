@@ -59,7 +59,7 @@ def load_error_reason(message: str, limit: int = 200) -> str:
         kept = kept[:limit].rsplit(" ", 1)[0] + " ..."
     if not re.search(r"[A-Za-z]", kept):  # torch says only a number (a bad magic number) for foreign files
         return "not a file that torch.save wrote"
-    return kept.rstrip(".")
+    return kept if kept.endswith(" ...") else kept.rstrip(".")  # the sentence's full stop, never the cut mark
 
 
 def read_checkpoint(path: PathLike) -> dict[str, Any]:

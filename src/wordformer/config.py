@@ -6,7 +6,7 @@ combination fails before any tensor is allocated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 from .errors import WordformerError, check_choice, check_int, check_number

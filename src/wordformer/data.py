@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .batches import IGNORE_INDEX, FixedBatches, PairBatches, SeededBatches, TextBatches, as_tensor, pad_pairs, text_windows
+from .batches import FixedBatches, PairBatches, SeededBatches, TextBatches, as_tensor, pad_pairs, text_windows
 from .config import DataConfig
 from .errors import WordformerError, check_int
 from .files import atomic_write, corpus_cache_dir

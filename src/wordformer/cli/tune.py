@@ -19,7 +19,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from ..config import SECTIONS, field_names
 from ..errors import WordformerError, check_int
