@@ -1,0 +1,331 @@
+"""Continuous batched decoding: many prompts share each forward pass, and rows come and go between steps.
+
+:func:`wordformer.generate.generate_ids` decodes a fixed batch from start to end. A server needs more: a
+request that arrives while others are being decoded should join them at the next step rather than wait,
+a client that leaves should free its row at once, and each row has its own sampling options and seed.
+:class:`ContinuousDecoder` does this one token at a time (:meth:`~ContinuousDecoder.step`), and every row
+sees exactly what :func:`generate_ids` would show it alone: the same tokens at the same positions, with
+the same context policy (the last ``block_size`` tokens of the prompt; when the window fills, restart from
+the most recent ``block_size // 2`` tokens, recomputing their keys and values), and the same sampling
+(:func:`~wordformer.generate.next_token` on the row's own logits with the row's own generator). A row
+decoded alone performs the very same operations as ``generate_ids``, so greedy and seeded outputs match it
+token for token; in a batch they match up to float rounding.
+
+How the rows share one KV cache: each row's keys and values are right-aligned in the batch cache (the
+newest token of every row in the last column), shorter rows are left-padded, and a key-padding mask hides
+the padding. A joining row, or one whose window slides, is first run alone on its window (a prefill, which
+also gives its next token), then copied into the batch cache. Rows that finish or are dropped are removed
+from the cache. When the cache is full, columns that are padding for every row are cut off the left.
+
+Shape legend: B = rows, L = cache columns, H = heads, D = head size, W = window tokens, V = vocabulary.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .attention import KVCache
+from .errors import WordformerError
+from .generate import check_sampling, next_token, suppress
+from .model import WordPredictor
+
+__all__ = ["ContinuousDecoder", "DecodeRow", "StepToken"]
+
+
+@dataclass(eq=False)
+class DecodeRow:
+    """One sequence being decoded: its tokens so far, its options and where it stands.
+
+    ``ids`` holds the prompt and every generated token; ``start`` is the first id the model sees (the
+    window); ``cached`` counts this row's tokens in the batch KV cache (0 until its prefill).
+    """
+
+    ids: list[int]
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    seed: Optional[int] = None
+    logprobs: Optional[int] = None  # report the chosen token's log-probability and this many top entries
+    tag: Any = None  # the caller's handle (a request and choice)
+    prompt_length: int = 0
+    start: int = 0
+    cached: int = 0
+    generated: int = 0
+    finish_reason: Optional[str] = None  # "stop" at <eos>, "length" at max_new_tokens, "cancelled"
+    generator: Optional[torch.Generator] = field(default=None, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def new_ids(self) -> list[int]:
+        return self.ids[self.prompt_length:]
+
+
+@dataclass
+class StepToken:
+    """One row's new token from a step, with its log-probability and the top alternatives when asked."""
+
+    row: DecodeRow
+    token: int
+    logprob: Optional[float] = None
+    top: list[tuple[int, float]] = field(default_factory=list)  # (id, log-probability), most likely first
+
+
+class ContinuousDecoder:
+    """Decode any number of rows of one model together, one token per row per :meth:`step`.
+
+    Not thread-safe: one thread owns a decoder (the server's model thread).
+    """
+
+    def __init__(self, model: WordPredictor, *, eos_id: Optional[int], pad_id: int = 0,
+                 suppress_ids: Sequence[int] = ()) -> None:
+        vocab = model.config.vocab_size
+        for name, value in (("pad_id", pad_id), ("eos_id", eos_id)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                                      or not 0 <= value < vocab):
+                raise WordformerError(f"{name}={value!r} must be a token id in 0..{vocab - 1}")
+        self.model = model
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        self.suppress_ids = sorted({int(i) for i in suppress_ids})
+        if any(not 0 <= i < vocab for i in self.suppress_ids) or len(self.suppress_ids) >= vocab:
+            raise WordformerError(f"suppress_ids={self.suppress_ids} must be fewer than {vocab} ids of the vocabulary")
+        self.block = model.config.block_size
+        self._rows: list[DecodeRow] = []  # rows in the cache, in cache order
+        self._joining: list[DecodeRow] = []  # rows waiting for their prefill
+        self._cache: Optional[KVCache] = None
+        self.forwards = 0  # forward passes run (prefills and batch steps)
+        self.batched_steps = 0  # batch steps that decoded more than one row at once
+        self.largest_batch = 0  # most rows that shared one batch step
+
+    # ------------------------------------------------------------------------------------------- rows
+
+    def add(self, prompt: Sequence[int], *, max_new_tokens: int, temperature: float = 1.0,
+            top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
+            logprobs: Optional[int] = None, tag: Any = None) -> DecodeRow:
+        """Queue a prompt (token ids); it joins the batch at the next :meth:`step`."""
+        check_sampling(temperature, top_k, top_p, max_new_tokens)
+        vocab = self.model.config.vocab_size
+        if isinstance(prompt, (str, bytes)) or not isinstance(prompt, Sequence) or not prompt:
+            raise WordformerError("a prompt is a non-empty list of token ids")
+        for i in prompt:
+            if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < vocab:
+                raise WordformerError(f"token id {i!r} is not in the vocabulary 0..{vocab - 1}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+            raise WordformerError(f"seed={seed!r} must be an integer >= 0 (or None)")
+        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 0):
+            raise WordformerError(f"logprobs={logprobs!r} must be an integer >= 0 (or None)")
+        device = self.model.token_embedding.weight.device
+        ids = [int(i) for i in prompt]
+        row = DecodeRow(ids=ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed, logprobs=logprobs, tag=tag, prompt_length=len(ids),
+                        start=max(0, len(ids) - self.block))
+        if seed is not None:
+            row.generator = torch.Generator(device=device).manual_seed(int(seed))
+        if max_new_tokens == 0:
+            row.finish_reason = "length"
+        else:
+            self._joining.append(row)
+        return row
+
+    def cancel(self, row: DecodeRow) -> None:
+        """Stop a row now (its client left); its place in the batch is freed at the next step."""
+        if not row.finished:
+            row.finish_reason = "cancelled"
+
+    @property
+    def active(self) -> list[DecodeRow]:
+        """Rows still decoding (in the batch or about to join it)."""
+        return [r for r in self._rows + self._joining if not r.finished]
+
+    def __len__(self) -> int:
+        return len(self.active)
+
+    @property
+    def cache_length(self) -> int:
+        """Columns in the batch KV cache (the longest row's cached tokens plus the others' padding)."""
+        return 0 if self._cache is None else self._cache.length
+
+    # ------------------------------------------------------------------------------------------- step
+
+    @torch.no_grad()
+    def step(self) -> list[StepToken]:
+        """One new token for every active row; rows that reach ``<eos>`` or their limit finish."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._step()
+        finally:
+            self.model.train(was_training)
+
+    def _step(self) -> list[StepToken]:
+        self._keep([r for r in self._rows if not r.finished])
+        joining = [r for r in self._joining if not r.finished]
+        self._joining = []
+        # a row whose next token would overflow the window slides: it restarts from its latest block // 2
+        # tokens, recomputed by a prefill (as generate_ids does), so it leaves the batch cache for now
+        sliding = [r for r in self._rows if len(r.ids) - r.start > self.block]
+        if sliding:
+            for r in sliding:
+                r.start = len(r.ids) - max(1, self.block // 2)
+            self._keep([r for r in self._rows if r not in sliding])
+        prefill = joining + sliding
+        if not self._rows and not prefill:
+            return []
+
+        logits: dict[int, Tensor] = {}  # id(row) -> (V,)
+        steady = list(self._rows)
+        if steady:
+            for row, row_logits in zip(steady, self._decode_steady()):
+                logits[id(row)] = row_logits
+        new_kv: list[tuple[DecodeRow, list[tuple[Tensor, Tensor]]]] = []
+        by_width: dict[int, list[DecodeRow]] = {}
+        for r in prefill:
+            by_width.setdefault(len(r.ids) - r.start, []).append(r)
+        for width, group in by_width.items():
+            group_logits, kv = self._prefill(group, width)
+            for i, r in enumerate(group):
+                logits[id(r)] = group_logits[i]
+                new_kv.append((r, [(k[i], v[i]) for k, v in kv]))
+        if new_kv:
+            self._merge(new_kv)
+
+        order = steady + prefill
+        return self._sample(order, torch.stack([logits[id(r)] for r in order]))  # (B, V)
+
+    def _decode_steady(self) -> Tensor:
+        """Feed each cached row its newest token in one batched forward; (B, V) logits."""
+        cache = self._cache
+        assert cache is not None  # rows in the batch imply a cache
+        rows = self._rows
+        device = self.model.token_embedding.weight.device
+        length = cache.length
+        if length + 1 > cache.layers[0].keys.size(2):
+            self._compact()
+            length = cache.length
+        cached = torch.tensor([r.cached for r in rows], device=device)  # (B,)
+        tokens = torch.tensor([[r.ids[-1]] for r in rows], dtype=torch.long, device=device)  # (B, 1)
+        positions = cached[:, None]  # (B, 1): each row's position in its own window
+        padding_mask = None
+        if bool((cached < length).any()):
+            # column j holds row i's tokens from L - cached_i on; the new token goes to column L
+            padding_mask = torch.arange(length + 1, device=device)[None, :] >= (length - cached)[:, None]  # (B, L+1)
+        out = self.model(tokens, cache=cache, positions=positions, key_padding_mask=padding_mask)  # (B, 1, V)
+        self.forwards += 1
+        if len(rows) > 1:
+            self.batched_steps += 1
+        self.largest_batch = max(self.largest_batch, len(rows))
+        for r in rows:
+            r.cached += 1
+        return out[:, -1]
+
+    def _prefill(self, rows: list[DecodeRow], width: int) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """Run rows whose windows have ``width`` tokens, without padding: (G, V) logits, per-layer (G, H, W, D) k, v."""
+        device = self.model.token_embedding.weight.device
+        tokens = torch.tensor([r.ids[r.start:] for r in rows], dtype=torch.long, device=device)  # (G, W)
+        positions = torch.arange(width, device=device)[None, :].expand(len(rows), width)  # (G, W)
+        cache = self.model.new_cache(len(rows))
+        out = self.model(tokens, cache=cache, positions=positions)  # (G, W, V)
+        self.forwards += 1
+        self.largest_batch = max(self.largest_batch, len(rows))
+        for r in rows:
+            r.cached = width
+        kv = [(layer.keys[:, :, :width], layer.values[:, :, :width]) for layer in cache.layers]
+        return out[:, -1], kv
+
+    # ------------------------------------------------------------------------------------------- cache surgery
+
+    def _keep(self, rows: list[DecodeRow]) -> None:
+        """Shrink the batch cache to ``rows`` (a subsequence of the current rows)."""
+        if len(rows) == len(self._rows):
+            return
+        if not rows:
+            self._rows, self._cache = [], None
+            return
+        assert self._cache is not None
+        index = torch.tensor([self._rows.index(r) for r in rows], device=self._cache.layers[0].keys.device)
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
+        self._rows = rows
+        self._compact()
+
+    def _compact(self) -> None:
+        """Cut the cache columns that are padding for every row (the left ones), keeping rows right-aligned."""
+        cache = self._cache
+        if cache is None or not self._rows:
+            return
+        length = cache.length
+        shift = length - max(r.cached for r in self._rows)
+        if shift <= 0:
+            return
+        for layer in cache.layers:
+            layer.keys[:, :, : length - shift] = layer.keys[:, :, shift:length].clone()
+            layer.values[:, :, : length - shift] = layer.values[:, :, shift:length].clone()
+            layer.length = length - shift
+
+    def _merge(self, new: list[tuple[DecodeRow, list[tuple[Tensor, Tensor]]]]) -> None:
+        """Copy prefilled rows' keys and values into the batch cache, right-aligned, after the cached rows."""
+        old_rows, old = self._rows, self._cache
+        old_length = old.length if old is not None else 0
+        length = max([old_length] + [r.cached for r, _ in new])  # <= block_size
+        cache = self.model.new_cache(len(old_rows) + len(new))
+        for li, layer in enumerate(cache.layers):
+            if old is not None and old_rows:
+                src = old.layers[li]
+                layer.keys[: len(old_rows), :, length - old_length : length] = src.keys[:, :, :old_length]
+                layer.values[: len(old_rows), :, length - old_length : length] = src.values[:, :, :old_length]
+            for j, (r, kv) in enumerate(new):
+                k, v = kv[li]  # (H, W, D)
+                layer.keys[len(old_rows) + j, :, length - r.cached : length] = k
+                layer.values[len(old_rows) + j, :, length - r.cached : length] = v
+            layer.length = length
+        self._rows = old_rows + [r for r, _ in new]
+        self._cache = cache
+
+    # ------------------------------------------------------------------------------------------- sampling
+
+    def _sample(self, rows: list[DecodeRow], logits: Tensor) -> list[StepToken]:
+        """Pick each row's next token from its (V,) logits with its own options, exactly as generate_ids would."""
+        logits = suppress(logits, self.suppress_ids)  # (B, V)
+        chosen: list[int] = [0] * len(rows)
+        greedy = [i for i, r in enumerate(rows) if r.temperature <= 0]
+        if greedy:
+            picked = logits[greedy].argmax(dim=-1).tolist()
+            for i, tok in zip(greedy, picked):
+                chosen[i] = int(tok)
+        for i, r in enumerate(rows):
+            if r.temperature > 0:
+                chosen[i] = int(next_token(logits[i : i + 1], temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
+                                           generator=r.generator)[0])
+        out: list[StepToken] = []
+        wants = [i for i, r in enumerate(rows) if r.logprobs is not None]
+        logp = F.log_softmax(logits[wants].float(), dim=-1) if wants else None  # (B', V)
+        for i, r in enumerate(rows):
+            tok = chosen[i]
+            item = StepToken(r, tok)
+            if logp is not None and i in wants:
+                row_logp = logp[wants.index(i)]
+                item.logprob = float(row_logp[tok])
+                if r.logprobs:
+                    allowed = r.logprobs if not self.suppress_ids else min(r.logprobs,
+                                                                           row_logp.numel() - len(self.suppress_ids))
+                    top = torch.topk(row_logp, allowed)
+                    item.top = [(int(t), float(v)) for v, t in zip(top.values, top.indices)]
+            r.ids.append(tok)
+            r.generated += 1
+            if self.eos_id is not None and tok == self.eos_id:
+                r.finish_reason = "stop"
+            elif r.generated >= r.max_new_tokens:
+                r.finish_reason = "length"
+            out.append(item)
+        return out

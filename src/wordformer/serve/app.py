@@ -1,0 +1,229 @@
+"""The FastAPI application: safety layers, health, the model list, and the routers of the API and the page.
+
+``create_app(registry, settings)`` builds it; :mod:`.command` runs it with uvicorn. Layers, outermost
+first: CORS (only with ``--cors-origin``), the API key on ``/v1/*`` (constant-time comparison), and the
+request-body cap (413 before any JSON is parsed). The model thread (:class:`~.batching.Engine`) starts
+and stops with the application.
+
+Reached from any route: ``request.app.state.registry`` (:class:`~.registry.ModelRegistry`),
+``request.app.state.engine`` (run model work with ``await engine.run(fn, *args)``) and
+``request.app.state.settings`` (:class:`ServeSettings`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Optional, Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from ..errors import WordformerError
+from .batching import Engine
+from .errors import ApiError, TYPES, error_body, install_error_handlers
+from .registry import ModelRegistry
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+DEFAULT_MAX_TOKENS = 1024
+
+
+@dataclass
+class ServeSettings:
+    """The server's limits and switches (``wordformer serve`` options)."""
+
+    api_key: Optional[str] = None  # required as "Authorization: Bearer KEY" on /v1/* when set
+    max_tokens: int = DEFAULT_MAX_TOKENS  # most new tokens per choice
+    max_n: int = 16  # most choices per prompt
+    max_rows_per_request: int = 64  # prompts x n
+    max_prompt_chars: int = 100_000  # characters (or token ids) per prompt
+    max_body_bytes: int = 1_000_000  # request body cap (413 above)
+    max_rows: int = 256  # sequences decoding at once, all requests together (429 above)
+    cors_origins: Sequence[str] = field(default_factory=tuple)  # CORS off unless origins are given
+    gather_s: float = 0.003  # an idle model thread waits this long for requests sent together
+    threads: Optional[int] = None  # torch threads for batched steps (default: torch's setting at start)
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "max_n", "max_rows_per_request", "max_prompt_chars", "max_body_bytes", "max_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                option = "--max-tokens" if name == "max_tokens" else name
+                raise WordformerError(f"{option} {value!r} must be an integer >= 1")
+        if self.api_key is not None and not self.api_key.strip():
+            raise WordformerError("the API key is empty; give a non-empty --api-key (or unset WORDFORMER_API_KEY)")
+
+
+# ------------------------------------------------------------------------------------------- ASGI layers
+
+
+async def _send_error(send: Any, status: int, message: str, *, code: Optional[str] = None,
+                      headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps(error_body(message, type=TYPES.get(status, "invalid_request_error"), code=code)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ApiKeyLayer:
+    """``/v1/*`` answers 401 unless ``Authorization: Bearer KEY`` matches (compared in constant time)."""
+
+    def __init__(self, app: Any, api_key: str) -> None:
+        self.app = app
+        self.key = api_key.encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1") or scope["method"] == "OPTIONS":
+            return await self.app(scope, receive, send)
+        given = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                given = value
+                break
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip():
+            return await _send_error(send, 401, "missing API key: send the header 'Authorization: Bearer KEY'",
+                                     code="missing_api_key", headers=[(b"www-authenticate", b"Bearer")])
+        if not hmac.compare_digest(token.strip(), self.key):
+            return await _send_error(send, 401, "wrong API key", code="invalid_api_key",
+                                     headers=[(b"www-authenticate", b"Bearer")])
+        return await self.app(scope, receive, send)
+
+
+class BodyLimitLayer:
+    """Read request bodies up to ``limit`` bytes before the app sees them; larger ones get a 413.
+
+    The body is read here (it is small by construction) and handed on in one piece, so neither JSON parsing
+    nor the routes ever hold more than the limit. A too-large body is still drained (up to a ceiling), so the
+    client reads a clean 413 rather than a broken connection.
+    """
+
+    DRAIN_FACTOR = 64  # drain at most this many times the limit before answering a too-large body
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    return await _send_error(send, 400, "the Content-Length header is not a number")
+        too_big = f"the request body is larger than this server's limit of {self.limit:,} bytes"
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        drain = declared is None or declared <= self.limit * self.DRAIN_FACTOR
+        if declared is not None and declared > self.limit and not drain:
+            return await _send_error(send, 413, too_big, code="body_too_large")
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            data = message.get("body", b"")
+            size += len(data)
+            more = message.get("more_body", False)
+            if size <= self.limit:
+                chunks.append(data)
+            elif size > self.limit * self.DRAIN_FACTOR:
+                break
+        if size > self.limit:
+            return await _send_error(send, 413, too_big, code="body_too_large")
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later calls wait for the client's disconnect
+
+        return await self.app(scope, replay, send)
+
+
+# ------------------------------------------------------------------------------------------- the app
+
+
+def create_app(registry: ModelRegistry, settings: Optional[ServeSettings] = None) -> FastAPI:
+    """The application serving ``registry``'s models with ``settings``' limits."""
+    from . import inspect, openai_api
+
+    settings = settings or ServeSettings()
+    engine = Engine(max_rows=settings.max_rows, gather_s=settings.gather_s, threads=settings.threads)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        try:
+            yield
+        finally:
+            engine.stop()
+
+    app = FastAPI(
+        title="wordformer",
+        version=__version__,
+        summary="Word predictors you trained, as an OpenAI-compatible API and a page that shows how they work.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.registry = registry
+    app.state.engine = engine
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    app.add_middleware(BodyLimitLayer, limit=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(ApiKeyLayer, api_key=settings.api_key)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    @app.get("/health", tags=["server"], summary="Is the server up")
+    async def health(request: Request) -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "models": len(registry),
+                "decoding": request.app.state.engine.active_rows}
+
+    @app.get("/v1/models", tags=["openai"], summary="The served models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_entry(m) for m in registry.models()]}
+
+    @app.get("/v1/models/{model_id:path}", tags=["openai"], summary="One served model")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        return _model_entry(registry.get(model_id))
+
+    app.include_router(openai_api.router, prefix="/v1")
+    app.include_router(inspect.router, prefix="/v1/inspect")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Any:
+        index = STATIC / "index.html"
+        if not index.is_file():
+            raise ApiError(404, "the page is not installed (serve/static/index.html is missing); the API is at /v1",
+                           code="page_missing")
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    return app
+
+
+def _model_entry(served: Any) -> dict[str, Any]:
+    """OpenAI's model object, plus the model card (architecture, tokenizer, training) under ``card``."""
+    return {"id": served.id, "object": "model", "created": served.created, "owned_by": "wordformer",
+            "card": served.card()}
+
