@@ -232,7 +232,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"  wordformer generate --checkpoint {ckpt} --prompt \"the list\" --temperature 0.8 --top-k 40\n"
           f"  wordformer predict --checkpoint {ckpt} --prompt \"a function\" --k 5\n"
           f"  wordformer evaluate --checkpoint {ckpt}\n"
-          f"  wordformer train --data YOUR_TEXT.txt --out runs/mine      (your own text)")
+          f"  wordformer train --data YOUR_TEXT.txt --out runs/mine      (your own text)\n"
+          f"  wordformer serve{'' if ckpt == Path('runs/demo/best.ckpt') else f' --checkpoint {ckpt}'}"
+          "      (the page at http://127.0.0.1:8000/ and an OpenAI-compatible API at /v1)")
     return 0
 
 
@@ -271,6 +273,7 @@ def _optional_registrars() -> list[Registrar]:
         ("wordformer.plots_cli", "add_plot_parser"),
         ("wordformer.explain_cli", "add_explain_parser"),
         ("wordformer.export", "add_export_parser"),
+        ("wordformer.serve.command", "add_parser"),
     ):
         try:
             mod = __import__(module, fromlist=[name])

@@ -7,7 +7,7 @@ and stops with the application.
 
 Reached from any route: ``request.app.state.registry`` (:class:`~.registry.ModelRegistry`),
 ``request.app.state.engine`` (run model work with ``await engine.run(fn, *args)``) and
-``request.app.state.settings`` (:class:`ServeSettings`).
+``request.app.state.settings`` (:class:`~.settings.ServeSettings`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hmac
 import json
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional, Sequence
 
@@ -24,39 +23,12 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from ..errors import WordformerError
 from .batching import Engine
 from .errors import ApiError, TYPES, error_body, install_error_handlers
 from .registry import ModelRegistry
+from .settings import ServeSettings
 
 STATIC = Path(__file__).resolve().parent / "static"
-
-DEFAULT_MAX_TOKENS = 1024
-
-
-@dataclass
-class ServeSettings:
-    """The server's limits and switches (``wordformer serve`` options)."""
-
-    api_key: Optional[str] = None  # required as "Authorization: Bearer KEY" on /v1/* when set
-    max_tokens: int = DEFAULT_MAX_TOKENS  # most new tokens per choice
-    max_n: int = 16  # most choices per prompt
-    max_rows_per_request: int = 64  # prompts x n
-    max_prompt_chars: int = 100_000  # characters (or token ids) per prompt
-    max_body_bytes: int = 1_000_000  # request body cap (413 above)
-    max_rows: int = 256  # sequences decoding at once, all requests together (429 above)
-    cors_origins: Sequence[str] = field(default_factory=tuple)  # CORS off unless origins are given
-    gather_s: float = 0.003  # an idle model thread waits this long for requests sent together
-    threads: Optional[int] = None  # torch threads for batched steps (default: torch's setting at start)
-
-    def __post_init__(self) -> None:
-        for name in ("max_tokens", "max_n", "max_rows_per_request", "max_prompt_chars", "max_body_bytes", "max_rows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                option = "--max-tokens" if name == "max_tokens" else name
-                raise WordformerError(f"{option} {value!r} must be an integer >= 1")
-        if self.api_key is not None and not self.api_key.strip():
-            raise WordformerError("the API key is empty; give a non-empty --api-key (or unset WORDFORMER_API_KEY)")
 
 
 # ------------------------------------------------------------------------------------------- ASGI layers
