@@ -95,6 +95,7 @@ class Embeddings(BaseModel):
     model: Optional[str] = None
     limit: int = Field(300, ge=1, le=5000, description="the first N token ids (word vocabularies: the most frequent)")
     prompt: Optional[str] = Field(None, max_length=200_000, description="its tokens are always included")
+    ids: Optional[list[int]] = Field(None, max_length=MAX_IDS, description="these tokens are always included")
     append_eos: Optional[bool] = None
 
 
@@ -180,10 +181,26 @@ def _sequence(served: ServedModel, ids: list[int], body: Text) -> dict[str, Any]
 # ------------------------------------------------------------------------------------------ routes
 
 
+EXAMPLE_PROMPTS = ("what is statquest", "the python", "a function is", "First Citizen:", "the")
+
+
+def example_prompt(served: ServedModel) -> str:
+    """A first prompt for the page: the chapter's toy sentence or a demo prompt, if the model knows its words."""
+    tok = served.loaded.tokenizer
+    unk = tok.unk_id
+    for prompt in EXAMPLE_PROMPTS:
+        ids = tok.encode(prompt)
+        if ids and unk not in ids and len(ids) + 1 <= served.loaded.model_config.block_size:
+            return prompt
+    words = [tok.id_to_token(i) for i in range(3, min(6, tok.vocab_size))] if tok.kind == "word" else []
+    return " ".join(words) or "the"
+
+
 @router.get("/models", summary="model cards of every served checkpoint")
 async def models(request: Request) -> dict[str, Any]:
     registry = request.app.state.registry
-    return {"default": registry.default_id, "data": [served.card() for served in registry.models()]}
+    return {"default": registry.default_id,
+            "data": [{**served.card(), "example_prompt": example_prompt(served)} for served in registry.models()]}
 
 
 @router.post("/tokens", summary="the sequence's tokens with ids, specials marked, BPE pieces readable")
@@ -296,8 +313,8 @@ async def embeddings(request: Request, body: Embeddings) -> dict[str, Any]:
     loaded = served.loaded
     wanted = set(range(min(body.limit, loaded.tokenizer.vocab_size)))
     prompt_ids: list[int] = []
-    if body.prompt:
-        prompt_ids = _ids(served, Text(model=body.model, prompt=body.prompt, append_eos=body.append_eos))
+    if body.prompt is not None or body.ids is not None:
+        prompt_ids = _ids(served, Text(model=body.model, prompt=body.prompt, ids=body.ids, append_eos=body.append_eos))
         wanted |= set(prompt_ids)
     coords, xlabel, ylabel = await _run(request, embedding_coordinates, loaded.model.token_embedding.weight)
     ids = sorted(wanted)
