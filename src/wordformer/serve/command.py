@@ -85,6 +85,8 @@ def bind(host: str, port: int) -> socket.socket:
         if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
             raise WordformerError(f"port {port} on {host} is already in use; choose another --port (or stop the "
                                   "program using it)") from None
+        if exc.errno in (99, 49, 10049):  # EADDRNOTAVAIL: no interface has this address
+            raise WordformerError(f"--host {host} is not an address of this machine; try 127.0.0.1") from None
         if exc.errno in (13, 10013):
             raise WordformerError(f"no permission to listen on port {port}; choose a port above 1023") from None
         raise WordformerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -104,7 +106,17 @@ def run(args: argparse.Namespace) -> int:
     if args.max_tokens < 1:
         raise WordformerError(f"--max-tokens {args.max_tokens} must be an integer >= 1")
     settings = ServeSettings(api_key=api_key, max_tokens=args.max_tokens, cors_origins=tuple(args.cors_origin or ()))
+    if not _is_loopback(args.host) and not settings.api_key:
+        print(f"wordformer: warning: serving on {args.host} without --api-key: anyone who can reach this machine "
+              "can use the models", file=sys.stderr)
     paths = _checkpoints(args.checkpoint)
+    for path in map(Path, paths):  # the cheap checks before the port is opened; loading comes after binding
+        if not path.expanduser().exists():
+            raise WordformerError(f"checkpoint {path} does not exist; train one with `wordformer train --out DIR` "
+                                  "(or `make demo`)")
+        if path.expanduser().is_dir():
+            hint = " (did you mean DIR/best.ckpt?)" if (path.expanduser() / "best.ckpt").exists() else ""
+            raise WordformerError(f"checkpoint {path} is a folder, not a file{hint}")
     sock = bind(args.host, args.port)
     try:
         return _serve(args, settings, paths, sock)
@@ -123,9 +135,6 @@ def _serve(args: argparse.Namespace, settings: ServeSettings, paths: list[str], 
     registry = ModelRegistry.load(paths)
     port = sock.getsockname()[1]
     base = _url(args.host, port)
-    if not _is_loopback(args.host) and not settings.api_key:
-        print(f"wordformer: warning: serving on {args.host} without --api-key: anyone who can reach this machine "
-              "can use the models", file=sys.stderr)
     verbose = bool(getattr(args, "verbose", False))
     config = uvicorn.Config(create_app(registry, settings), log_level="info" if verbose else "warning",
                             access_log=verbose, timeout_graceful_shutdown=3, lifespan="on")
