@@ -296,6 +296,7 @@ CHAT = {"model": "pairs/best", "messages": [{"role": "user", "content": "what is
 # (name, path, body (dict or raw bytes), expected status, expected param or None)
 BAD = [
     ("malformed JSON", "/completions", b'{"model": "word/best", "prompt": ', 400, None),
+    ("empty body", "/completions", b"", 400, None),
     ("JSON array body", "/completions", b"[]", 422, None),
     ("JSON string body", "/completions", b'"the cat"', 422, None),
     ("missing model", "/completions", without("model"), 422, "model"),
@@ -369,6 +370,15 @@ def test_each_bad_request_gets_its_openai_shaped_error_and_the_server_keeps_serv
         response = httpx.post(live_server.api_base + path, json=body, timeout=30)
     check_error(response, status, param)
     good_request_succeeds(live_server)
+
+
+def test_a_json_body_labelled_as_a_form_is_read_as_json(live_server):
+    """``curl -d '{...}'`` sends JSON as application/x-www-form-urlencoded: it works anyway."""
+    response = httpx.post(live_server.api_base + "/completions", content=json.dumps(GOOD).encode(),
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200, response.text
+    check_error(httpx.post(live_server.api_base + "/completions", content=b"model=word/best&prompt=the",
+                           headers={"content-type": "application/x-www-form-urlencoded"}), 400)
 
 
 def test_wrong_method_is_405_in_openai_shape(live_server):

@@ -113,6 +113,7 @@ class BodyLimitLayer:
         if size > self.limit:
             return await _send_error(send, 413, too_big, code="body_too_large")
         body = b"".join(chunks)
+        scope = self._as_json(scope)
         delivered = False
 
         async def replay() -> dict:
@@ -123,6 +124,18 @@ class BodyLimitLayer:
             return await receive()  # later calls wait for the client's disconnect
 
         return await self.app(scope, replay, send)
+
+    @staticmethod
+    def _as_json(scope: dict) -> dict:
+        """Read API bodies as JSON whatever they say: ``curl -d`` labels JSON as a form, and a body that is not JSON
+        gets a clear 400 from the JSON parser anyway."""
+        if not scope["path"].startswith("/v1"):
+            return scope
+        headers = [(k, v) for k, v in scope.get("headers", ()) if k != b"content-type"]
+        given = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"")
+        if given.split(b";")[0].strip().lower() in (b"", b"text/plain", b"application/x-www-form-urlencoded"):
+            return {**scope, "headers": headers + [(b"content-type", b"application/json")]}
+        return scope
 
 
 # ------------------------------------------------------------------------------------------- the app

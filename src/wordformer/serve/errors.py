@@ -74,6 +74,8 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[int, str, Optional
             return 400, f"the request body is not valid JSON{detail}; send a JSON object", None
     first = errors[0] if errors else {}
     field = _field_name(tuple(first.get("loc", ())))
+    if first.get("type") == "missing" and field is None:
+        return 400, "the request body is empty; send a JSON object", None
     msg = str(first.get("msg", "invalid request"))
     if msg.startswith("Value error, "):  # our own validators' words, without pydantic's prefix
         msg = msg[len("Value error, "):]
