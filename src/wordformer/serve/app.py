@@ -12,6 +12,7 @@ Reached from any route: ``request.app.state.registry`` (:class:`~.registry.Model
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from .batching import Engine
+from .batching import Engine, Mailbox
 from .errors import ApiError, TYPES, error_body, install_error_handlers
 from .registry import ModelRegistry
 from .settings import ServeSettings
@@ -150,6 +151,7 @@ def create_app(registry: ModelRegistry, settings: Optional[ServeSettings] = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.mailbox = Mailbox(asyncio.get_running_loop())
         engine.start()
         try:
             yield

@@ -35,6 +35,39 @@ from .registry import ServedModel
 logger = logging.getLogger("wordformer.serve")
 
 
+class Mailbox:
+    """Hands events from the model thread to one event loop, waking the loop once per batch of events.
+
+    A step of 16 rows produces 16 events at once; ``call_soon_threadsafe`` for each would wake the loop (a write
+    to its self-pipe) 16 times. Events are queued here and delivered by one callback.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: list[tuple["asyncio.Queue[Any]", Any]] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def post(self, queue: "asyncio.Queue[Any]", event: Any) -> None:
+        """Put ``event`` on ``queue`` (an asyncio queue of this mailbox's loop), from any thread."""
+        with self._lock:
+            self._items.append((queue, event))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop is closed (server stopping): nobody is listening
+            pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+            self._scheduled = False
+        for queue, event in items:
+            queue.put_nowait(event)
+
+
 class RowSink:
     """Where one row's tokens go. Callbacks run on the model thread; subclasses pass results on.
 
@@ -102,7 +135,7 @@ class EngineStats:
 class Engine:
     """Owns the models' thread; requests submit rows and await their tokens through sinks."""
 
-    def __init__(self, *, max_rows: int = 256, gather_s: float = 0.003, threads: Optional[int] = None) -> None:
+    def __init__(self, *, max_rows: int = 256, gather_s: float = 0.0, threads: Optional[int] = None) -> None:
         self.max_rows = max_rows
         self.gather_s = gather_s  # an idle engine waits this long after the first request for others to join
         self.threads = threads or torch.get_num_threads()

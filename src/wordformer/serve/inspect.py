@@ -117,8 +117,11 @@ def _served(request: Request, model_id: Optional[str]) -> ServedModel:
     return request.app.state.registry.get(model_id)
 
 
-def _ids(served: ServedModel, body: Text) -> list[int]:
-    """The sequence as token ids, refusing what the model cannot read (one clear line, status 400)."""
+def _ids(served: ServedModel, body: Text, *, any_length: bool = False) -> list[int]:
+    """The sequence as token ids, refusing what the model cannot read (one clear line, status 400).
+
+    ``any_length`` lets a sequence longer than ``block_size`` through (the tokens view shows it, and says so).
+    """
     loaded = served.loaded
     block = loaded.model_config.block_size
     if body.ids is not None:
@@ -135,7 +138,7 @@ def _ids(served: ServedModel, body: Text) -> list[int]:
             ids = encode_prompt(loaded.tokenizer, body.prompt or "", append_eos=append)
         except WordformerError as exc:
             raise ApiError(400, str(exc), param="prompt") from None
-    if len(ids) > block:
+    if len(ids) > block and not any_length:
         raise ApiError(400, f"the sequence has {len(ids)} tokens but the model reads at most block_size={block}; "
                             "shorten the prompt", param="prompt" if body.ids is None else "ids", code="context_length_exceeded")
     return ids
@@ -147,6 +150,8 @@ def _round(x: Any, digits: int = DIGITS) -> Any:
         return round(x, digits) if math.isfinite(x) else None
     if isinstance(x, list):
         return [_round(v, digits) for v in x]
+    if isinstance(x, dict):
+        return {k: _round(v, digits) for k, v in x.items()}
     return x
 
 
@@ -205,8 +210,10 @@ async def models(request: Request) -> dict[str, Any]:
 
 @router.post("/tokens", summary="the sequence's tokens with ids, specials marked, BPE pieces readable")
 async def tokens(request: Request, body: Text) -> dict[str, Any]:
+    """Any length: ``too_long`` says when the sequence is longer than the model's context (the other views refuse it)."""
     served = _served(request, body.model)
-    return _sequence(served, _ids(served, body), body)
+    ids = _ids(served, body, any_length=True)
+    return {**_sequence(served, ids, body), "too_long": len(ids) > served.loaded.model_config.block_size}
 
 
 @router.post("/attention", summary="attention weights of every layer and head (rows: queries; lower triangle)")

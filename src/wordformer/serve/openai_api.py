@@ -32,7 +32,7 @@ from ..decoding import DecodeRow, StepToken
 from ..errors import WordformerError
 from ..generate import encode_prompt, never_generated
 from ..tokenizers import Tokenizer
-from .batching import Engine, RowRequest, RowSink
+from .batching import Engine, Mailbox, RowRequest, RowSink
 from .errors import ApiError, error_body
 from .registry import ServedModel
 
@@ -271,7 +271,7 @@ def prompt_logprobs(served: ServedModel, ids: list[int], k: int) -> list[tuple[O
 class ChoiceSink(RowSink):
     """One choice: turns tokens into text on the model thread and posts events to the request's queue."""
 
-    def __init__(self, index: int, tokenizer: Tokenizer, stops: Sequence[str], loop: asyncio.AbstractEventLoop,
+    def __init__(self, index: int, tokenizer: Tokenizer, stops: Sequence[str], mailbox: Mailbox,
                  events: "asyncio.Queue[tuple]", eos_id: int) -> None:
         super().__init__()
         from .text import TextStream
@@ -279,16 +279,13 @@ class ChoiceSink(RowSink):
         self.index = index
         self.tokenizer = tokenizer
         self.text = TextStream(tokenizer, stops, eos_id=eos_id)
-        self.loop = loop
+        self.mailbox = mailbox
         self.events = events
         self.finish_reason: Optional[str] = None
         self.done = False
 
     def _post(self, event: tuple) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:  # the event loop is closed (server stopping): nobody is listening
-            pass
+        self.mailbox.post(self.events, event)
 
     def on_token(self, token: StepToken) -> bool:
         before = len(self.text.text)
@@ -321,12 +318,12 @@ class Job:
         self.tokenizer = served.loaded.tokenizer
         self.prompts = prompts
         self.events: asyncio.Queue[tuple] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
+        mailbox = request.app.state.mailbox
         self.sinks: list[ChoiceSink] = []
         self.rows: list[RowRequest] = []
         for p, ids in enumerate(prompts):
             for j in range(n):
-                sink = ChoiceSink(p * n + j, self.tokenizer, stops, loop, self.events, self.tokenizer.eos_id)
+                sink = ChoiceSink(p * n + j, self.tokenizer, stops, mailbox, self.events, self.tokenizer.eos_id)
                 self.sinks.append(sink)
                 self.rows.append(RowRequest(ids, max_tokens, sink, seed=None if seed is None else seed + j,
                                             logprobs=logprobs, **sampling))
@@ -377,10 +374,27 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _stream(job: Job, chunks: AsyncIterator[str]) -> StreamingResponse:
+    """Send ``chunks`` (one string per event, "" for none), joining those already waiting into one write.
+
+    When the client or the network is slower than decoding, events pile up; sending them in one piece costs one
+    write instead of many. ``chunks`` yields exactly one string per event it takes, so pulling as many strings
+    as there are waiting events never blocks.
+    """
     async def body() -> AsyncIterator[str]:
+        it = chunks.__aiter__()
         try:
-            async for chunk in chunks:
-                yield chunk
+            while True:
+                try:
+                    parts = [await it.__anext__()]
+                    for _ in range(job.events.qsize()):
+                        parts.append(await it.__anext__())
+                except StopAsyncIteration:
+                    if parts and "".join(parts):
+                        yield "".join(parts)
+                    break
+                if "".join(parts):
+                    yield "".join(parts)
+                parts = []
             yield "data: [DONE]\n\n"
         finally:  # the client left (the task is cancelled) or the stream ended: free the rows
             job.cancel()
@@ -620,14 +634,12 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
                     if want_lp and event[3] is not None:
                         t, v, top, _ = event[3]
                         lp = _chat_logprobs(tok, [(t, v, top)])
-                    if event[2] or lp is not None:
-                        yield sse(chunk([{"index": i, "delta": {"content": event[2]}, "logprobs": lp,
-                                          "finish_reason": None}]))
+                    yield sse(chunk([{"index": i, "delta": {"content": event[2]}, "logprobs": lp,
+                                      "finish_reason": None}])) if event[2] or lp is not None else ""
                 else:
-                    if event[2]:
-                        yield sse(chunk([{"index": i, "delta": {"content": event[2]}, "logprobs": None,
-                                          "finish_reason": None}]))
-                    yield sse(chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": event[3]}]))
+                    last = sse(chunk([{"index": i, "delta": {"content": event[2]}, "logprobs": None,
+                                       "finish_reason": None}])) if event[2] else ""
+                    yield last + sse(chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": event[3]}]))
             if include_usage:
                 yield sse(chunk([], job.usage()))
 

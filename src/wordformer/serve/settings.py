@@ -24,7 +24,7 @@ class ServeSettings:
     max_body_bytes: int = 1_000_000  # request body cap (413 above)
     max_rows: int = 256  # sequences decoding at once, all requests together (429 above)
     cors_origins: Sequence[str] = field(default_factory=tuple)  # CORS off unless origins are given
-    gather_s: float = 0.003  # an idle model thread waits this long for requests sent together
+    gather_s: float = 0.0  # an idle model thread may wait this long for companions (0: later ones join at step 2)
     threads: Optional[int] = None  # torch threads for batched steps (default: torch's setting at start)
 
     def __post_init__(self) -> None:

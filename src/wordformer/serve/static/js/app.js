@@ -97,7 +97,7 @@ function drawPositional() {
 
 // ------------------------------------------------------------------------------------------ sequence
 
-async function refresh() {
+async function refresh(afterGeneration = false) {
   const my = ++generation;
   showError(null);
   const m = model();
@@ -126,11 +126,21 @@ async function refresh() {
   $("token-count").textContent = `${seq.ids.length} of ${seq.block_size} tokens (the model's context)`;
   drawTokens();
   drawPositional();
-  D.events = [];
   $("generated").replaceChildren(...seq.tokens.map((t, i) => chip(t, i, i >= seq.generatedFrom ? "generated" : "")));
-  renderCache($("cache"), 0, seq.block_size, false);
-  $("new-attention").replaceChildren(el("p", { class: "muted", text: "Press “next token” or “run”: each new token's attention over the KV cache appears here." }));
+  if (afterGeneration && D.events.length) {  // keep the streamed view: the last token's attention, the cache after it
+    const last = D.events[D.events.length - 1];
+    renderCache($("cache"), last.cache_length, seq.block_size, true);
+    $("new-attention").replaceChildren(newAttentionSvg(last, labels(), S.l, S.h));
+  } else {
+    D.events = [];
+    renderCache($("cache"), 0, seq.block_size, false);
+    $("new-attention").replaceChildren(el("p", { class: "muted", text: "Press “next token” or “run”: each new token's attention over the KV cache appears here." }));
+  }
   $("token-select").replaceChildren(...seq.tokens.map((t, i) => el("option", { value: i, text: `#${i} ${t.label}` })));
+  if (seq.too_long) {
+    showError({ message: `The prompt has ${seq.ids.length} tokens but this model reads at most ${seq.block_size} (its context, block_size): shorten it to see the model at work.` });
+    return;
+  }
   await Promise.all([guarded(loadAttention), guarded(loadSelection), guarded(loadEmbeddings)]);
 }
 
@@ -155,7 +165,7 @@ async function loadAttention() {
 function drawAttention() {
   if (!D.attention) return;
   renderGrid($("attention-grid"), D.attention, S.l, S.h, pickHead);
-  $("big-map-title").textContent = `layer ${S.l}, head ${S.h}: the large causal map (hover a cell: the weight and the two tokens; click a row: explain that token)`;
+  $("big-map-title").textContent = `layer ${S.l}, head ${S.h} (hover: the weight and the two tokens; click a row: explain that token)`;
   $("big-map").replaceChildren(bigMapSvg(D.attention, S.l, S.h, selected(), (i) => {
     S.t = i === D.seq.ids.length - 1 ? -1 : i;
     sync();
@@ -254,6 +264,7 @@ async function generateTokens(count, seed) {
   $("stop").disabled = false;
   const start = D.seq.ids.length;
   const seqLabels = labels();
+  const first = D.events.length;  // events of earlier presses stay listed; their tokens are in seqLabels already
   const ids = [...D.seq.ids];
   const box = $("generated");
   let done = null;
@@ -264,7 +275,7 @@ async function generateTokens(count, seed) {
       ids.push(event.id);
       box.append(chip(event.token, ids.length - 1, "generated"));
       renderCache($("cache"), event.cache_length, D.seq.block_size, true);
-      $("new-attention").replaceChildren(newAttentionSvg(event, seqLabels.concat(D.events.slice(0, -1).map((e) => e.token.label)), S.l, S.h));
+      $("new-attention").replaceChildren(newAttentionSvg(event, seqLabels.concat(D.events.slice(first, -1).map((e) => e.token.label)), S.l, S.h));
     }, controller.signal);
   } catch (err) {
     if (err.name !== "AbortError") showError(err);
@@ -279,15 +290,7 @@ async function generateTokens(count, seed) {
     S.g = [...generatedIds(S), ...added].join(",");
     S.t = -1;
     sync();
-    const events = D.events;
-    await refresh();
-    // keep the streamed view: the last token's attention and the cache after it
-    if (events.length) {
-      D.events = events;
-      const last = events[events.length - 1];
-      renderCache($("cache"), last.cache_length, D.seq.block_size, true);
-      $("new-attention").replaceChildren(newAttentionSvg(last, labels(), S.l, S.h));
-    }
+    await refresh(true);
   }
   if (finish) $("generated").append(el("span", { class: "muted", text: `  (${finish})` }));
 }
@@ -362,7 +365,7 @@ function wire() {
   $("stop").addEventListener("click", () => streaming && streaming.abort());
   $("reset").addEventListener("click", () => { S.g = ""; S.t = -1; sync(); refresh(); });
   onKeyNeeded(() => { $("key-row").hidden = false; $("key-input").focus(); });
-  $("key-button").addEventListener("click", () => { setKey($("key-input").value); $("key-row").hidden = true; start(); });
+  $("key-row").addEventListener("submit", (e) => { e.preventDefault(); setKey($("key-input").value); $("key-row").hidden = true; start(); });
   window.addEventListener("scroll", hideTip, { passive: true });
   window.addEventListener("hashchange", () => {  // a pasted URL: take its state
     Object.assign(S, readState());

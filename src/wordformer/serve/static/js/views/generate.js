@@ -16,14 +16,14 @@ export function renderCache(box, length, blockSize, fresh) {
 // event: one streamed token; labels: the labels of the sequence before it (the cached positions)
 export function newAttentionSvg(event, labels, layer, head) {
   const att = event.attention, s = att[0][0].length;
-  const cell = Math.max(6, Math.min(26, Math.floor(520 / s))), left = 84, top = 40, rowH = 16;
+  const cell = Math.max(6, Math.min(26, Math.floor(520 / s))), left = 100, top = 40, rowH = 16;
   const rows = att.length * att[0].length;
-  const width = left + s * cell + 10, height = top + rows * (rowH + 2) + 8;
+  const who = labels[s - 1] ?? "";
+  const title = `“${event.token.label}” (${pct(event.probability)}) was predicted by “${who}”, which attended to the ${s} cached positions:`;
+  const width = Math.max(left + s * cell + 10, Math.ceil(title.length * 6.6) + 10), height = top + rows * (rowH + 2) + 8;
   const node = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "font-family": "DejaVu Sans, Arial, sans-serif",
     "aria-label": `attention of the last token over the ${s} cached positions, every layer and head` });
-  const who = labels[s - 1] ?? "";
-  node.append(svg("text", { x: 4, y: 14, "font-size": 12, "font-weight": "bold",
-    text: `“${event.token.label}” (${pct(event.probability)}) was predicted by “${who}”, which attended to the ${s} cached positions:` }));
+  node.append(svg("text", { x: 4, y: 14, "font-size": 12, "font-weight": "bold", text: title }));
   labels.slice(0, s).forEach((lab, j) => {
     if (cell >= 14) node.append(svg("text", { x: left + j * cell + cell / 2, y: top - 6, "font-size": 9, "text-anchor": "middle",
       text: lab.length > 3 ? lab.slice(0, 3) : lab }));

@@ -43,20 +43,24 @@ export function renderSteps(box, e, labels, full) {
   box.append(step(1, `query of “${me}”: q = W_q ${xname} + b_q`,
     el("div", { class: "eq", dataset: { field: "query" }, text: `q = ${vec(e.query, full)}` })));
 
-  const table = el("table", {}, el("tr", {},
+  const scores = el("table", {}, el("tr", {},
     el("th", { text: "token" }), el("th", { text: "2 · key k" }), el("th", { text: "3 · q · k" }),
-    el("th", { text: `÷ √${d}` }), el("th", { text: "4 · softmax" }), el("th", { text: "5 · value v" }),
-    el("th", { text: "6 · weight × v" })));
+    el("th", { text: `÷ √${d}` }), el("th", { text: "4 · softmax weight" })));
+  const values = el("table", {}, el("tr", {},
+    el("th", { text: "token" }), el("th", { text: "weight" }), el("th", { text: "5 · value v" }), el("th", { text: "6 · weight × v" })));
   for (let i = 0; i <= t; i++) {
     const w = e.weights[i];
     const wcell = cell(fmt(w), "weights", i);
-    wcell.append(el("span", { class: "bar", style: `width:${Math.round(40 * w)}px`, "aria-hidden": "true" }));
-    table.append(el("tr", { class: i === t ? "self" : "" }, el("td", { class: "tokcell", text: labels[i] }),
+    wcell.append(el("span", { class: "bar", style: `width:${Math.round(50 * w)}px`, "aria-hidden": "true" }));
+    scores.append(el("tr", { class: i === t ? "self" : "" }, el("td", { class: "tokcell", text: labels[i] }),
       cell(vec(e.keys[i], full), "keys", i, "vec"), cell(fmt(e.dot_products[i]), "dot_products", i),
-      cell(fmt(e.scores[i]), "scores", i), wcell, cell(vec(e.values[i], full), "values", i, "vec"),
+      cell(fmt(e.scores[i]), "scores", i), wcell));
+    values.append(el("tr", { class: i === t ? "self" : "" }, el("td", { class: "tokcell", text: labels[i] }),
+      el("td", { text: fmt(w) }), cell(vec(e.values[i], full), "values", i, "vec"),
       cell(vec(e.weighted[i], full), "weighted", i, "vec")));
   }
-  box.append(step("2–6", `keys of “${me}” and every token before it (later tokens are masked), their dot products with the query, scaled by 1/√${d}, the softmax (the weights sum to 1), the values, and the values weighted`, table));
+  box.append(step("2–4", `keys of “${me}” and of every token before it (later tokens are masked), their dot products with the query, scaled by 1/√${d}, and the softmax: the attention weights, which sum to 1`, scores));
+  box.append(step("5–6", `the values of the same tokens (v = W_v ${xname} + b_v), each multiplied by its attention weight`, values));
 
   box.append(step(7, `sum of the weighted values = the masked self-attention value of “${me}” (head ${e.head})`,
     el("div", { class: "eq", dataset: { field: "summed" }, text: vec(e.summed, full) }),
