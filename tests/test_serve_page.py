@@ -1,6 +1,8 @@
 """The page in a real headless browser: Debian's chromium driven by Playwright (never `playwright install`).
 
-The browser comes from `scripts/browser.sh install` (CI runs it in .ci/run). The test types a prompt, checks
+The browser comes from `scripts/browser.sh install` (CI runs it in .ci/run). The page serves the chapter's toy
+model (trained as the README says: d_model 2, one head, no norm, so every number can be checked by hand) and a
+tiny char model to switch to. The test types a prompt, checks
 the layers x heads grid, clicks a token and compares the seven steps shown with `wordformer explain --json`,
 moves the temperature slider with the keyboard, presses "next token" and watches the streamed token arrive,
 reopens the URL to check the state round-trips, checks phone width, and asserts that no request left
@@ -20,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from serve_fixtures import live_server, serve_models  # noqa: F401  (fixtures)
+from serve_fixtures import serve_models, start_server  # noqa: F401  (fixtures)
 from wordformer.cli import main
 
 pytestmark = pytest.mark.slow
@@ -50,6 +52,26 @@ def find_chromium() -> str:
     if not found:
         pytest.skip(f"chromium is absent and scripts/browser.sh install failed: {result.stderr.strip()[-300:]}")
     return found
+
+
+TOY = ["--pairs", "--d-model", "2", "--num-heads", "1", "--num-layers", "1", "--norm", "none", "--block-size", "8",
+       "--batch-size", "2", "--max-steps", "300", "--lr", "0.05", "--min-lr", "0.001", "--warmup-steps", "10",
+       "--weight-decay", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, serve_models):
+    """The README's toy word predictor (what is statquest <eos> awesome) and the tests' char model."""
+    from conftest import TOY_PAIRS
+
+    root = tmp_path_factory.mktemp("page")
+    (root / "toy.tsv").write_text(TOY_PAIRS, encoding="utf-8")
+    assert main(["train", "--data", str(root / "toy.tsv"), "--out", str(root / "toy"), "--cache-dir",
+                 str(root / "cache"), *TOY]) == 0
+    toy = root / "toy" / "best.ckpt"
+    with start_server({"toy": toy, "char": serve_models["char"]}) as running:
+        running.toy = toy  # type: ignore[attr-defined]
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +113,10 @@ def numbers(text: str) -> list[float]:
     return [float(x) for x in NUM.findall(text)]
 
 
-def test_the_page_end_to_end(browser, live_server, serve_models, shots, capsys):
+def test_the_page_end_to_end(browser, served, shots, capsys):
     errors: list[str] = []
-    model = live_server.ids["pairs"]
-    page = open_page(browser, f"{live_server.base_url}/#m={quote(model)}", errors)
+    model = served.ids["toy"]
+    page = open_page(browser, f"{served.base_url}/#m={quote(model)}", errors)
     assert page.locator("#model-select").input_value() == model
     assert "prompt/answer pairs" in page.locator("#model-card").inner_text()
 
@@ -122,7 +144,7 @@ def test_the_page_end_to_end(browser, live_server, serve_models, shots, capsys):
     page.wait_for_function(f"document.querySelector('#steps .summary') && document.querySelector('#steps .summary')"
                            f".textContent.includes('token #{token}') && document.querySelector('#steps .summary')"
                            f".textContent.includes('head {head} of {heads}')")
-    assert main(["explain", "--checkpoint", str(serve_models["pairs"]), "--prompt", "statquest is what", "--layer",
+    assert main(["explain", "--checkpoint", str(served.toy), "--prompt", "statquest is what", "--layer",
                  str(layer), "--head", str(head), "--token", str(token), "--json"]) == 0
     expected = json.loads(capsys.readouterr().out)
 
@@ -131,7 +153,7 @@ def test_the_page_end_to_end(browser, live_server, serve_models, shots, capsys):
         return [x for text in cells for x in numbers(text)]
 
     close = dict(abs=5.1e-5)
-    page.locator("#full-vectors").check()  # every value of the 16-wide vectors, not the first and last few
+    page.locator("#full-vectors").check()  # every value of long vectors (the toy's have two anyway)
     for field in ("dot_products", "scores", "weights"):
         assert shown(field) == pytest.approx(expected[field], **close), field
     assert shown("query") == pytest.approx(expected["query"], **close)
@@ -163,16 +185,20 @@ def test_the_page_end_to_end(browser, live_server, serve_models, shots, capsys):
     assert after != before
     entropy = lambda s: float(re.search(r"entropy (\d+\.\d+) nats", s).group(1))  # noqa: E731
     assert entropy(after[0]) > entropy(before[0])
-    assert "T=2" in page.url or "&T=2" in page.url
+    assert "T=2" in page.url
+    page.keyboard.press("Home")  # temperature 0: greedy, as `wordformer generate --temperature 0`
+    page.wait_for_function("document.querySelector('#temperature-out').textContent.startsWith('0 (greedy)')")
 
-    # "next token": streamed from the page's generation endpoint, one more token, the KV cache shown
+    # "next token": streamed from the page's generation endpoint, one more token, the KV cache shown;
+    # the <eos> after the prompt starts the answer, and the toy's answer is the chapter's: awesome
     page.locator(f"#tokens .tok[data-index='3']").click()
     n_before = page.locator("#tokens .tok").count()
     with page.expect_response(lambda r: r.url.endswith("/v1/inspect/generate")) as streamed:
         page.locator("#next-token").click()
     assert streamed.value.headers["content-type"].startswith("text/event-stream")
     page.wait_for_function(f"document.querySelectorAll('#tokens .tok').length === {n_before + 1}")
-    assert page.locator("#tokens .tok.generated").count() == 1
+    assert page.locator("#tokens .tok.generated .lbl").all_inner_texts() == ["awesome"]
+    assert page.locator("#tokens .answer-mark").count() == 1
     assert "KV cache:" in page.locator("#cache").inner_text()
     page.wait_for_selector("#new-attention svg")  # the attention of the token that predicted it, over the cache
     assert "g=" in page.url
@@ -184,7 +210,7 @@ def test_the_page_end_to_end(browser, live_server, serve_models, shots, capsys):
     again = open_page(browser, url, errors)
     again.wait_for_function(f"document.querySelectorAll('#tokens .tok').length === {n_before + 1}")
     assert again.locator("#prompt").input_value() == "statquest is what"
-    assert again.locator("#temperature").input_value() == "2"
+    assert again.locator("#temperature").input_value() == "0"
     assert again.locator(f"#attention-grid .mini[data-layer='{layer}'][data-head='{head}']").get_attribute("aria-pressed") == "true"
     assert again.locator("#tokens .tok .lbl").all_inner_texts() == page.locator("#tokens .tok .lbl").all_inner_texts()
     again.close()
@@ -196,6 +222,14 @@ def test_the_page_end_to_end(browser, live_server, serve_models, shots, capsys):
     page.keyboard.press("ArrowRight")
     page.wait_for_function("document.querySelector('#tokens .tok[aria-selected=true]').dataset.index === '1'")
     assert page.evaluate("document.activeElement.dataset.index") == "1"
+
+    # the checkpoint switcher: another model, its own card and grid
+    page.locator("#model-select").select_option(served.ids["char"])
+    char = next(c for c in page.evaluate("fetch('/v1/inspect/models').then(r => r.json())")["data"]
+                if c["id"] == served.ids["char"])
+    page.wait_for_function(f"document.querySelectorAll('#attention-grid .mini').length === "
+                           f"{char['num_layers'] * char['num_heads']} && location.hash.includes('char')")
+    assert "char, " in page.locator("#model-card").inner_text()
 
     # phone width: the main layout does not overflow sideways
     phone = browser.new_page()

@@ -77,6 +77,14 @@ async function chooseModel(id, keepPrompt) {
   sync();
   guarded(loadModelWide);
   await refresh();
+  if ((!D.seq || D.seq.too_long) && keepPrompt && card.example_prompt && S.p !== card.example_prompt) {
+    const before = S.p;  // the prompt does not fit this model: show the model at work on its example instead
+    S.p = card.example_prompt;
+    $("prompt").value = S.p;
+    sync();
+    await refresh();
+    showError({ message: `“${before.length > 40 ? before.slice(0, 40) + "…" : before}” does not fit ${card.id} (context ${card.block_size} tokens); showing its example prompt.` });
+  }
 }
 
 async function loadModelWide() {

@@ -54,11 +54,12 @@ export function bigMapSvg(data, layer, head, selected, onRow) {
   const cell = Math.max(14, Math.min(44, Math.floor(520 / t)));
   const longest = Math.min(14, Math.max(...labels.map((s) => s.length)));
   const left = 28 + longest * 7.5, top = 28 + longest * 7.5, legend = 46;
-  const width = Math.max(left + t * cell + legend + 10, 360), height = top + t * cell + 34;
+  const title = `layer ${layer}, head ${head}: masked self-attention weights`;
+  const width = Math.max(left + t * cell + legend + 10, title.length * 7 + 12), height = top + t * cell + 34;
   const node = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
     "aria-label": `attention of layer ${layer}, head ${head}: ${t} by ${t} causal map`, "font-family": "DejaVu Sans, Arial, sans-serif" });
   const short = (s) => (s.length > 14 ? s.slice(0, 13) + "…" : s);
-  node.append(svg("text", { x: left, y: 14, "font-size": 12, "font-weight": "bold", text: `layer ${layer}, head ${head}: masked self-attention weights` }));
+  node.append(svg("text", { x: 4, y: 14, "font-size": 12, "font-weight": "bold", text: title }));
   labels.forEach((lab, j) => node.append(svg("text", {
     x: 0, y: 0, "font-size": 11, transform: `translate(${left + j * cell + cell / 2 + 4},${top - 6}) rotate(-60)`, text: short(lab),
   })));
@@ -97,9 +98,9 @@ export function bigMapSvg(data, layer, head, selected, onRow) {
 // The whole grid as one SVG, for export.
 export function gridSvg(data) {
   const t = data.tokens.length, cell = Math.max(4, Math.min(16, Math.floor(160 / t))), size = t * cell, gap = 24;
-  const width = 70 + data.num_heads * (size + gap), height = 30 + data.num_layers * (size + gap);
+  const width = Math.max(70 + data.num_heads * (size + gap), 250), height = 30 + data.num_layers * (size + gap);
   const node = svg("svg", { width, height, "font-family": "DejaVu Sans, Arial, sans-serif" });
-  node.append(svg("text", { x: 4, y: 14, "font-size": 12, "font-weight": "bold", text: "masked self-attention, every layer (rows) and head (columns)" }));
+  node.append(svg("text", { x: 4, y: 14, "font-size": 12, "font-weight": "bold", text: "all layers and heads" }));
   data.attention.forEach((heads, l) => heads.forEach((rows, h) => {
     const x0 = 70 + h * (size + gap), y0 = 30 + l * (size + gap);
     if (h === 0) node.append(svg("text", { x: 4, y: y0 + size / 2, "font-size": 11, text: `layer ${l}` }));

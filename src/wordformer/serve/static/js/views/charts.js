@@ -12,19 +12,22 @@ function axes(node, x0, y0, w, h, xr, yr, xlabel, ylabel) {
   const ticks = (lo, hi) => {  // "nice" steps: 1, 2 or 5 times a power of ten
     const raw = (hi - lo) / 4 || 1, mag = 10 ** Math.floor(Math.log10(raw));
     const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
-    const out = [];
-    for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+    const out = [], digits = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+    for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
+      const x = Math.abs(v) < step * 1e-9 ? 0 : v;
+      out.push([x, Math.abs(x) >= 1e5 || (x !== 0 && digits > 4) ? x.toExponential(1) : x.toFixed(digits)]);
+    }
     return out;
   };
   const sx = (x) => x0 + ((x - xr[0]) / (xr[1] - xr[0] || 1)) * w, sy = (y) => y0 + h - ((y - yr[0]) / (yr[1] - yr[0] || 1)) * h;
   node.append(svg("rect", { x: x0, y: y0, width: w, height: h, fill: "none", stroke: "#d9dee7" }));
-  for (const t of ticks(...xr)) {
+  for (const [t, label] of ticks(...xr)) {
     node.append(svg("line", { x1: sx(t), x2: sx(t), y1: y0, y2: y0 + h, stroke: "#eef0f4" }));
-    node.append(svg("text", { x: sx(t), y: y0 + h + 13, "font-size": 10, "text-anchor": "middle", text: short(t) }));
+    node.append(svg("text", { x: sx(t), y: y0 + h + 13, "font-size": 10, "text-anchor": "middle", text: label }));
   }
-  for (const t of ticks(...yr)) {
+  for (const [t, label] of ticks(...yr)) {
     node.append(svg("line", { x1: x0, x2: x0 + w, y1: sy(t), y2: sy(t), stroke: "#eef0f4" }));
-    node.append(svg("text", { x: x0 - 4, y: sy(t) + 3, "font-size": 10, "text-anchor": "end", text: short(t) }));
+    node.append(svg("text", { x: x0 - 4, y: sy(t) + 3, "font-size": 10, "text-anchor": "end", text: label }));
   }
   node.append(svg("text", { x: x0 + w / 2, y: y0 + h + 28, "font-size": 11, "text-anchor": "middle", fill: "#5d6778", text: xlabel }));
   if (ylabel) node.append(svg("text", { x: 12, y: y0 + h / 2, "font-size": 11, "text-anchor": "middle", fill: "#5d6778", transform: `rotate(-90 12 ${y0 + h / 2})`, text: ylabel }));
@@ -90,7 +93,7 @@ export function positionalSvg(data, used) {
   if (used > 0) node.append(svg("rect", { x: x0 - 2, y: y0 - 1, width: C * cw + 4, height: Math.min(used, P) * ch + 2, fill: "none", stroke: "#e8710a", "stroke-width": 2 }));
   const step = Math.max(1, Math.ceil(P / 12));
   for (let p = 0; p < P; p += step) node.append(svg("text", { x: x0 - 4, y: y0 + p * ch + ch / 2 + 3, "font-size": 9, "text-anchor": "end", text: p }));
-  node.append(svg("text", { x: x0 + (C * cw) / 2, y: height - 8, "font-size": 11, "text-anchor": "middle", fill: "#5d6778", text: "dimension →  (rows: position; orange: the prompt's positions)" }));
+  node.append(svg("text", { x: 4, y: height - 8, "font-size": 11, fill: "#5d6778", text: "dimension →  (rows: position; orange: the prompt's positions)" }));
   for (let s = 0; s < 20; s++) node.append(svg("rect", { x: x0 + C * cw + 16, y: y0 + s * 8, width: 10, height: 8, fill: diverging(1 - s / 10) }));
   node.append(svg("text", { x: x0 + C * cw + 30, y: y0 + 8, "font-size": 9, text: fmt(lim, 2) }));
   node.append(svg("text", { x: x0 + C * cw + 30, y: y0 + 160, "font-size": 9, text: fmt(-lim, 2) }));

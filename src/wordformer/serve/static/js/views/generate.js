@@ -20,7 +20,7 @@ export function newAttentionSvg(event, labels, layer, head) {
   const rows = att.length * att[0].length;
   const who = labels[s - 1] ?? "";
   const title = `“${event.token.label}” (${pct(event.probability)}) was predicted by “${who}”, which attended to the ${s} cached positions:`;
-  const width = Math.max(left + s * cell + 10, Math.ceil(title.length * 6.6) + 10), height = top + rows * (rowH + 2) + 8;
+  const width = Math.max(left + s * cell + 10, Math.ceil(title.length * 7.4) + 10), height = top + rows * (rowH + 2) + 8;
   const node = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "font-family": "DejaVu Sans, Arial, sans-serif",
     "aria-label": `attention of the last token over the ${s} cached positions, every layer and head` });
   node.append(svg("text", { x: 4, y: 14, "font-size": 12, "font-weight": "bold", text: title }));

@@ -17,6 +17,8 @@ export function tokenTitle(tok, i) {
 export function chip(tok, i, extra = "") {
   const cls = ["tok", tok.special ? `special-${tok.special}` : "", tok.partial ? "partial" : "", extra].filter(Boolean).join(" ");
   const node = el("span", { class: cls }, el("span", { class: "lbl", text: tok.label }), el("span", { class: "id", text: String(tok.id) }));
+  // a piece of a character split over several tokens (byte-level BPE): name the character it helps spell
+  for (const c of tok.chars || []) node.append(el("span", { class: "char", text: `⟨${c.text ?? "?"}⟩` }));
   return hoverable(node, tokenTitle(tok, i));
 }
 
