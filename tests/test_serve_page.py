@@ -248,3 +248,18 @@ def test_the_page_end_to_end(browser, served, shots, capsys):
     hosts = {urlsplit(u).hostname for u in browser.requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
     assert hosts == {"127.0.0.1"}, hosts
     assert all(urlsplit(u).scheme in ("http", "data", "blob") for u in browser.requests)
+
+
+def test_the_page_asks_for_the_api_key(browser, served):
+    """With --api-key the page's /v1 calls answer 401: the page asks for the key once and then works."""
+    with start_server({"toy": served.toy}, api_key="sesame") as locked:
+        page = browser.new_page()
+        page.goto(f"{locked.base_url}/")
+        page.wait_for_selector("#key-row:not([hidden])", timeout=20_000)
+        assert page.locator("#tokens .tok").count() == 0
+        page.locator("#key-input").fill("sesame")
+        page.locator("#key-input").press("Enter")
+        page.wait_for_function("document.querySelectorAll('#tokens .tok').length > 0")
+        assert page.locator("#key-row").is_hidden()
+        assert page.locator("#tokens .tok .lbl").all_inner_texts()[-1] == "<eos>"  # the pairs model's prompt
+        page.close()
