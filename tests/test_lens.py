@@ -201,3 +201,20 @@ def test_word_and_char_tokens_mark_specials():
     labels = [t["label"] for t in readable_tokens(chars, chars.encode("a b\nc"))]
     assert labels == ["a", "␣", "b", "↵", "c"]
     assert visible("") == "∅" and visible("\x01") == "\\x01"
+
+
+def test_gpt2_style_end_of_text_reads_as_eos():
+    """GPT-2's <|endoftext|> is both <eos> and <pad>: the page must call it <eos> (it ends text), not <pad>."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    hf.train_from_iterator(["the cat sat"] * 5, trainers.BpeTrainer(
+        vocab_size=270, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok = BPETokenizer(hf, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    items = readable_tokens(tok, tok.encode("the cat<|endoftext|>"))
+    assert items[-1]["special"] == "eos" and items[-1]["label"] == "<|endoftext|>"
+    assert "".join(t["text"] for t in items[:-1]) == "the cat"

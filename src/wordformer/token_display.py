@@ -78,9 +78,10 @@ def readable_tokens(tokenizer: Tokenizer, ids: Sequence[int]) -> list[dict[str, 
     for each character spread over several pieces, ``chars`` = [{"span": [first, last] token index, "text": char}].
     """
     ids = [int(i) for i in ids]
-    specials = {tokenizer.eos_id: "eos", tokenizer.pad_id: "pad"}
+    specials = {tokenizer.pad_id: "pad"}
     if tokenizer.unk_id is not None:
         specials[tokenizer.unk_id] = "unk"
+    specials[tokenizer.eos_id] = "eos"  # GPT-2's <|endoftext|> is both <eos> and <pad>: it reads as <eos>
     out: list[dict[str, Any]] = []
     raw: list[Optional[bytes]] = []
     for i in ids:
