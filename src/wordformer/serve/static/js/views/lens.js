@@ -30,7 +30,7 @@ export function renderAblation(box, data, labels) {
   }
   box.append(el("p", {}, `Prediction after “${labels[data.position]}”: `,
     el("strong", { text: data.top_changed ? "the most likely token changes" : "the most likely token stays" }),
-    ` · KL divergence ${fmt(data.kl_divergence, 4)} nats`), table);
+    ` · KL divergence ${data.kl_divergence > 0 && data.kl_divergence < 1e-3 ? data.kl_divergence.toExponential(2) : fmt(data.kl_divergence, 4)} nats`), table);
 }
 
 export function renderLens(box, data, labels, selected) {
