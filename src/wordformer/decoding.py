@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .attention import KVCache
 from .errors import WordformerError
-from .generate import check_sampling, next_token, suppress
+from .generate import check_sampling, filter_logits, suppress
 from .model import WordPredictor
 
 __all__ = ["ContinuousDecoder", "DecodeRow", "StepToken"]
@@ -157,15 +157,21 @@ class ContinuousDecoder:
 
     # ------------------------------------------------------------------------------------------- step
 
-    @torch.no_grad()
     def step(self) -> list[StepToken]:
-        """One new token for every active row; rows that reach ``<eos>`` or their limit finish."""
+        """One new token for every active row; rows that reach ``<eos>`` or their limit finish.
+
+        Runs in inference mode (no autograd bookkeeping: a tenth of a tiny model's step) and in eval mode; a model
+        left in training mode is put back after the step (checked first: switching walks every module).
+        """
         was_training = self.model.training
-        self.model.eval()
+        if was_training:
+            self.model.eval()
         try:
-            return self._step()
+            with torch.inference_mode():
+                return self._step()
         finally:
-            self.model.train(was_training)
+            if was_training:
+                self.model.train(True)
 
     def _step(self) -> list[StepToken]:
         self._keep([r for r in self._rows if not r.finished])
@@ -295,7 +301,13 @@ class ContinuousDecoder:
     # ------------------------------------------------------------------------------------------- sampling
 
     def _sample(self, rows: list[DecodeRow], logits: Tensor) -> list[StepToken]:
-        """Pick each row's next token from its (V,) logits with its own options, exactly as generate_ids would."""
+        """Pick each row's next token from its (V,) logits with its own options, exactly as generate_ids would.
+
+        :func:`~wordformer.generate.next_token`'s arithmetic, done for many rows at once: greedy rows take one
+        argmax; sampled rows sharing top-k and top-p get their probabilities in one pass (each row's temperature
+        divides its own logits, in float64 as there), then each seeded row draws with its own generator, so its
+        draw is the one it would get alone; unseeded rows draw together from the global generator.
+        """
         logits = suppress(logits, self.suppress_ids)  # (B, V)
         chosen: list[int] = [0] * len(rows)
         greedy = [i for i, r in enumerate(rows) if r.temperature <= 0]
@@ -303,10 +315,23 @@ class ContinuousDecoder:
             picked = logits[greedy].argmax(dim=-1).tolist()
             for i, tok in zip(greedy, picked):
                 chosen[i] = int(tok)
+        groups: dict[tuple[Optional[int], Optional[float]], list[int]] = {}
         for i, r in enumerate(rows):
             if r.temperature > 0:
-                chosen[i] = int(next_token(logits[i : i + 1], temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
-                                           generator=r.generator)[0])
+                groups.setdefault((r.top_k, r.top_p), []).append(i)
+        for (top_k, top_p), members in groups.items():
+            sub = logits[members].double()  # (G, V)
+            temperature = torch.tensor([rows[i].temperature for i in members], dtype=torch.float64,
+                                       device=sub.device)[:, None]  # (G, 1)
+            scaled = (sub - sub.max(dim=-1, keepdim=True).values) / temperature
+            probs = filter_logits(scaled, top_k=top_k, top_p=top_p).softmax(dim=-1)  # (G, V)
+            shared = [j for j, i in enumerate(members) if rows[i].generator is None]
+            for j, i in enumerate(members):
+                if rows[i].generator is not None:
+                    chosen[i] = int(torch.multinomial(probs[j : j + 1], 1, generator=rows[i].generator)[0, 0])
+            if shared:
+                for j, tok in zip(shared, torch.multinomial(probs[shared], 1).squeeze(-1).tolist()):
+                    chosen[members[j]] = int(tok)
         out: list[StepToken] = []
         wants = [i for i, r in enumerate(rows) if r.logprobs is not None]
         logp = F.log_softmax(logits[wants].float(), dim=-1) if wants else None  # (B', V)
