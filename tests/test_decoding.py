@@ -188,3 +188,20 @@ def test_every_rows_logprobs_in_a_changing_batch_equal_a_plain_forward_of_its_wi
             assert torch.allclose(got, expected, atol=1e-4), (step, item.row.start)
             checked += 1
     assert checked > 60 and decoder.batched_steps > 10
+
+
+def test_inverse_cdf_sampling_follows_the_probabilities_and_never_picks_a_zero():
+    from wordformer.decoding import inverse_cdf_sample
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0, 0.0]] * 20000, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    picked = inverse_cdf_sample(probs, g)
+    counts = torch.bincount(picked, minlength=7).double() / len(picked)
+    assert counts[[0, 2, 5, 6]].sum() == 0
+    assert torch.allclose(counts[[1, 3, 4]], torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), atol=0.015)
+    # a total that rounds below the draw must still land on the last possible token, not on a trailing zero
+    edge = torch.tensor([[0.25, 0.25, 0.25, 0.2499999, 0.0]], dtype=torch.float64)
+    assert int(inverse_cdf_sample(edge, g)[0]) in (0, 1, 2, 3)
+    ones = torch.zeros(3, 5, dtype=torch.float64)
+    ones[torch.arange(3), torch.tensor([4, 0, 2])] = 1.0
+    assert inverse_cdf_sample(ones, g).tolist() == [4, 0, 2]

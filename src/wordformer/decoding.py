@@ -35,7 +35,17 @@ from .errors import WordformerError
 from .generate import check_sampling, filter_logits, suppress
 from .model import WordPredictor
 
-__all__ = ["ContinuousDecoder", "DecodeRow", "StepToken"]
+__all__ = ["ContinuousDecoder", "DecodeRow", "StepToken", "inverse_cdf_sample"]
+
+
+def inverse_cdf_sample(probs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    """One token per row of (B, V) ``probs`` (rows sum to about 1): the first entry whose running sum passes a
+    uniform draw. A token of probability 0 is never chosen, even when rounding leaves the total below the draw."""
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    u = torch.rand(probs.size(0), 1, dtype=cdf.dtype, device=cdf.device, generator=generator) * cdf[:, -1:]  # (B, 1)
+    picked = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # (B,)
+    last = probs.size(-1) - 1 - (probs > 0).flip(-1).int().argmax(dim=-1)  # (B,) the last token that may be drawn
+    return torch.minimum(picked, last)
 
 
 @dataclass(eq=False)
@@ -306,7 +316,9 @@ class ContinuousDecoder:
         :func:`~wordformer.generate.next_token`'s arithmetic, done for many rows at once: greedy rows take one
         argmax; sampled rows sharing top-k and top-p get their probabilities in one pass (each row's temperature
         divides its own logits, in float64 as there), then each seeded row draws with its own generator, so its
-        draw is the one it would get alone; unseeded rows draw together from the global generator.
+        draw is the one it would get alone; unseeded rows, which promise no particular draw, share one uniform
+        number each through :func:`inverse_cdf_sample` (``torch.multinomial`` draws one exponential number per
+        vocabulary entry: most of a sampled step's time at a few thousand tokens).
         """
         logits = suppress(logits, self.suppress_ids)  # (B, V)
         chosen: list[int] = [0] * len(rows)
@@ -330,16 +342,17 @@ class ContinuousDecoder:
                 if rows[i].generator is not None:
                     chosen[i] = int(torch.multinomial(probs[j : j + 1], 1, generator=rows[i].generator)[0, 0])
             if shared:
-                for j, tok in zip(shared, torch.multinomial(probs[shared], 1).squeeze(-1).tolist()):
+                for j, tok in zip(shared, inverse_cdf_sample(probs[shared]).tolist()):
                     chosen[members[j]] = int(tok)
         out: list[StepToken] = []
         wants = [i for i, r in enumerate(rows) if r.logprobs is not None]
+        where = {i: j for j, i in enumerate(wants)}
         logp = F.log_softmax(logits[wants].float(), dim=-1) if wants else None  # (B', V)
         for i, r in enumerate(rows):
             tok = chosen[i]
             item = StepToken(r, tok)
-            if logp is not None and i in wants:
-                row_logp = logp[wants.index(i)]
+            if logp is not None and i in where:
+                row_logp = logp[where[i]]
                 item.logprob = float(row_logp[tok])
                 if r.logprobs:
                     allowed = r.logprobs if not self.suppress_ids else min(r.logprobs,

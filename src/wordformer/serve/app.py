@@ -183,8 +183,9 @@ def create_app(registry: ModelRegistry, settings: Optional[ServeSettings] = None
 
     @app.get("/health", tags=["server"], summary="Is the server up")
     async def health(request: Request) -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "models": len(registry),
-                "decoding": request.app.state.engine.active_rows}
+        engine = request.app.state.engine
+        return {"status": "ok", "version": __version__, "models": len(registry), "decoding": engine.active_rows,
+                "stats": engine.stats.as_dict()}
 
     @app.get("/v1/models", tags=["openai"], summary="The served models")
     async def list_models() -> dict[str, Any]:

@@ -147,6 +147,7 @@ class Engine:
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
+        self._threads_now = 0
 
     # ------------------------------------------------------------------------------- lifecycle
 
@@ -295,7 +296,10 @@ class Engine:
     def _step(self, model_id: str, decoder: ContinuousDecoder) -> None:
         rows = len(decoder)
         # one row is a chain of tiny operations: extra threads only add synchronisation (as generate_ids does)
-        torch.set_num_threads(1 if rows == 1 else self.threads)
+        threads = 1 if rows == 1 else self.threads
+        if threads != self._threads_now:  # changing the count reconfigures the thread pool: only when it changes
+            torch.set_num_threads(threads)
+            self._threads_now = threads
         before = (decoder.forwards, decoder.batched_steps)
         try:
             tokens = decoder.step()

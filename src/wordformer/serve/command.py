@@ -141,7 +141,7 @@ def _serve(args: argparse.Namespace, settings: ServeSettings, paths: list[str], 
     server = uvicorn.Server(config)
     print(f"wordformer serve: {len(registry)} model{'s' if len(registry) > 1 else ''}: {', '.join(registry.ids)}")
     print(f"  page: {base}/")
-    print(f"  API:  {base}/v1   (OpenAI-compatible; docs at {base}/docs)")
+    print(f"  API:  {base}/v1   (OpenAI-compatible; schema at {base}/openapi.json)")
     print("Ctrl-C stops the server.", flush=True)
     if args.open:
         threading.Thread(target=_open_when_up, args=(server, f"{base}/"), daemon=True).start()

@@ -491,7 +491,11 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         prefix_lp = await _echo_logprobs(job, body.logprobs or 0, offsets)
     job.submit()
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-    head = lambda i: (texts[i // n] + sep) if echo else ""  # noqa: E731
+
+    def head(i: int) -> str:
+        """What choice ``i``'s text starts with: with ``echo``, its prompt as ``wordformer generate`` prints it."""
+        return (texts[i // n] + sep) if echo else ""
+
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def chunk(choices: list[dict[str, Any]], usage: Any = None) -> dict[str, Any]:
