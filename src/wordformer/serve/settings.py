@@ -25,7 +25,7 @@ class ServeSettings:
     max_rows: int = 256  # sequences decoding at once, all requests together (429 above)
     cors_origins: Sequence[str] = field(default_factory=tuple)  # CORS off unless origins are given
     gather_s: float = 0.0  # an idle model thread may wait this long for companions (0: later ones join at step 2)
-    threads: Optional[int] = None  # torch threads for batched steps (default: torch's setting at start)
+    threads: Optional[int] = None  # torch threads for batched steps (default: all cores but one, for the event loop)
 
     def __post_init__(self) -> None:
         for name in ("max_tokens", "max_n", "max_rows_per_request", "max_prompt_chars", "max_body_bytes", "max_rows"):
