@@ -38,7 +38,7 @@ class RunningServer:
     app: Any
     server: Any  # the uvicorn.Server
     thread: threading.Thread
-    ids: dict[str, str]  # kind (or file stem) -> model id
+    ids: dict[str, str]  # kind (the dict key given to start_server, or the path) -> model id
 
     @property
     def registry(self) -> Any:
@@ -93,7 +93,7 @@ def start_server(checkpoints: Sequence[Path] | dict[str, Path], **settings: Any)
     from wordformer.serve.registry import ModelRegistry
     from wordformer.serve.settings import ServeSettings
 
-    named = checkpoints if isinstance(checkpoints, dict) else {Path(p).parent.name: Path(p) for p in checkpoints}
+    named = checkpoints if isinstance(checkpoints, dict) else {str(p): Path(p) for p in checkpoints}
     registry = ModelRegistry.load(list(named.values()))
     ids = dict(zip(named, registry.ids))
     app = create_app(registry, ServeSettings(**settings))

@@ -198,6 +198,18 @@ def test_max_tokens_zero_with_echo_returns_the_prompt(live_server):
     assert reply.usage.completion_tokens == 0
 
 
+def test_safetensors_exports_and_clashing_ids_are_served(serve_models, tmp_path, capsys):
+    exported = tmp_path / "word" / "best.safetensors"
+    code, _, err = run_cli(capsys, "export", "--checkpoint", serve_models["word"], "--to", exported)
+    assert code == 0, err
+    with start_server([serve_models["word"], exported]) as running:
+        ids = running.registry.ids
+        assert ids == ["word/best", "word/best-2"]  # same folder and stem: the second gets a suffix
+        texts = [client(running).completions.create(model=i, prompt="the cat", max_tokens=8, temperature=0)
+                 .choices[0].text for i in ids]
+        assert texts[0] == texts[1]
+
+
 def test_openapi_schema_documents_the_api(live_server):
     schema = httpx.get(live_server.base_url + "/openapi.json").json()
     for path in ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health"):

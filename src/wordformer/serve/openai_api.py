@@ -382,20 +382,19 @@ def _stream(job: Job, chunks: AsyncIterator[str]) -> StreamingResponse:
     """
     async def body() -> AsyncIterator[str]:
         it = chunks.__aiter__()
+        parts: list[str] = []
         try:
             while True:
                 try:
-                    parts = [await it.__anext__()]
+                    parts.append(await it.__anext__())
                     for _ in range(job.events.qsize()):
                         parts.append(await it.__anext__())
                 except StopAsyncIteration:
-                    if parts and "".join(parts):
-                        yield "".join(parts)
                     break
-                if "".join(parts):
-                    yield "".join(parts)
-                parts = []
-            yield "data: [DONE]\n\n"
+                text, parts = "".join(parts), []
+                if text:
+                    yield text
+            yield "".join(parts) + "data: [DONE]\n\n"
         finally:  # the client left (the task is cancelled) or the stream ended: free the rows
             job.cancel()
 
