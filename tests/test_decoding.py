@@ -205,3 +205,27 @@ def test_inverse_cdf_sampling_follows_the_probabilities_and_never_picks_a_zero()
     ones = torch.zeros(3, 5, dtype=torch.float64)
     ones[torch.arange(3), torch.tensor([4, 0, 2])] = 1.0
     assert inverse_cdf_sample(ones, g).tolist() == [4, 0, 2]
+
+
+def test_rows_beyond_max_batch_wait_for_a_free_slot_and_still_match_their_lone_run():
+    model = tiny_model(9)
+    decoder = ContinuousDecoder(model, eos_id=None, pad_id=PAD, suppress_ids=[PAD], max_batch=2)
+    specs = [(prompt(2 + k, 70 + k), 3 + 2 * k) for k in range(5)]
+    rows = [decoder.add(ids, max_new_tokens=n, temperature=0) for ids, n in specs]
+    most = 0
+    while any(not r.finished for r in rows):
+        decoder.step()
+        most = max(most, sum(1 for r in rows if r.cached and not r.finished))
+    assert most <= 2
+    for row, (ids, n) in zip(rows, specs):
+        assert row.new_ids == alone(model, ids, n, temperature=0)
+
+
+def test_default_max_batch_keeps_the_kv_cache_within_its_budget():
+    from wordformer.decoding import KV_BUDGET_BYTES, kv_bytes_per_row
+
+    small = ContinuousDecoder(tiny_model(), eos_id=EOS)
+    assert small.max_batch == 64
+    big = WordPredictor(ModelConfig(vocab_size=50, block_size=8192, d_model=256, num_heads=8, num_layers=8))
+    decoder = ContinuousDecoder(big, eos_id=EOS)
+    assert decoder.max_batch * kv_bytes_per_row(big) <= KV_BUDGET_BYTES and decoder.max_batch >= 1

@@ -11,11 +11,14 @@ the most recent ``block_size // 2`` tokens, recomputing their keys and values), 
 decoded alone performs the very same operations as ``generate_ids``, so greedy and seeded outputs match it
 token for token; in a batch they match up to float rounding.
 
-How the rows share one KV cache: each row's keys and values are right-aligned in the batch cache (the
-newest token of every row in the last column), shorter rows are left-padded, and a key-padding mask hides
-the padding. A joining row, or one whose window slides, is first run alone on its window (a prefill, which
-also gives its next token), then copied into the batch cache. Rows that finish or are dropped are removed
-from the cache. When the cache is full, columns that are padding for every row are cut off the left.
+How the rows share one KV cache: each row has a slot (a batch index) in preallocated storage, its keys and
+values right-aligned (the newest token of every row in the same column), shorter rows left-padded, and a
+key-padding mask hides the padding. A joining row, or one whose window slides, is first run on its window
+(a prefill, which also gives its next token), then copied into a free slot; a row that finishes or is
+dropped frees its slot by moving the last row into it. So a row coming or going copies one row, never the
+batch. Columns that are padding for every row are cut off the left when the cache is full or a quarter of
+it is waste. At most ``max_batch`` rows decode at once (by default as many as 1 GiB of keys and values holds,
+at most 64); more wait for a free slot.
 
 Shape legend: B = rows, L = cache columns, H = heads, D = head size, W = window tokens, V = vocabulary.
 """
@@ -36,6 +39,16 @@ from .generate import check_sampling, filter_logits, suppress
 from .model import WordPredictor
 
 __all__ = ["ContinuousDecoder", "DecodeRow", "StepToken", "inverse_cdf_sample"]
+
+
+KV_BUDGET_BYTES = 1 << 30
+"""Most bytes of keys and values one decoder keeps for its batch: rows beyond wait for a free place."""
+
+
+def kv_bytes_per_row(model: WordPredictor) -> int:
+    """Bytes of keys and values one row holds at full context (every layer, keys and values)."""
+    c = model.config
+    return 2 * c.num_layers * c.block_size * c.d_model * model.token_embedding.weight.element_size()
 
 
 def inverse_cdf_sample(probs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -97,7 +110,7 @@ class ContinuousDecoder:
     """
 
     def __init__(self, model: WordPredictor, *, eos_id: Optional[int], pad_id: int = 0,
-                 suppress_ids: Sequence[int] = ()) -> None:
+                 suppress_ids: Sequence[int] = (), max_batch: Optional[int] = None) -> None:
         vocab = model.config.vocab_size
         for name, value in (("pad_id", pad_id), ("eos_id", eos_id)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
@@ -110,9 +123,17 @@ class ContinuousDecoder:
         if any(not 0 <= i < vocab for i in self.suppress_ids) or len(self.suppress_ids) >= vocab:
             raise WordformerError(f"suppress_ids={self.suppress_ids} must be fewer than {vocab} ids of the vocabulary")
         self.block = model.config.block_size
-        self._rows: list[DecodeRow] = []  # rows in the cache, in cache order
-        self._joining: list[DecodeRow] = []  # rows waiting for their prefill
-        self._cache: Optional[KVCache] = None
+        if max_batch is None:
+            max_batch = max(1, min(64, KV_BUDGET_BYTES // max(1, kv_bytes_per_row(model))))
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise WordformerError(f"max_batch={max_batch!r} must be an integer >= 1")
+        self.max_batch = max_batch
+        self._rows: list[DecodeRow] = []  # rows in the cache: row i lives in slot i of the storage
+        self._joining: list[DecodeRow] = []  # rows waiting for their prefill (and for room in the batch)
+        self._keys: list[Tensor] = []  # per layer (slots, H, block_size, D), rows right-aligned at column _length
+        self._values: list[Tensor] = []
+        self._length = 0  # cache columns in use
+        self._cache: Optional[KVCache] = None  # its layers are views of the first len(_rows) slots
         self.forwards = 0  # forward passes run (prefills and batch steps)
         self.batched_steps = 0  # batch steps that decoded more than one row at once
         self.largest_batch = 0  # most rows that shared one batch step
@@ -163,7 +184,7 @@ class ContinuousDecoder:
     @property
     def cache_length(self) -> int:
         """Columns in the batch KV cache (the longest row's cached tokens plus the others' padding)."""
-        return 0 if self._cache is None else self._cache.length
+        return self._length
 
     # ------------------------------------------------------------------------------------------- step
 
@@ -184,17 +205,18 @@ class ContinuousDecoder:
                 self.model.train(True)
 
     def _step(self) -> list[StepToken]:
-        self._keep([r for r in self._rows if not r.finished])
-        joining = [r for r in self._joining if not r.finished]
-        self._joining = []
+        self._drop([r for r in self._rows if r.finished])
+        self._joining = [r for r in self._joining if not r.finished]
         # a row whose next token would overflow the window slides: it restarts from its latest block // 2
         # tokens, recomputed by a prefill (as generate_ids does), so it leaves the batch cache for now
         sliding = [r for r in self._rows if len(r.ids) - r.start > self.block]
         if sliding:
             for r in sliding:
                 r.start = len(r.ids) - max(1, self.block // 2)
-            self._keep([r for r in self._rows if r not in sliding])
-        prefill = joining + sliding
+            self._drop(sliding)
+        room = self.max_batch - len(self._rows) - len(sliding)
+        joining, self._joining = self._joining[:max(0, room)], self._joining[max(0, room):]
+        prefill = sliding + joining
         if not self._rows and not prefill:
             return []
 
@@ -203,7 +225,6 @@ class ContinuousDecoder:
         if steady:
             for row, row_logits in zip(steady, self._decode_steady()):
                 logits[id(row)] = row_logits
-        new_kv: list[tuple[DecodeRow, list[tuple[Tensor, Tensor]]]] = []
         by_width: dict[int, list[DecodeRow]] = {}
         for r in prefill:
             by_width.setdefault(len(r.ids) - r.start, []).append(r)
@@ -211,28 +232,26 @@ class ContinuousDecoder:
             group_logits, kv = self._prefill(group, width)
             for i, r in enumerate(group):
                 logits[id(r)] = group_logits[i]
-                new_kv.append((r, [(k[i], v[i]) for k, v in kv]))
-        if new_kv:
-            self._merge(new_kv)
+                self._insert(r, [(k[i], v[i]) for k, v in kv])
+        self._views()
 
         order = steady + prefill
         return self._sample(order, torch.stack([logits[id(r)] for r in order]))  # (B, V)
 
     def _decode_steady(self) -> Tensor:
         """Feed each cached row its newest token in one batched forward; (B, V) logits."""
-        cache = self._cache
-        assert cache is not None  # rows in the batch imply a cache
         rows = self._rows
         device = self.model.token_embedding.weight.device
-        length = cache.length
-        if length + 1 > cache.layers[0].keys.size(2):
-            self._compact()
-            length = cache.length
+        if self._length + 1 > self.block:
+            self._compact(force=True)
+        cache = self._cache
+        assert cache is not None  # rows in the batch imply a cache
+        length = self._length
         cached = torch.tensor([r.cached for r in rows], device=device)  # (B,)
         tokens = torch.tensor([[r.ids[-1]] for r in rows], dtype=torch.long, device=device)  # (B, 1)
         positions = cached[:, None]  # (B, 1): each row's position in its own window
         padding_mask = None
-        if bool((cached < length).any()):
+        if any(r.cached < length for r in rows):
             # column j holds row i's tokens from L - cached_i on; the new token goes to column L
             padding_mask = torch.arange(length + 1, device=device)[None, :] >= (length - cached)[:, None]  # (B, L+1)
         out = self.model(tokens, cache=cache, positions=positions, key_padding_mask=padding_mask)  # (B, 1, V)
@@ -242,6 +261,7 @@ class ContinuousDecoder:
         self.largest_batch = max(self.largest_batch, len(rows))
         for r in rows:
             r.cached += 1
+        self._length = length + 1
         return out[:, -1]
 
     def _prefill(self, rows: list[DecodeRow], width: int) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
@@ -260,53 +280,73 @@ class ContinuousDecoder:
 
     # ------------------------------------------------------------------------------------------- cache surgery
 
-    def _keep(self, rows: list[DecodeRow]) -> None:
-        """Shrink the batch cache to ``rows`` (a subsequence of the current rows)."""
-        if len(rows) == len(self._rows):
+    def _views(self) -> None:
+        """Point the KV cache's layers at the slots in use (views: appending writes into the storage)."""
+        b = len(self._rows)
+        if b == 0:
+            self._cache, self._length = None, 0
             return
-        if not rows:
-            self._rows, self._cache = [], None
+        if self._cache is None:
+            self._cache = self.model.new_cache(1, max_len=1)  # the object only: its layers get views below
+        for layer, keys, values in zip(self._cache.layers, self._keys, self._values):
+            layer.keys, layer.values, layer.length = keys[:b], values[:b], self._length
+
+    def _drop(self, gone: list[DecodeRow]) -> None:
+        """Free the slots of ``gone``: the last row moves into each freed slot (one row's copy, not the batch's)."""
+        if not gone:
             return
-        assert self._cache is not None
-        index = torch.tensor([self._rows.index(r) for r in rows], device=self._cache.layers[0].keys.device)
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)
-            layer.values = layer.values.index_select(0, index)
-        self._rows = rows
+        leaving = {id(r) for r in gone}
+        length, i = self._length, 0
+        while i < len(self._rows):
+            if id(self._rows[i]) not in leaving:
+                i += 1
+                continue
+            last = len(self._rows) - 1
+            if i != last:
+                for t in self._keys + self._values:
+                    t[i, :, :length] = t[last, :, :length]
+                self._rows[i] = self._rows[last]
+            self._rows.pop()
         self._compact()
+        self._views()
 
-    def _compact(self) -> None:
-        """Cut the cache columns that are padding for every row (the left ones), keeping rows right-aligned."""
-        cache = self._cache
-        if cache is None or not self._rows:
+    def _compact(self, *, force: bool = False) -> None:
+        """Cut columns that are padding for every row (the left ones): when full (``force``) or a quarter is waste,
+        since every step attends over all the columns."""
+        if not self._rows:
+            self._length = 0
             return
-        length = cache.length
+        length = self._length
         shift = length - max(r.cached for r in self._rows)
-        if shift <= 0:
+        if shift <= 0 or (not force and 4 * shift < length):
             return
-        for layer in cache.layers:
-            layer.keys[:, :, : length - shift] = layer.keys[:, :, shift:length].clone()
-            layer.values[:, :, : length - shift] = layer.values[:, :, shift:length].clone()
-            layer.length = length - shift
+        for t in self._keys + self._values:
+            t[:, :, : length - shift] = t[:, :, shift:length].clone()
+        self._length = length - shift
+        self._views()
 
-    def _merge(self, new: list[tuple[DecodeRow, list[tuple[Tensor, Tensor]]]]) -> None:
-        """Copy prefilled rows' keys and values into the batch cache, right-aligned, after the cached rows."""
-        old_rows, old = self._rows, self._cache
-        old_length = old.length if old is not None else 0
-        length = max([old_length] + [r.cached for r, _ in new])  # <= block_size
-        cache = self.model.new_cache(len(old_rows) + len(new))
-        for li, layer in enumerate(cache.layers):
-            if old is not None and old_rows:
-                src = old.layers[li]
-                layer.keys[: len(old_rows), :, length - old_length : length] = src.keys[:, :, :old_length]
-                layer.values[: len(old_rows), :, length - old_length : length] = src.values[:, :, :old_length]
-            for j, (r, kv) in enumerate(new):
-                k, v = kv[li]  # (H, W, D)
-                layer.keys[len(old_rows) + j, :, length - r.cached : length] = k
-                layer.values[len(old_rows) + j, :, length - r.cached : length] = v
-            layer.length = length
-        self._rows = old_rows + [r for r, _ in new]
-        self._cache = cache
+    def _insert(self, row: DecodeRow, kv: list[tuple[Tensor, Tensor]]) -> None:
+        """Put a prefilled row's keys and values (per layer (H, W, D)) into a free slot, right-aligned."""
+        b, length, width = len(self._rows), self._length, row.cached
+        if not self._keys or self._keys[0].size(0) <= b:  # more slots: double them (zeros: masked padding is finite)
+            slots = max(4, 2 * b)
+            grown_k, grown_v = [], []
+            for li, (k, v) in enumerate(kv):
+                shape = (slots, k.size(0), self.block, k.size(2))
+                grown_k.append(torch.zeros(shape, dtype=k.dtype, device=k.device))
+                grown_v.append(torch.zeros(shape, dtype=v.dtype, device=v.device))
+                if b:
+                    grown_k[li][:b, :, :length] = self._keys[li][:b, :, :length]
+                    grown_v[li][:b, :, :length] = self._values[li][:b, :, :length]
+            self._keys, self._values = grown_k, grown_v
+        if width > length:  # the new row is longer than the batch: shift the others right
+            for t in self._keys + self._values:
+                t[:b, :, width - length : width] = t[:b, :, :length].clone()
+            length = self._length = width
+        for li, (k, v) in enumerate(kv):
+            self._keys[li][b, :, length - width : length] = k
+            self._values[li][b, :, length - width : length] = v
+        self._rows.append(row)
 
     # ------------------------------------------------------------------------------------------- sampling
 

@@ -223,6 +223,17 @@ def _encode(tokenizer: Tokenizer, prompt: Union[str, list[int]], append_eos: boo
     return list(prompt) + ([tokenizer.eos_id] if append_eos else [])
 
 
+INLINE_CHARS = 4096  # prompts up to this size are encoded in the event loop (a thread hop costs more)
+
+
+async def _encode_all(tokenizer: Tokenizer, prompts: Sequence[Union[str, list[int]]], append_eos: bool,
+                      settings: Any, param: str = "prompt") -> list[list[int]]:
+    """Every prompt's ids; long prompts are encoded in a worker thread so the event loop keeps streaming."""
+    if sum(len(p) for p in prompts) <= INLINE_CHARS:
+        return [_encode(tokenizer, p, append_eos, settings, param) for p in prompts]
+    return await run_in_threadpool(lambda: [_encode(tokenizer, p, append_eos, settings, param) for p in prompts])
+
+
 def _separator(tokenizer: Tokenizer, append_eos: bool) -> str:
     """What ``wordformer generate`` prints between prompt and continuation (``echo`` uses it too)."""
     return " <eos> " if append_eos else ("" if tokenizer.kind != "word" else " ")
@@ -477,7 +488,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         raise ApiError(400, f"{len(prompts)} prompts x n={n} is {len(prompts) * n} sequences; this server decodes at "
                             f"most {settings.max_rows_per_request} per request", param="prompt",
                        code="too_many_sequences")
-    ids = await run_in_threadpool(lambda: [_encode(tok, p, append_eos, settings) for p in prompts])
+    ids = await _encode_all(tok, prompts, append_eos, settings)
     texts = [p if isinstance(p, str) else tok.decode(p) for p in prompts]
     sep = _separator(tok, append_eos)
     echo = bool(body.echo)
@@ -607,7 +618,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     max_tokens = _max_tokens(wanted, settings.max_tokens, settings, param)
     tok = served.loaded.tokenizer
     text = _chat_prompt(body)
-    ids = await run_in_threadpool(_encode, tok, text, True, settings, "messages")
+    [ids] = await _encode_all(tok, [text], True, settings, "messages")
     want_lp = bool(body.logprobs)
     job = Job(request, served, [ids], n, max_tokens=max_tokens, sampling=_sampling(body), seed=body.seed,
               stops=_stops(body), logprobs=(body.top_logprobs or 0) if want_lp else None)
