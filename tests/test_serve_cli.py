@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -140,3 +141,24 @@ def test_demo_in_the_default_folder_names_plain_wordformer_serve(tmp_path, monke
     assert out.rstrip().splitlines()[-1].strip().startswith("wordformer serve ")
     assert "--checkpoint" not in out.rstrip().splitlines()[-1]
     assert os.path.isfile("runs/demo/best.ckpt")
+
+
+def test_open_waits_for_the_server_then_opens_the_page(monkeypatch):
+    import webbrowser
+
+    from wordformer.serve import command
+
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+
+    class Starting:
+        started = False
+
+    server = Starting()
+    thread = threading.Thread(target=command.open_when_up, args=(server, "http://127.0.0.1:1/"))
+    thread.start()
+    time.sleep(0.3)
+    assert opened == []  # not before the server is up
+    server.started = True
+    thread.join(5)
+    assert opened == ["http://127.0.0.1:1/"]

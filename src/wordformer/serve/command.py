@@ -144,7 +144,7 @@ def _serve(args: argparse.Namespace, settings: ServeSettings, paths: list[str], 
     print(f"  API:  {base}/v1   (OpenAI-compatible; schema at {base}/openapi.json)")
     print("Ctrl-C stops the server.", flush=True)
     if args.open:
-        threading.Thread(target=_open_when_up, args=(server, f"{base}/"), daemon=True).start()
+        threading.Thread(target=open_when_up, args=(server, f"{base}/"), daemon=True).start()
     logging.getLogger("wordformer.serve").setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         server.run(sockets=[sock])
@@ -154,7 +154,8 @@ def _serve(args: argparse.Namespace, settings: ServeSettings, paths: list[str], 
     return 0
 
 
-def _open_when_up(server: Any, url: str) -> None:
+def open_when_up(server: Any, url: str) -> None:
+    """Open ``url`` in the default browser once uvicorn's ``server`` has started (gives up after 30 s)."""
     import time
     import webbrowser
 
