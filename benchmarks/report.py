@@ -18,11 +18,12 @@ from typing import Any, Optional
 from .common import QUICK_RESULTS, RESULTS, ROOT, command_line, loadavg, log, machine_info, write_json
 
 OUT = ROOT / "BENCHMARKS.md"
-ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp")
+ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp", "serve")
 TITLES = {"train": "1. Training throughput (CPU)", "generate": "2. Generation (CPU)", "memory": "3. Peak memory (RSS)",
           "quality": "4. Quality: validation loss after 2000 steps", "scaling": "5. Scaling and fraction of matmul peak",
           "gpu": "6. GPU: GPT-2 small, bf16, compiled",
-          "omp": "7. Supplementary: OpenMP wait policy (what `import wordformer` sets)"}
+          "omp": "7. Supplementary: OpenMP wait policy (what `import wordformer` sets)",
+          "serve": "8. Serving: `wordformer serve` against `transformers serve`"}
 
 
 def load_results() -> dict[str, dict[str, Any]]:
@@ -125,6 +126,10 @@ def run_loads(r: dict[str, Any]) -> list[float]:
         loads += [res["load_before"][0], res["load_after"][0]]
     for res in (r.get("conditions") or {}).values():
         loads += [m["load1"] for rs in res["runs"].values() for m in rs if "load1" in m]
+    for size in (r.get("sizes") or {}).values():  # bench_serve: per size, one client and concurrent clients
+        loads += [m["load1"] for rs in size["runs"]["single"].values() for m in rs if "load1" in m]
+        loads += [m["load1"] for by_clients in size["runs"]["concurrency"].values() for rs in by_clients.values()
+                  for m in rs if "load1" in m]
     return loads
 
 
@@ -345,6 +350,50 @@ def section_omp(r: dict[str, Any]) -> list[str]:
     return lines + provenance(r)
 
 
+def section_serve(r: dict[str, Any]) -> list[str]:
+    c = r["config"]
+    lines = [f"Both servers run as their own processes on the same weights (GPT-2 architecture, {c['weights']}; "
+             f"block_size {c['block_size']} so prompt + new tokens fit without wordformer sliding its window or GPT-2 "
+             f"running past its positions), the client is a third process on the same machine. Peer: `transformers "
+             f"serve FOLDER --device cpu` (the folder written by `wordformer.gpt2.to_hf_model`, with a `tokenizers` "
+             f"tokenizer of the same vocabulary), plain and with `--continuous-batching`, OMP threads "
+             f"{c['peer_threads']}. One client: the official `openai` "
+             f"client, greedy, {c['new_tokens']} new tokens, {c['repeats']} repeats alternating between the servers; "
+             f"per-token latency = (last chunk - first chunk) / (tokens - 1). Concurrent clients: "
+             f"{c.get('concurrent_client', 'AsyncOpenAI')}, each asking {c['requests_per_client']} streamed completions "
+             f"of {c['concurrent_new_tokens']} tokens one after another (temperature 0.8, own seeds); aggregate "
+             f"tokens/s over the phase; latency percentiles over every gap between two chunks of a stream and over "
+             f"every time to first token; {c['rounds']} rounds, the servers alternating.", ""]
+    names = {"wordformer": "`wordformer serve`", "peer": "`transformers serve` (peer)",
+             "peer_cb": "`transformers serve --continuous-batching` (peer)"}
+    for size, e in r["sizes"].items():
+        o = e["options"]
+        lines += [f"**{size} size**: {o['num_layers']} layers, {o['num_heads']} heads, d_model {o['d_model']}, "
+                  f"{o['tokenizer']} tokenizer, vocabulary {e['vocab_size']:,}, {e['parameters']:,} parameters; prompt "
+                  f"{e['prompt_tokens']} tokens. Same greedy text from both servers: {e['same_greedy_text']}.", "",
+                  *table(["one streaming client", "time to first token, ms: median [IQR]",
+                          "per-token latency, ms: median [IQR]"],
+                         [[names[k], all_cell(v["ttft_ms"], 2), all_cell(v["per_token_ms"], 2)]
+                          for k, v in e["single"].items()]),
+                  "", f"Per-token latency, wordformer / the faster peer ({names[e.get('best_peer', 'peer')]}), per "
+                      f"repeat: {all_cell(e['per_token_ratio'], 2)}.", ""]
+        rows = []
+        for name, by_clients in e["concurrency"].items():
+            for clients in ("1", "4", "16"):
+                v = by_clients.get(clients)
+                if not v:
+                    continue
+                rows.append([names[name], clients, all_cell(v["tokens_per_s"]), num(v["gap_p50_ms"]["median"], 2),
+                             num(v["gap_p99_ms"]["median"], 2), num(v["ttft_p50_ms"]["median"], 1),
+                             num(v["ttft_p99_ms"]["median"], 1)])
+        lines += [*table(["server", "clients", "aggregate tokens/s: median [IQR]", "gap p50 ms", "gap p99 ms",
+                          "TTFT p50 ms", "TTFT p99 ms"], rows), ""]
+        scale = {n: v.get("scaling_16_over_1") for n, v in e["concurrency"].items()}
+        lines += ["Aggregate tokens/s at 16 clients / 1 client (medians): " + ", ".join(
+            f"{names[n]} {num(v, 2)}" for n, v in scale.items()) + ".", ""]
+    return lines + provenance(r)
+
+
 # ------------------------------------------------------------------------------------ the page
 
 
@@ -420,11 +469,12 @@ def render(path: Path = OUT) -> str:
             lines += [f"Not run yet: `python -m benchmarks.bench_{name}`."]
         else:
             lines += {"train": section_train, "generate": section_generate, "memory": section_memory,
-                      "quality": section_quality, "scaling": section_scaling, "omp": section_omp}[name](r)
+                      "quality": section_quality, "scaling": section_scaling, "omp": section_omp,
+                      "serve": section_serve}[name](r)
         lines.append("")
     if (ROOT / "benchmarks" / "TUNE.md").is_file():
         tune = (ROOT / "benchmarks" / "TUNE.md").read_text().strip().splitlines()
-        lines += ["## 8. Hyperparameter tuning (issue: `wordformer tune`)", "",
+        lines += ["## 9. Hyperparameter tuning (issue: `wordformer tune`)", "",
                   "Written by `python -m benchmarks.bench_tune` (about 30 minutes; not part of `make bench`), "
                   "copied from [benchmarks/TUNE.md](benchmarks/TUNE.md).", ""]
         lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln for ln in tune[1:]] + [""]

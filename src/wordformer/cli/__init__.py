@@ -53,6 +53,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("download", "files", "fetch a pretrained file into the local cache and print its path",
             "Fetch a registry file or URL into the cache (reused when already there) and print its path."),
     Command("task", "task", "the tutorial 6 tasks: sequence reversal and set anomaly detection", trains=True),
+    Command("serve", "serve", "serve trained models: a page that shows how they work, and an OpenAI-compatible API",
+            "Load the checkpoints once and serve, until Ctrl-C, the page at / and the OpenAI-compatible API at /v1 "
+            "(completions, chat completions for --pairs models, the model list). Without --checkpoint it serves the "
+            "demo's run (runs/demo/best.ckpt)."),
 )
 
 

@@ -64,6 +64,7 @@ def add_demo(p: argparse.ArgumentParser) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..runs import check_demo_out, mark_demo
+    from ..serve.server import DEMO_CHECKPOINT
     from ..training import train
 
     model_cfg, data_cfg, train_cfg = configs_from_args(args, DEMO_OPTIONS)
@@ -88,5 +89,7 @@ def run_demo(args: argparse.Namespace) -> int:
           f"  wordformer generate --checkpoint {ckpt} --prompt \"the list\" --temperature 0.8 --top-k 40\n"
           f"  wordformer predict --checkpoint {ckpt} --prompt \"a function\" --k 5\n"
           f"  wordformer evaluate --checkpoint {ckpt}\n"
-          f"  wordformer train --data YOUR_TEXT.txt --out runs/mine      (your own text)")
+          f"  wordformer train --data YOUR_TEXT.txt --out runs/mine      (your own text)\n"
+          f"  wordformer serve{'' if ckpt == DEMO_CHECKPOINT else f' --checkpoint {ckpt}'}"
+          "      (the page at http://127.0.0.1:8000/ and an OpenAI-compatible API at /v1)")
     return 0
