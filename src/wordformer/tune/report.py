@@ -8,6 +8,7 @@ report says so. For a live view of any storage: ``optuna-dashboard STORAGE_URL``
 from __future__ import annotations
 
 import csv
+import json
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, Callable, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .fixed import describe_fixed, recorded_fixed
 from .objective import CHECKPOINT_ATTR, CONFIG_ATTR
 from .study import FAIL_REASON
 
@@ -50,6 +52,8 @@ class Report:
     htmls: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     best: Optional[Row] = None
+    fixed: list[str] = field(default_factory=list)  # what every trial shared: data, tokenizer, pairs, options
+    text_path: Optional[Path] = None  # trials.txt: the fixed options and the table, as printed
 
 
 def _stored_targets(study: optuna.Study) -> dict[str, list[str]]:
@@ -268,17 +272,34 @@ def write_report(study: optuna.Study, out_dir: Path | str, *, plots: bool = True
     if plots:
         pngs, htmls, notes = write_plots(study, out_dir, html=html)
     best = rows[0] if rows and rows[0].rank == 1 else None
+    fixed = describe_fixed(study)
+    table = format_table(rows)
+    text_path = write_text(study, fixed, table, out_dir)
     return Report(
         study_name=study.study_name,
         direction=study.direction.name.lower(),
         rows=rows,
-        table=format_table(rows),
+        table=table,
         csv_path=csv_path,
         pngs=pngs,
         htmls=htmls,
         notes=notes,
         best=best,
+        fixed=fixed,
+        text_path=text_path,
     )
+
+
+def write_text(study: optuna.Study, fixed: list[str], table: str, out_dir: Path) -> Path:
+    """``trials.txt``: what the trials shared (data, tokenizer, pairs, fixed options), then the table;
+    and ``fixed_options.json``, the study's record as stored (absent for a study made before records)."""
+    path = out_dir / "trials.txt"
+    heading = f"study {study.study_name} ({study.direction.name.lower()})"
+    path.write_text("\n".join([heading, *fixed, "", table]) + "\n", encoding="utf-8")
+    record = recorded_fixed(study)
+    if record is not None:
+        (out_dir / "fixed_options.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return path
 
 
 def summary_counts(study: optuna.Study) -> dict[str, int]:
@@ -290,5 +311,5 @@ def summary_counts(study: optuna.Study) -> dict[str, int]:
 
 
 __all__ = ["PLOTS", "Report", "Row", "format_table", "plotly_available", "summary_counts", "trial_rows",
-           "write_csv", "write_plots", "write_report"]
+           "write_csv", "write_plots", "write_report", "write_text"]
 
