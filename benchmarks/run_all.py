@@ -18,7 +18,7 @@ import time
 
 from .common import ROOT, loadavg, log
 
-BENCHMARKS = ("train", "generate", "memory", "scaling", "quality", "gpu", "omp")
+BENCHMARKS = ("train", "generate", "memory", "scaling", "quality", "gpu", "omp", "spot")
 
 
 def main(argv: list[str] | None = None) -> int:
