@@ -515,8 +515,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=30, help="trials per case and seed (SPOT: fun_evals)")
     p.add_argument("--init-size", type=int, default=10,
                    help="SPOT's initial design size = TPE's and GP's random start-up trials")
-    p.add_argument("--max-steps", type=int, default=300, help="per-trial step budget")
-    p.add_argument("--eval-interval", type=int, default=50, help="validate (and report to the pruner) every N steps")
+    p.add_argument("--max-steps", type=int, default=600, help="per-trial step budget")
+    p.add_argument("--eval-interval", type=int, default=100, help="validate (and report to the pruner) every N steps")
     p.add_argument("--eval-batches", type=int, default=10, help="batches per validation")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--threads", type=int, default=1, help="torch threads per trial (OMP_NUM_THREADS)")
