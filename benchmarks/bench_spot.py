@@ -150,10 +150,16 @@ def ensure_spot_env() -> float:
 # --------------------------------------------------------------------------------------------- chunks
 
 
+def data_identity(path: str) -> str:
+    """The corpus by name and size, not by path: the same file found from another checkout is the same corpus."""
+    p = Path(path)
+    return f"{p.name}, {p.stat().st_size} bytes"
+
+
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     return {"trials": args.trials, "init_size": args.init_size, "max_steps": args.max_steps,
             "eval_interval": args.eval_interval, "eval_batches": args.eval_batches, "threads": args.threads,
-            "data": str(Path(args.data)), "space": str(SPACE.relative_to(ROOT)),
+            "data": data_identity(args.data), "space": str(SPACE.relative_to(ROOT)),
             "space_sha256": hashlib.sha256(SPACE.read_bytes()).hexdigest()[:16],
             "requirements_sha256": hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]}
 
@@ -546,6 +552,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     budget = args.max_chunks if args.max_chunks is not None else math.inf
     ran = 0
     if not args.render:
+        if args.quick:  # a smoke run runs: nothing is skipped
+            for old in QUICK.glob("spot_*.json"):
+                old.unlink()
         env_s = ensure_spot_env()
         if env_s:
             log(f"SPOT's environment took {env_s:.0f} s to create")
