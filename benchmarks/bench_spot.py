@@ -381,7 +381,8 @@ def _spread(s: dict[str, Any], digits: int = 4) -> str:
 
 def _cfg(c: dict[str, Any]) -> str:
     heads = f"{c['num_heads']} head" + ("" if c["num_heads"] == 1 else "s")
-    return (f"d_model {c['d_model']} ({heads}), {c['num_layers']} layers, block {c['block_size']}, "
+    layers = f"{c['num_layers']} layer" + ("" if c["num_layers"] == 1 else "s")
+    return (f"d_model {c['d_model']} ({heads}), {layers}, block {c['block_size']}, "
             f"{c['positional']}, {c['norm']}-norm, dropout {c['dropout']:.2f}, batch {c['batch_size']}, "
             f"lr {c['lr']:.2e}, warmup {c['warmup_steps']}")
 
@@ -498,9 +499,10 @@ def markdown(p: dict[str, Any]) -> str:
         f"max {max(x[0] for x in loads):.1f}. Chunks run {p['first_date']} – {p['last_date']}. Raw figures: "
         f"`benchmarks/results/spot.json` and one `benchmarks/results/spot_<case>_seed<S>.json` per chunk.",
         "",
-        "Reproduce (from the repository root; creates SPOT's environment in `benchmarks/spot/.venv` on first use; "
-        "about 1.5–2 hours on 2 cores; `--quick` for a few-minute smoke run; `--max-chunks 1` in a loop runs one "
-        "(case, seed) at a time and resumes):",
+        f"Reproduce (from the repository root; creates SPOT's environment, about 2 GB, in `benchmarks/spot/.venv` on "
+        f"first use; the chunks above took {p['chunk_minutes']:.0f} minutes of CPU in all; `make bench` runs it too, "
+        f"`python -m benchmarks.run_all --skip spot` leaves it out; `--quick` is a few-minute smoke run; "
+        f"`--max-chunks N` runs N pending (case, seed) chunks and stops, a rerun resumes):",
         "",
         "```bash",
         command(s, seeds, p["quick"]),
@@ -590,6 +592,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "name": "spot", "quick": bool(args.quick), "settings": settings, "seeds": seeds,
         "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count()},
         "first_date": dates[0], "last_date": dates[-1],
+        "chunk_minutes": sum(runs[case][seed]["process_s"] for case in CASES for seed in seeds) / 60,
         "check": {tool: {"check": checks[tool]["check"], "versions": checks[tool]["versions"]} for tool in checks},
         "loads": {case: {str(seed): runs[case][seed]["load_before"] for seed in seeds} for case in CASES},
         "analysis": analysis,
