@@ -487,7 +487,9 @@ def markdown(p: dict[str, Any]) -> str:
     rel = p.get("plot")
     if rel:
         lines += ["", f"![best validation loss so far against trials and wall time]({rel})", "",
-                  "Lines: median over the seeds; bands: min–max over the seeds; ticks: where each seed's run ended."]
+                  "Lines: median over the seeds; bands: min–max over the seeds; ticks: where each seed's run ended. "
+                  "Where two cases proposed the same trials (TPE with and without pruning, with the same seed), "
+                  "their lines coincide in the left panel."]
     if READING.is_file() and not p["quick"]:
         lines += ["", READING.read_text().strip()]
     loads = [x for case in CASES for seed in seeds for x in (p["loads"][case][str(seed)],)]
