@@ -425,8 +425,10 @@ def markdown(p: dict[str, Any]) -> str:
         f"`tpe_median`, which sees every validation.",
         f"- **Same arithmetic**: SPOT's environment has torch {v_spot['torch']}, Lightning {v_spot['lightning']}, "
         f"torchmetrics {v_spot['torchmetrics']} (wordformer's: {v_tune['torch']}, {v_tune['lightning']}, "
-        f"{v_tune['torchmetrics']}), numpy {v_spot['numpy']} and scipy {v_spot['scipy']} (spotpython 0.36.2 fails "
-        f"with numpy >= 2.4 / scipy >= 1.17; wordformer's: {v_tune['numpy']}, {v_tune['scipy']}). The space's "
+        f"{v_tune['torchmetrics']}), numpy {v_spot['numpy']} and scipy {v_spot['scipy']} (wordformer's: "
+        f"{v_tune['numpy']}, {v_tune['scipy']}; with numpy 2.4 SPOT's differential-evolution step fails, \"only "
+        f"0-dimensional arrays can be converted to Python scalars\", with scipy 1.16 and 1.17 alike; the scipy<1.17 "
+        f"cap in the requirements is not needed but kept, as it is what this run used). The space's "
         f"default configuration trained once in each environment gave val_loss "
         f"{check['spot']['check']['val_loss']:.6f} (SPOT's) and {check['wordformer']['check']['val_loss']:.6f} "
         f"(wordformer's): " + ("**bit-identical**." if same else "**not identical** (see the JSON)."),
