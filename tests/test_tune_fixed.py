@@ -257,3 +257,27 @@ def test_differences_name_each_option_as_typed() -> None:
     assert differences(older, base) == []
     accum = fixed_options(space, ModelConfig(), DataConfig(), TrainConfig(grad_accum=2), corpus_key="a")
     assert differences(older, accum) == [("--grad-accum 1", "--grad-accum 2")]
+
+
+@pytest.mark.slow
+def test_report_of_the_built_in_space_keeps_within_120_columns(tmp_path: Path, trained: list,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    text = write_text(tmp_path / "a.txt")
+    out = tmp_path / "out"
+    assert tune("--out", out, "--study", "s", "--no-progress", "--trials", "12", "--sampler", "random",
+                "--data", text, "--max-steps", "2", "--eval-interval", "1", "--eval-batches", "2", "--grad-accum", "2",
+                "--min-lr", "0.0002", "--beta2", "0.98", "--grad-clip", "0.5", "--log-every", "1", "--seed", "3") == 0
+    capsys.readouterr()
+    assert tune("report", "--out", out, "--study", "s") == 0
+    printed = capsys.readouterr().out.splitlines()
+    files = ("text:", "csv:", "png:", "html:", "data:")  # a path is never cut
+    assert [line for line in printed if not line.startswith(files) and len(line) > 120
+            and not line.lstrip().startswith(f"(checkpoint {out}")] == []
+    table = printed.index(next(line for line in printed if line.startswith("rank")))
+    assert sum(1 for line in printed[table:] if line[:1].isdigit()) == 12  # one row per trial, wrapped
+    fixed = [line for line in printed[:table] if line.startswith(("fixed:", " " * 11))]
+    assert len(fixed) >= 1 and all(o in " ".join(fixed) for o in ("--min-lr 0.0002", "--beta2 0.98", "--grad-clip 0.5"))
+    report = out / "s" / "report"
+    # 14 tuned parameters (--max-steps fixes the 15th): 7 + the objective in each of two figures
+    assert {p.name for p in report.glob("parallel_coordinate*.png")} == {"parallel_coordinate.png",
+                                                                        "parallel_coordinate_2.png"}

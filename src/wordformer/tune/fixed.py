@@ -33,6 +33,7 @@ from .space import HEAD_SIZE, SearchSpace, apply_overrides
 FIXED_ATTR = "fixed"  # study user attr holding the record
 CONFIG_ATTR = "config"  # trial user attr: the three configs the trial trained, as dicts
 TUNED = "tuned"  # tokenizer or pairs chosen by the space, per trial
+REPORT_WIDTH = 120  # the report's text lines never get wider (a long path excepted)
 # Fields that never make two trials incomparable: where and how a run executes, and what the corpus hash covers.
 NOT_COMPARED = frozenset({
     "data.data", "data.cache_dir", "data.encoding_errors", "data.encoding",
@@ -253,10 +254,24 @@ def describe_fixed(study: optuna.Study) -> list[str]:
     defaults = _defaults()
     shown = [_show(t, options[t]) for t in sorted(options)
              if t not in ("data.tokenizer", "data.pairs") and (t in given or options[t] != defaults.get(t))]
-    lines.append("fixed:     " + (" ".join(shown) if shown else "(defaults only)"))
+    lines += wrap_items("fixed:     ", shown or ["(defaults only)"])
     return lines
+
+
+def wrap_items(head: str, items: list[str], width: int = REPORT_WIDTH) -> list[str]:
+    """``head`` then the items, space-separated, on as many lines as keep within ``width`` (continuation lines
+    indented under the first item); an item is never split, so one longer than a line stands alone."""
+    lines: list[str] = []
+    line = head
+    for item in items:
+        if len(line) > len(head) and len(line) + 1 + len(item) > width:
+            lines.append(line)
+            line = " " * len(head) + item
+        else:
+            line += ("" if len(line) == len(head) else " ") + item
+    return lines + [line]
 
 
 __all__ = ["CONFIG_ATTR", "FIXED_ATTR", "NOT_COMPARED", "TUNED", "check_fixed", "describe_fixed", "describe_value",
            "differences", "fixed_options",
-           "record_fixed", "recorded_fixed", "tuned_targets"]
+           "record_fixed", "recorded_fixed", "tuned_targets", "wrap_items", "REPORT_WIDTH"]
