@@ -195,9 +195,32 @@ def test_retrain_best_uses_the_studys_own_data_and_options(tmp_path: Path, study
     assert len(trained) == 2
 
 
+class Notes(logging.Handler):
+    """Warnings of wordformer.tune.study, caught on that logger itself: whatever an earlier test in the same
+    process did to the root logger or its handlers (the full suite once lost this note that way)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def study_notes(monkeypatch: pytest.MonkeyPatch) -> Any:
+    logger = logging.getLogger("wordformer.tune.study")
+    notes = Notes()
+    monkeypatch.setattr(logger, "disabled", False)
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    logger.addHandler(notes)
+    yield notes
+    logger.removeHandler(notes)
+
+
 @pytest.mark.slow
 def test_a_study_made_before_records_is_checked_by_its_trials_then_recorded(
-        tmp_path: Path, trained: list, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, trained: list, study_notes: Notes) -> None:
     space = parse_space({"params": {"lr": {"target": "train.lr", "type": "float", "low": 1e-3, "high": 1e-2, "log": True}}})
     text = write_text(tmp_path / "a.txt")
     data = DataConfig(data=str(text.resolve()), tokenizer="word")
@@ -215,15 +238,13 @@ def test_a_study_made_before_records_is_checked_by_its_trials_then_recorded(
     assert len(study.trials) == 1
 
     same = fixed_options(space, model, data, train, corpus_key="k1")
-    with caplog.at_level(logging.WARNING):
-        study = run_study(settings(fixed=same), space, objective)
-    notes = [r.getMessage() for r in caplog.records if "made before wordformer recorded" in r.getMessage()]
+    study = run_study(settings(fixed=same), space, objective)
+    notes = [m for m in study_notes.messages if "made before wordformer recorded" in m]
     assert len(notes) == 1 and "1 trial(s) match this run's data, tokenizer and pairs" in notes[0]
     assert study.user_attrs[FIXED_ATTR] == same and len(study.trials) == 2
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        run_study(settings(fixed=same), space, objective)
-    assert not [r for r in caplog.records if "made before" in r.getMessage()]  # said once
+    study_notes.messages.clear()
+    run_study(settings(fixed=same), space, objective)
+    assert not [m for m in study_notes.messages if "made before" in m]  # said once
 
 
 def test_report_of_a_study_made_before_records_says_so_and_shows_what_the_trials_used(
