@@ -351,13 +351,13 @@ def test_a_pairs_checkpoint_answers_through_the_plain_functions_as_the_cli_does(
     model, tok = _word_setup()
     loaded = load_checkpoint(_checkpoint(model, tok, tmp_path / "qa.ckpt", pairs=True))
     m, t = loaded.model, loaded.tokenizer
-    assert t.pairs and encode_prompt(t, "the cat")[-1] == t.eos_id
-    asked = dict(max_new_tokens=5, temperature=0)
-    answer = generate(m, t, "the cat", **asked)
-    assert answer == generate(m, t, "the cat", append_eos=True, **asked) == loaded.generate("the cat", **asked)
     everything = predict_next(m, t, "the cat", t.vocab_size)
     assert everything == predict_next(m, t, "the cat", t.vocab_size, append_eos=True)
     assert everything != predict_next(m, t, "the cat", t.vocab_size, append_eos=False)  # so the test can tell
+    asked = dict(max_new_tokens=5, temperature=0)
+    answer = generate(m, t, "the cat", **asked)
+    assert answer == generate(m, t, "the cat", append_eos=True, **asked) == loaded.generate("the cat", **asked)
+    assert t.pairs and encode_prompt(t, "the cat")[-1] == t.eos_id
     code, out, err = run_cli(capsys, "generate", "--checkpoint", tmp_path / "qa.ckpt", "--prompt", "the cat",
                              "--temperature", "0", "--max-new-tokens", "5")
     assert code == 0, err
