@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .config import (ACTIVATIONS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, TOKENIZERS, build_configs, field_help,
                      field_type, read_config_file)
+from .distributed import STRATEGIES
 from .errors import WordformerError
 
 CHOICES = {
@@ -29,6 +30,7 @@ CHOICES = {
     "eos": EOS_MODES,
     "encoding_errors": ("strict", "replace"),
     "sampling": SAMPLINGS,
+    "strategy": STRATEGIES,
 }
 SKIP = {"vocab_size"}  # set from the tokenizer
 
@@ -173,8 +175,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate
 
+    from .streaming import Progress
+
     loaded = load_checkpoint(args.checkpoint)
-    metrics = evaluate(loaded, args.data, batch_size=args.batch_size)
+    metrics = evaluate(loaded, args.data, batch_size=args.batch_size, progress=Progress())
     if args.json:
         print(json.dumps(metrics))
     else:

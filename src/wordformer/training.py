@@ -28,13 +28,15 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics.classification import MulticlassAccuracy
 
 from .checkpoint import KEY, atomic_torch_save, parse_entry, read_checkpoint, wordformer_entry
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import WordDataModule, check_same_corpus, prepare_corpus
+from . import distributed
+from .distributed import check_cluster, check_same_global_batch, is_fsdp, lightning_strategy, resolve_accelerator
 from .errors import WordformerError, make_folder
+from .streaming import Progress
 from .model import WordPredictor
 from .schedule import learning_rate
 from .tokenizers import Tokenizer
@@ -134,6 +136,10 @@ class WordPredictorModule(L.LightningModule):
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,
                                     gradient_clip_algorithm: Optional[str] = None) -> None:
+        # FSDP: only the root module sees every shard, so the norm is its to compute (Lightning refuses "norm")
+        if gradient_clip_val and is_fsdp(self.trainer.strategy):
+            self.trainer.strategy.model.clip_grad_norm_(float(gradient_clip_val))
+            return
         # bf16 autocast has no loss scaler, so the gradients are the true ones and clipping them directly is
         # exact; Lightning's own path refuses a fused optimizer under any mixed precision
         if gradient_clip_val and str(self.trainer.precision).startswith("bf16"):
@@ -145,7 +151,8 @@ class WordPredictorModule(L.LightningModule):
         if self.tokenizer is None:
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
-        info: dict[str, Any] = {"step": int(self.global_step), "metrics": metrics}
+        info: dict[str, Any] = {"step": int(self.global_step), "metrics": metrics,
+                                "world_size": int(self.trainer.world_size)}  # resume checks the global batch
         if self.corpus_key:
             info["corpus"] = self.corpus_key
         checkpoint[KEY] = wordformer_entry(self.model_config, self.data_config, self.train_config, self.tokenizer,
@@ -308,9 +315,10 @@ DEMO_MARK = ".wordformer-demo"  # `wordformer demo` marks the folders it may rep
 
 
 def is_rank_zero() -> bool:
-    """False in the extra processes Lightning starts for multi-device training (they re-run the command): those
-    neither check the output folder nor print reports, so both happen once."""
-    return rank_zero_only.rank == 0
+    """False in the extra processes Lightning starts for multi-device training (they re-run the command) and on
+    every other machine of a multi-node run: those neither check the output folder nor print reports, so both
+    happen once."""
+    return distributed.is_rank_zero()
 
 
 def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
@@ -475,9 +483,11 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     if resume and data.data and not Path(data.data).exists():
         raise WordformerError(f"{last} was trained on {data.data}, which is gone; resume with --data PATH pointing "
                               "at the same text")
+    check_cluster(train.num_nodes)
+    accelerator = resolve_accelerator(train.strategy, train.accelerator)
     started = time.perf_counter()
     L.seed_everything(train.seed, verbose=False)
-    corpus = prepare_corpus(data, model.block_size)
+    corpus = prepare_corpus(data, model.block_size, progress=Progress(enabled=train.progress and is_rank_zero()))
     if recorded is not None:
         check_same_corpus(corpus, recorded.get("corpus"), data, last, saved_tokenizer,
                           advice="restore that text (--data PATH if it moved), or start a new run with --out")
@@ -510,8 +520,10 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     try:
         trainer = L.Trainer(
             max_steps=train.max_steps,
-            accelerator=train.accelerator,
+            accelerator=accelerator,
             devices=train.devices if train.devices == "auto" else int(train.devices),
+            num_nodes=train.num_nodes,
+            strategy=lightning_strategy(train.strategy),
             precision=resolve_precision(train.precision),
             gradient_clip_val=train.grad_clip or None,
             accumulate_grad_batches=train.grad_accum,
@@ -531,6 +543,9 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     except (ValueError, MisconfigurationException) as exc:  # unknown precision, unavailable accelerator, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise WordformerError(f"cannot set up training: {first}") from None
+    if recorded is not None:  # the same global batch, or the resumed batches would not be the ones it had
+        check_same_global_batch(saved_train.batch_size, int(recorded.get("world_size", 1)), train.batch_size,
+                                trainer.world_size, last)
     if (str(trainer.precision).startswith("bf16") and trainer.strategy.root_device.type == "cpu"
             and not cpu_has_native_bf16()):
         log.warning("this CPU has no native bf16 (AVX512-BF16 or AMX): --precision %s will train slower than "
