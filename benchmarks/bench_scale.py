@@ -57,7 +57,7 @@ def stdlib_text() -> str:
     return "".join(p.read_bytes().decode("utf-8", "replace").replace("\x00", "") for p in files)
 
 
-def build_corpus(folder: Path, megabytes: int) -> Path:
+def build_corpus(folder: Path, megabytes: int, shakespeare_path: Path = DATA) -> Path:
     """``megabytes`` MB in ~1 MB files, alternately tinyshakespeare and the next slice of the stdlib sources."""
     target = folder / f"corpus-{megabytes}mb"
     done = target / ".complete"
@@ -70,7 +70,9 @@ def build_corpus(folder: Path, megabytes: int) -> Path:
                          "GB free; pass --workdir on a larger disk")
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    shakespeare = DATA.read_text()
+    if not shakespeare_path.is_file():
+        raise SystemExit(f"bench_scale: {shakespeare_path} is missing; pass --shakespeare PATH")
+    shakespeare = shakespeare_path.read_text()
     stdlib, pos = stdlib_text(), 0
     written, k = 0, 0
     while written < megabytes * 1e6:
@@ -331,6 +333,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="tokenizing processes (--workers of wordformer)")
     p.add_argument("--workdir", default=None, help="scratch folder for corpora and caches (default: the temp folder)")
     p.add_argument("--keep", action="store_true", help="keep corpora and caches afterwards (they are large)")
+    p.add_argument("--shakespeare", default=str(DATA), help="tinyshakespeare.txt (default: ../shared/data)")
     # child plumbing
     p.add_argument("--child", default=None, help=argparse_hidden())
     p.add_argument("--data", default=None, help=argparse_hidden())
@@ -367,7 +370,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             if not {"tokenize", "anchor", "train"} & set(parts):
                 break
             log(f"building the {size} MB corpus in {work} (df: {shutil.disk_usage(work).free / 1e9:.0f} GB free)")
-            corpus = build_corpus(work, size)
+            corpus = build_corpus(work, size, Path(args.shakespeare))
             for kind in kinds:
                 cache = work / f"cache-{size}-{kind}"
                 entry = None
@@ -403,7 +406,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             if not args.keep and size >= 100:
                 shutil.rmtree(corpus, ignore_errors=True)
         if "ddp" in parts:
-            corpus = build_corpus(work, 10)
+            corpus = build_corpus(work, 10, Path(args.shakespeare))
             cache = work / "cache-ddp"
             runs = run_ddp(corpus, cache, steps=10 if args.quick else 60, warmup=5)
             merge(path, "ddp", {"runs": runs, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, payload)

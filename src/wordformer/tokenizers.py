@@ -236,7 +236,7 @@ class WordTokenizer(Tokenizer):
     # on their own; natural text repeats them ("the", "lord,"), so each distinct piece is split and looked up
     # once and remembered as one code: its id when it is one token, else -(k + 1) for entry k of a table of id
     # runs, which numpy expands. The plain path above stays the definition (tests check that both agree).
-    _MEMO_LIMIT = 1 << 18  # distinct pieces remembered (a few tens of MB); the memo is emptied when full
+    _MEMO_LIMIT = 1 << 20  # distinct pieces remembered (~100 MB at most; CPython's sources hold 456k); emptied when full
     _LINE_MARK = "\x00"  # a line end in encode_lines; never in a corpus (NUL means binary), else the plain path
     _MARK = -(1 << 61)  # the line end's code
     _MISSING = -(1 << 62)  # not in the memo yet
@@ -317,9 +317,10 @@ class WordTokenizer(Tokenizer):
         """Word counts of ``text`` as :meth:`train` counts them (``<eos>`` included, train drops it); fast: each
         distinct whitespace-free piece is split once."""
         memo, words = self._words_memo, Counter()
-        if len(memo) > self._MEMO_LIMIT:
+        pieces = Counter(text.split())
+        if len(memo) + len(pieces) > self._MEMO_LIMIT:
             memo.clear()
-        for piece, n in Counter(text.split()).items():
+        for piece, n in pieces.items():
             split = memo.get(piece)
             if split is None:
                 split = memo[piece] = tuple(self.split(piece))
