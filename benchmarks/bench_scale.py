@@ -363,7 +363,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     path = (QUICK_RESULTS if args.quick else RESULTS) / f"{NAME}.json"
     payload = {"name": NAME, "command_last": command_line(MODULE), "machine": machine_info(), "quick": bool(args.quick),
-               "workers": args.workers}
+               "workers": args.workers, "threads": args.threads}
     train_steps = 10 if args.quick else 40
     try:
         for size in sizes:
@@ -397,7 +397,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if "train" in parts:
                     before = load1()
                     res_t = run_child("train", ["--data", str(corpus), "--cache", str(cache), "--kind", kind,
-                                                "--steps", str(train_steps), "--warmup", "5", "--threads", "2"])
+                                                "--steps", str(train_steps), "--warmup", "5",
+                                                "--threads", str(args.threads)])
                     res_t.update(load1=before, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
                     log(f"train {size} MB {kind}: {res_t['tokens_per_s']:,.0f} tokens/s (vocab {res_t['vocab_size']})")
                     merge(path, f"train/{size}/{kind}", res_t, payload)

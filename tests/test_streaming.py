@@ -11,7 +11,6 @@ import re
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -121,8 +120,9 @@ def test_fast_paths_agree_with_the_plain_tokenizers(text, cont, open_end):
         plain = Tokenizer.encode_lines(tok, text, cont=cont, open_end=open_end).tolist()
         assert tok.encode_lines(text, cont=cont, open_end=open_end).tolist() == plain
         assert tok.encode_array(text).tolist() == tok.encode(text)
-    for tok in (WORD, WORD_CASED):
-        assert tok.count(text) == Counter(tok.split(text))
+    grow = WordTokenizer.growing()  # every word gets an id of its own, in the fast path too
+    assert [grow.id_to_token(i) for i in grow.encode_array(text)] == WORD.split(text)
+    assert grow.encode_array(text).tolist() == grow.encode(text)
     assert CharTokenizer.characters(text) == set("".join(text.split("<eos>")))
     # line mode as the whole-text pipeline defines it: each line with text, then <eos>
     old = [i for ln in text.split("\n") if ln.strip() for i in WORD.encode(ln) + [WORD.eos_id]]
@@ -327,25 +327,32 @@ def test_too_little_free_disk_space_is_one_line_and_leaves_no_file(tmp_path, mon
     assert cache_files(cache) == []
 
 
-def test_a_disk_that_fills_up_while_writing_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
-    real = tokenizing.write_ids
+@pytest.mark.parametrize("kind", ["word", "char", "bpe"])
+def test_a_disk_that_fills_up_while_writing_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, kind):
+    real, calls = tokenizing.append_ids, []
 
-    def fills_up(tokenizer, sources, eos_mode, out, **kw):
-        out.write(b"\0" * 64)
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def fills_up(out, ids):
+        calls.append(len(ids))
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(out, ids)
 
-    monkeypatch.setattr(tokenizing, "write_ids", fills_up)
+    monkeypatch.setattr(streaming, "PIECE_CHARS", {"word": 64, "char": 64, "bpe": 64})
+    monkeypatch.setattr(tokenizing, "append_ids", fills_up)
     cache = tmp_path / "cache"
-    cfg = DataConfig(data=str(write(tmp_path / "c.txt", "some words here.\n" * 50)), cache_dir=str(cache))
+    cfg = DataConfig(data=str(write(tmp_path / "c.txt", "some words here.\n" * 50)), cache_dir=str(cache),
+                     tokenizer=kind, bpe_vocab_size=300)
     with pytest.raises(WordformerError, match=r"disk holding .* is full .*--cache-dir"):
         prepare_corpus(cfg, block_size=4)
-    assert cache_files(cache) == []
-    monkeypatch.setattr(tokenizing, "write_ids", real)
+    assert len(calls) == 2 and cache_files(cache) == []
+    monkeypatch.setattr(tokenizing, "append_ids", real)
     assert not prepare_corpus(cfg, block_size=4).from_cache  # and the next run builds the entry
 
 
-@pytest.mark.parametrize("at_call", [1, 2, 3])  # the scan, the counting pass, the tokenizing pass
-def test_a_file_that_changes_while_read_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys, at_call):
+# the pass that finds the file changed: the scan (1); words: the one tokenizing pass (2); char: collecting the
+# characters (2), tokenizing (3)
+@pytest.mark.parametrize("kind, at_call", [("word", 1), ("word", 2), ("char", 2), ("char", 3)])
+def test_a_file_that_changes_while_read_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys, kind, at_call):
     monkeypatch.setattr(streaming, "CHUNK_BYTES", 1 << 10)
     path = write(tmp_path / "c.txt", "some words here and there.\n" * 200)  # 5.4 kB: several chunks per pass
     calls = []
@@ -359,8 +366,9 @@ def test_a_file_that_changes_while_read_is_one_line_and_leaves_no_file(tmp_path,
     monkeypatch.setattr(streaming, "after_chunk", grows)
     cache = tmp_path / "cache"
     code, _, err = run_cli(capsys, "train", "--data", path, "--cache-dir", cache, "--out", tmp_path / "run",
-                           "--max-steps", "1", "--no-progress")
+                           "--tokenizer", kind, "--max-steps", "1", "--no-progress")
     assert_one_line_error(code, err, "changed while it was being read", str(path))
+    assert calls.count(1 << 10) == at_call  # it was found in the pass that saw the change
     assert cache_files(cache) == []
 
 

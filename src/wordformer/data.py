@@ -29,8 +29,7 @@ from .config import DataConfig
 from .errors import WordformerError
 from .streaming import Progress, scan, text_files
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_dict
-from .tokenizing import (DISK_FULL, check_free_space, disk_full_error, effective_workers, id_dtype, train_tokenizer,
-                         write_split)
+from .tokenizing import DISK_FULL, check_free_space, disk_full_error, effective_workers, id_dtype, tokenize_corpus
 
 __all__ = ["IGNORE_INDEX", "Corpus", "WordDataModule", "cache_root", "id_dtype", "load_pairs", "load_texts",
            "pad_pairs", "prepare_corpus"]
@@ -332,11 +331,9 @@ def _build_text_entry(folder: Path, key: str, cfg: DataConfig, sources: list, pr
     """Train the tokenizer and write the split ids into ``folder``; meta.json last marks the entry complete."""
     (folder / "meta.json").unlink(missing_ok=True)
     check_free_space(folder, sources, cfg.tokenizer, cfg.val_fraction)
-    workers = effective_workers(cfg.workers, sources)
-    tokenizer = train_tokenizer(cfg.tokenizer, _tokenizer_options(cfg), sources, errors=cfg.encoding_errors,
-                                workers=workers, progress=progress)
-    write_split(folder, tokenizer, sources, cfg.eos_mode(), cfg.val_fraction, errors=cfg.encoding_errors,
-                workers=workers, progress=progress)
+    tokenizer = tokenize_corpus(folder, cfg.tokenizer, _tokenizer_options(cfg), sources, cfg.eos_mode(),
+                                cfg.val_fraction, errors=cfg.encoding_errors,
+                                workers=effective_workers(cfg.workers, sources), progress=progress)
     try:
         _atomic_write(folder / "tokenizer.json", lambda f: f.write(json.dumps(tokenizer.to_dict()).encode()))
         meta = {"format": CACHE_FORMAT, "key": key, "arrays": ["train", "val"]}

@@ -177,7 +177,7 @@ class WordTokenizer(Tokenizer):
         self._index = {tok: i for i, tok in enumerate(self._vocab)}
         if len(self._index) != len(self._vocab):
             raise WordformerError("word vocabulary has duplicate entries; retrain the tokenizer")
-        self._words_memo: dict[str, tuple[str, ...]] = {}  # count(): whitespace-free piece -> its words
+        self.grows = False  # see growing()
         self._forget()  # encode_array / encode_lines: whitespace-free piece -> its code
 
     def split(self, text: str) -> list[str]:
@@ -206,6 +206,26 @@ class WordTokenizer(Tokenizer):
         return cls.from_counts(counts, lowercase=lowercase, min_freq=min_freq, max_vocab=max_vocab)
 
     @classmethod
+    def growing(cls, *, lowercase: bool = True) -> "WordTokenizer":
+        """A tokenizer whose vocabulary grows: every new word gets the next id (ids by first appearance) instead of
+        ``<unk>``. A streamed corpus is encoded once with it, counted from those ids, and its ids mapped to the
+        final vocabulary's (:meth:`from_counts`) afterwards: one pass over the text instead of two."""
+        tok = cls([PAD, EOS, UNK], lowercase=lowercase)
+        tok.grows = True
+        return tok
+
+    def _ids(self, words: Sequence[str]) -> tuple[int, ...]:
+        if not self.grows:
+            unk, get = self._index[UNK], self._index.get
+            return tuple(get(w, unk) for w in words)
+        index, vocab = self._index, self._vocab
+        for w in words:
+            if w not in index:
+                index[w] = len(vocab)
+                vocab.append(w)
+        return tuple(index[w] for w in words)
+
+    @classmethod
     def from_counts(cls, counts: Counter, *, lowercase: bool = True, min_freq: int = 1,
                     max_vocab: Optional[int] = None) -> "WordTokenizer":
         """The vocabulary :meth:`train` builds, from word counts gathered elsewhere (a streamed corpus counts
@@ -227,9 +247,7 @@ class WordTokenizer(Tokenizer):
         return len(self._vocab)
 
     def encode(self, text: str) -> list[int]:
-        unk = self._index[UNK]
-        get = self._index.get
-        return [get(w, unk) for w in self.split(text)]
+        return list(self._ids(self.split(text)))
 
     # Fast paths for large corpora. No token spans whitespace, and ``str.split()`` cuts at exactly the characters
     # of the pattern's ``\s`` (both are str.isspace), so the text splits into whitespace-free pieces that tokenize
@@ -259,9 +277,11 @@ class WordTokenizer(Tokenizer):
                 codes[np.fromiter(map(self._LINE_MARK.__eq__, pieces), dtype=bool, count=len(pieces))] = self._MARK
                 missing = np.flatnonzero(codes == self._MISSING)
                 new = {pieces[i] for i in missing.tolist()}
-            unk, get, runs = self._index[UNK], self._index.get, []
+            runs = []
             for piece in new:
-                ids = tuple(get(w, unk) for w in self.split(piece))
+                # a piece of letters and digits only (all \w) is one word: no regex needed
+                words = [piece.lower() if self.lowercase else piece] if piece.isalnum() else self.split(piece)
+                ids = self._ids(words)
                 if len(ids) == 1:
                     self._codes[piece] = ids[0]
                 else:
@@ -312,21 +332,6 @@ class WordTokenizer(Tokenizer):
         out = ids[~mark | after_word]
         out[out == self._MARK] = self.eos_id
         return out
-
-    def count(self, text: str) -> Counter:
-        """Word counts of ``text`` as :meth:`train` counts them (``<eos>`` included, train drops it); fast: each
-        distinct whitespace-free piece is split once."""
-        memo, words = self._words_memo, Counter()
-        pieces = Counter(text.split())
-        if len(memo) + len(pieces) > self._MEMO_LIMIT:
-            memo.clear()
-        for piece, n in pieces.items():
-            split = memo.get(piece)
-            if split is None:
-                split = memo[piece] = tuple(self.split(piece))
-            for w in split:
-                words[w] += n
-        return words
 
     def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
         skip = {self.pad_id, self.eos_id} if skip_special else set()

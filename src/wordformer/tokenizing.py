@@ -1,9 +1,11 @@
 """Tokenizing a streamed corpus: the tokenizer trained on it, then its ids written straight to disk, in parallel.
 
 Memory stays flat whatever the corpus size: text passes through in pieces of about a megabyte
-(:mod:`wordformer.streaming`), the word tokenizer gathers counts piece by piece, BPE learns its merges with the
-``tokenizers`` library's iterator training (on an evenly spread sample once the corpus passes
-:data:`BPE_SAMPLE_BYTES`), and ids go to the end of a file as they come. Our own Python code (word, char) runs in
+(:mod:`wordformer.streaming`) and ids go to the end of a file as they come. Words take one pass over the text:
+it is encoded with a vocabulary that grows (ids by first appearance), the words are counted from those ids, and
+once the vocabulary is chosen one numpy gather maps the file's ids to it. Characters are collected in a first
+pass, then encoded. BPE learns its merges with the ``tokenizers`` library's iterator training (on an evenly spread
+sample once the corpus passes :data:`BPE_SAMPLE_BYTES`), then encodes. Our own Python code (word, char) runs in
 ``workers`` processes, each tokenizing whole pieces; BPE runs in the library's own Rust threads. Small corpora
 stay in one process: starting workers would cost more than it saves.
 """
@@ -60,15 +62,30 @@ def _total(sources: Sequence[Source]) -> int:
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer: dict[str, Any], in_pool: bool) -> None:
-    if in_pool:  # Ctrl-C is the parent's to handle: it stops the pool
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _STATE["tokenizer"] = tokenizer_from_dict(tokenizer)
+def _init_worker(tokenizer: dict[str, Any], grows: bool) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+    tok = tokenizer_from_dict(tokenizer)
+    _STATE["tokenizer"] = WordTokenizer.growing(lowercase=tok.lowercase) if grows else tok
 
 
-def _count_task(text: str) -> Any:
+def _characters_task(text: str) -> set[str]:
+    return CharTokenizer.characters(text)
+
+
+def _learn_task(piece: Piece) -> tuple[int, list[str], np.ndarray]:
+    """Encode with the worker's growing vocabulary: (worker pid, the words it added, ids in its own numbering)."""
     tok = _STATE["tokenizer"]
-    return tok.count(text) if isinstance(tok, WordTokenizer) else CharTokenizer.characters(text)
+    before = tok.vocab_size
+    ids = tok.encode_lines(piece.text, cont=piece.cont, open_end=piece.open_end) if piece.lines else \
+        tok.encode_array(piece.text)
+    if piece.eos_after:
+        ids = np.append(ids, tok.eos_id)
+    return os.getpid(), [tok.id_to_token(i) for i in range(before, tok.vocab_size)], ids.astype(np.uint32)
+
+
+def append_ids(out: BinaryIO, ids: np.ndarray) -> None:
+    """Every id written to disk goes through here (tests make the disk fill up in it)."""
+    out.write(ids.tobytes())
 
 
 def encode_piece(tokenizer: Tokenizer, piece: Piece) -> np.ndarray:
@@ -104,8 +121,9 @@ def ordered_map(task: Callable[[Any], Any], items: Iterable[Any], tokenizer: Tok
         finally:
             _STATE.clear()
         return
+    grows = isinstance(tokenizer, WordTokenizer) and tokenizer.grows
     pool = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker,
-                               initargs=(tokenizer.to_dict(), True))
+                               initargs=(tokenizer.to_dict(), grows))
     pending: deque = deque()
     try:
         for item in items:
@@ -144,30 +162,18 @@ def effective_workers(workers: Optional[int], sources: Sequence[Source]) -> int:
 
 def train_tokenizer(kind: str, options: dict[str, Any], sources: Sequence[Source], *, errors: str = "strict",
                     workers: int = 1, progress: Optional[Progress] = None) -> Tokenizer:
-    """The tokenizer :func:`wordformer.tokenizers.build_tokenizer` would train on the whole text, learned
-    piece by piece (BPE from a sample when the corpus is large)."""
+    """The char or BPE tokenizer :func:`wordformer.tokenizers.build_tokenizer` would train on the whole text,
+    learned piece by piece (BPE from a sample when the corpus is large). Words: :func:`tokenize_corpus`."""
     progress = progress or Progress(enabled=False)
     total = _total(sources)
     if kind == "bpe":
         return _train_bpe(options.get("bpe_vocab_size", 2000), sources, errors, workers, progress, total)
-    if kind == "word":
-        probe: Tokenizer = WordTokenizer([PAD, EOS, UNK], lowercase=options.get("lowercase", True))
-        label = "counting words"
-    elif kind == "char":
-        probe, label = CharTokenizer([]), "collecting characters"
-    else:
-        raise WordformerError(f"tokenizer={kind!r} is unknown; choose one of: word, char, bpe")
-    phase = progress.phase(label, total)
+    if kind != "char":
+        raise WordformerError(f"tokenizer={kind!r} is not trained on its own here; use tokenize_corpus")
+    phase = progress.phase("collecting characters", total)
     items = (p.text for p in pieces(sources, kind, "none", errors=errors, on_bytes=phase.advance))
-    if kind == "word":
-        counts: Counter = Counter()
-        for part in ordered_map(_count_task, items, probe, workers):
-            counts.update(part)
-        phase.close()
-        return WordTokenizer.from_counts(counts, lowercase=options.get("lowercase", True),
-                                         min_freq=options.get("min_freq", 1), max_vocab=options.get("max_vocab"))
     chars: set[str] = set()
-    for part in ordered_map(_count_task, items, probe, workers):
+    for part in ordered_map(_characters_task, items, CharTokenizer([]), workers):
         chars |= part
     phase.close()
     if not chars:
@@ -214,11 +220,11 @@ def write_ids(tokenizer: Tokenizer, sources: Sequence[Source], eos_mode: str, ou
         with _rust_threads(workers):
             for piece in items:
                 ids = encode_piece(tokenizer, piece)
-                out.write(ids.tobytes())
+                append_ids(out, ids)
                 count += len(ids)
     else:
         for ids in ordered_map(_encode_task, items, tokenizer, workers):
-            out.write(ids.tobytes())
+            append_ids(out, ids)
             count += len(ids)
     phase.close()
     return count
@@ -237,9 +243,11 @@ def disk_full_error(folder: Path, exc: OSError) -> WordformerError:
 
 
 def check_free_space(folder: Path, sources: Sequence[Source], kind: str, val_fraction: float) -> None:
-    """Refuse up front a corpus whose ids would not fit on the disk (an estimate: English text and code give about
-    0.3 words or 0.4 BPE tokens per byte, and the validation part is copied once)."""
-    need = int(_total(sources) * TOKENS_PER_BYTE.get(kind, 1.0) * 2 * (1 + val_fraction))
+    """Refuse up front a corpus whose ids would not fit on the disk. An estimate: English text and code give about
+    0.3 words or 0.4 BPE tokens per byte; 2 bytes per id, the validation part copied once, and for words the
+    first pass's 4-byte ids beside them."""
+    per_token = 2 * (1 + val_fraction) + (4 if kind == "word" else 0)
+    need = int(_total(sources) * TOKENS_PER_BYTE.get(kind, 1.0) * per_token)
     free = streaming.free_bytes(folder)
     if need > free:
         raise WordformerError(f"the tokenized corpus needs about {need / 1e9:.2f} GB in {folder}, but only "
@@ -247,26 +255,24 @@ def check_free_space(folder: Path, sources: Sequence[Source], kind: str, val_fra
                               "$WORDFORMER_CACHE) at a disk with more room")
 
 
-def write_split(folder: Path, tokenizer: Tokenizer, sources: Sequence[Source], eos_mode: str, val_fraction: float, *,
-                errors: str = "strict", workers: int = 1, progress: Optional[Progress] = None) -> tuple[int, int]:
-    """Write ``folder/train.npy`` and ``folder/val.npy``: the id stream and its last ``val_fraction`` (at least one
-    token), as the whole-text split. Both are written under temporary names and renamed only when complete and
-    every source is unchanged, so the final names never show half a file. Returns their lengths."""
-    dtype = np.dtype(id_dtype(tokenizer.vocab_size))
+def _write_split(folder: Path, dtype: np.dtype, produce: Callable[[BinaryIO], int], sources: Sequence[Source],
+                 val_fraction: float) -> tuple[int, int]:
+    """Write ``folder/train.npy`` and ``folder/val.npy``: the ids ``produce`` appends to a file, and their last
+    ``val_fraction`` (at least one token), as the whole-text split. Both are written under temporary names and
+    renamed only when complete and every source is unchanged, so the final names never show half a file."""
     tmp_train = folder / f".train.npy.{os.getpid()}.tmp"
     tmp_val = folder / f".val.npy.{os.getpid()}.tmp"
     try:
         with open(tmp_train, "wb") as fh:
             head = _header(fh, dtype, 0)
-            n = write_ids(tokenizer, sources, eos_mode, fh, errors=errors, workers=workers, progress=progress)
+            n = produce(fh)
         n_train = max(0, n - max(1, int(n * val_fraction)))
         with open(tmp_val, "wb") as fv:
             _header(fv, dtype, n - n_train)
             if n:
                 stream = np.memmap(tmp_train, dtype=dtype, mode="r", offset=head, shape=(n,))
-                step = 1 << 24
-                for start in range(n_train, n, step):
-                    fv.write(stream[start:min(n, start + step)].tobytes())
+                for start in range(n_train, n, 1 << 24):
+                    fv.write(stream[start:min(n, start + (1 << 24))].tobytes())
                 del stream
         with open(tmp_train, "r+b") as fh:
             fh.truncate(head + n_train * dtype.itemsize)
@@ -285,6 +291,91 @@ def write_split(folder: Path, tokenizer: Tokenizer, sources: Sequence[Source], e
         for tmp in (tmp_train, tmp_val):
             tmp.unlink(missing_ok=True)
     return n_train, n - n_train
+
+
+def write_split(folder: Path, tokenizer: Tokenizer, sources: Sequence[Source], eos_mode: str, val_fraction: float, *,
+                errors: str = "strict", workers: int = 1, progress: Optional[Progress] = None) -> tuple[int, int]:
+    """``folder/train.npy`` and ``folder/val.npy`` of the corpus encoded with ``tokenizer``; returns their lengths."""
+    dtype = np.dtype(id_dtype(tokenizer.vocab_size))
+    return _write_split(folder, dtype, lambda fh: write_ids(tokenizer, sources, eos_mode, fh, errors=errors,
+                                                            workers=workers, progress=progress), sources, val_fraction)
+
+
+def _learn_words(sources: Sequence[Source], eos_mode: str, lowercase: bool, out: BinaryIO, *, errors: str,
+                 workers: int, progress: Progress) -> tuple[list[str], np.ndarray, int]:
+    """One pass: the corpus encoded with growing vocabularies into ``out`` (uint32, ids by first appearance over all
+    workers). Returns the words in that numbering, their counts and the number of ids."""
+    words, index = [PAD, EOS, UNK], {PAD: 0, EOS: 1, UNK: 2}
+    numbering: dict[int, np.ndarray] = {}  # per worker: its ids -> the common numbering
+    counts = np.zeros(1 << 16, dtype=np.int64)
+    n = 0
+    phase = progress.phase("counting and tokenizing words", _total(sources))
+    items = pieces(sources, "word", eos_mode, errors=errors, on_bytes=phase.advance)
+    for pid, added, ids in ordered_map(_learn_task, items, WordTokenizer.growing(lowercase=lowercase), workers):
+        mine = numbering.get(pid, np.arange(3, dtype=np.int64))
+        if added:  # a worker's results arrive in the order it made them, so its numbering grows in step
+            common = []
+            for w in added:
+                i = index.get(w)
+                if i is None:
+                    i = index[w] = len(words)
+                    words.append(w)
+                common.append(i)
+            mine = numbering[pid] = np.concatenate([mine, np.asarray(common, dtype=np.int64)])
+        numbering[pid] = mine
+        ids = mine[ids]  # (k,)
+        if len(words) > len(counts):
+            counts = np.concatenate([counts, np.zeros(max(len(words), 2 * len(counts)) - len(counts), dtype=np.int64)])
+        found = np.bincount(ids)
+        counts[:len(found)] += found
+        append_ids(out, ids.astype(np.uint32))
+        n += len(ids)
+    phase.close()
+    return words, counts[:len(words)], n
+
+
+def tokenize_corpus(folder: Path, kind: str, options: dict[str, Any], sources: Sequence[Source], eos_mode: str,
+                    val_fraction: float, *, errors: str = "strict", workers: int = 1,
+                    progress: Optional[Progress] = None) -> Tokenizer:
+    """Train the ``kind`` tokenizer on the corpus and write its split ids into ``folder`` (:func:`write_split`'s
+    files); returns the tokenizer. The same tokenizer and ids as the whole-text code, whatever the corpus size."""
+    progress = progress or Progress(enabled=False)
+    if kind != "word":
+        tokenizer = train_tokenizer(kind, options, sources, errors=errors, workers=workers, progress=progress)
+        write_split(folder, tokenizer, sources, eos_mode, val_fraction, errors=errors, workers=workers,
+                    progress=progress)
+        return tokenizer
+    lowercase = options.get("lowercase", True)
+    learned = folder / f".words.{os.getpid()}.tmp"
+    try:
+        with open(learned, "wb") as fh:
+            words, counts, n = _learn_words(sources, eos_mode, lowercase, fh, errors=errors, workers=workers,
+                                            progress=progress)
+        tokenizer = WordTokenizer.from_counts(Counter(dict(zip(words[3:], counts[3:].tolist()))), lowercase=lowercase,
+                                              min_freq=options.get("min_freq", 1), max_vocab=options.get("max_vocab"))
+        final = np.fromiter(map(tokenizer.token_to_id, words), dtype=object, count=len(words))
+        remap = np.array([tokenizer.unk_id if i is None else i for i in final], dtype=np.int64)  # specials: themselves
+        dtype = np.dtype(id_dtype(tokenizer.vocab_size))
+
+        def produce(fh: BinaryIO) -> int:
+            phase = progress.phase("writing ids", n * 4)
+            stream = np.memmap(learned, dtype=np.uint32, mode="r", shape=(n,)) if n else np.zeros(0, np.uint32)
+            for start in range(0, n, 1 << 24):
+                part = stream[start:start + (1 << 24)]
+                append_ids(fh, remap[part].astype(dtype))
+                phase.advance(4 * len(part))
+            del stream
+            phase.close()
+            return n
+
+        _write_split(folder, dtype, produce, sources, val_fraction)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(folder, exc) from None
+        raise
+    finally:
+        learned.unlink(missing_ok=True)
+    return tokenizer
 
 
 def stream_ids(tokenizer: Tokenizer, sources: Sequence[Source], eos_mode: str, path: Path, *, errors: str = "strict",
