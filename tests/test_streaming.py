@@ -26,6 +26,7 @@ from conftest import assert_one_line_error, run_cli
 from wordformer.config import DataConfig
 from wordformer.data import prepare_corpus
 from wordformer.errors import WordformerError
+from wordformer.files import corpus_cache_dir
 from wordformer.streaming import Progress, Source, cut_point, pieces, read_chunks, scan
 from wordformer.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer
 
@@ -101,12 +102,12 @@ def test_an_old_checkpoint_loads_gives_the_same_ids_and_scores_its_own_corpus(tm
 
 @pytest.mark.parametrize("name", ["word-auto", "char-auto", "bpe-auto"])
 def test_old_tokenizer_json_loads_and_encodes_the_corpus_as_before(name, tmp_path):
-    from wordformer.tokenizers import tokenizer_from_json
+    from wordformer.tokenizers import tokenizer_from_dict
 
-    tok = tokenizer_from_json(json.dumps(EXPECTED[name]["tokenizer"]))
+    tok = tokenizer_from_dict(json.loads(json.dumps(EXPECTED[name]["tokenizer"])))  # the saved JSON, read back
     cfg = fixture_cfg(name, tmp_path)
     texts = data.load_texts(cfg.data)
-    ids = data._text_stream(tok, texts, cfg.eos_mode())
+    ids = data.text_stream(tok, texts, cfg.eos_mode())
     assert ids.tolist() == EXPECTED[name]["train"] + EXPECTED[name]["val"]
 
 
@@ -220,7 +221,7 @@ def test_the_built_in_corpus_streams_with_the_whole_text_key(tmp_path):
     cfg = DataConfig(cache_dir=str(tmp_path))
     corpus = prepare_corpus(cfg, block_size=8)
     assert corpus.key == data._cache_key(cfg, "text", data.load_texts(None))
-    old = data._split_text(data._text_stream(corpus.tokenizer, data.load_texts(None), "line"), cfg.val_fraction)
+    old = data._split_text(data.text_stream(corpus.tokenizer, data.load_texts(None), "line"), cfg.val_fraction)
     assert np.array_equal(corpus.train_ids, old["train"]) and np.array_equal(corpus.val_ids, old["val"])
 
 
@@ -244,7 +245,7 @@ def test_a_line_longer_than_a_piece_keeps_its_ids(tmp_path, monkeypatch, kind, e
     text = ("   " + "word " * 30 + "\n" + " " * 50 + "\n" + "x" * 5 + " tail\n\t\n" + "y " * 20)
     cfg = DataConfig(data=str(write(tmp_path / "c.txt", text)), tokenizer=kind, eos=eos, cache_dir=str(tmp_path / "k"))
     corpus = prepare_corpus(cfg, block_size=2)
-    old = data._text_stream(corpus.tokenizer, data.load_texts(cfg.data), eos)
+    old = data.text_stream(corpus.tokenizer, data.load_texts(cfg.data), eos)
     assert np.concatenate([corpus.train_ids, corpus.val_ids]).tolist() == old.tolist()
 
 
@@ -376,7 +377,7 @@ def test_an_entry_being_built_is_waited_for_then_read(tmp_path):
     """Processes preparing the same corpus at once (the ranks of a run) tokenize it once: the others wait."""
     cfg = DataConfig(data=str(write(tmp_path / "c.txt", "some words here.\n" * 50)), cache_dir=str(tmp_path / "k"))
     sources, key = scan(cfg.data, None, data._key_header(cfg, "text"))
-    entry = data.cache_root(cfg.cache_dir) / f"corpus-{key}"
+    entry = corpus_cache_dir(cfg.cache_dir) / f"corpus-{key}"
     entry.mkdir(parents=True)
     results = []
     with data._CacheLock(entry / ".lock"):
@@ -395,7 +396,7 @@ def test_an_unwritable_cache_streams_through_a_temporary_folder(tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="wordformer.data"):
         corpus = prepare_corpus(cfg, block_size=8)
     assert corpus.cache_path is None and "continuing without it" in caplog.text
-    old = data._split_text(data._text_stream(corpus.tokenizer, data.load_texts(cfg.data), "line"), 0.1)
+    old = data._split_text(data.text_stream(corpus.tokenizer, data.load_texts(cfg.data), "line"), 0.1)
     assert np.array_equal(corpus.train_ids, old["train"]) and np.array_equal(corpus.val_ids, old["val"])
 
 
@@ -411,10 +412,10 @@ def test_evaluate_data_streams_to_the_same_figures(trained_run, tmp_path, small_
     loaded = load_checkpoint(trained_run / "best.ckpt")
     held_out = write(tmp_path / "held.txt", "the cat sat on the log .\nthe dog ran to the mat .\n" * 9)
     got = evaluate(loaded, str(held_out), batch_size=3)
-    ids = torch.from_numpy(data._text_stream(loaded.tokenizer, data.load_texts(str(held_out)), "line").astype("int64"))
+    ids = torch.from_numpy(data.text_stream(loaded.tokenizer, data.load_texts(str(held_out)), "line").astype("int64"))
     block = loaded.model_config.block_size
     n = (len(ids) - 1) // block
     seqs = ids[(torch.arange(n) * block)[:, None] + torch.arange(block + 1)]
     expected = _score(loaded.model, [(seqs[i:i + 3, :-1], seqs[i:i + 3, 1:]) for i in range(0, n, 3)])
     assert got == expected
-    assert not list(data.cache_root(loaded.data_config.cache_dir).glob("wordformer-eval-*"))  # temporary ids gone
+    assert not list(corpus_cache_dir(loaded.data_config.cache_dir).glob("wordformer-eval-*"))  # temporary ids gone

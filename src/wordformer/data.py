@@ -17,22 +17,22 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .batches import IGNORE_INDEX, FixedBatches, PairBatches, SeededBatches, TextBatches, as_tensor, pad_pairs, text_windows
+from .batches import FixedBatches, PairBatches, SeededBatches, TextBatches, as_tensor, pad_pairs, text_windows
 from .config import DataConfig
-from .errors import WordformerError
+from .errors import WordformerError, check_int
+from .files import DISK_FULL, atomic_write, corpus_cache_dir
 from .streaming import Progress, scan, text_files
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_dict
-from .tokenizing import DISK_FULL, check_free_space, disk_full_error, effective_workers, id_dtype, tokenize_corpus
+from .tokenizing import check_free_space, disk_full_error, effective_workers, id_dtype, tokenize_corpus
 
-__all__ = ["IGNORE_INDEX", "Corpus", "WordDataModule", "cache_root", "id_dtype", "load_pairs", "load_texts",
-           "pad_pairs", "prepare_corpus"]
+__all__ = ["Corpus", "WordDataModule", "id_dtype", "load_pairs", "load_texts", "prepare_corpus", "text_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,16 +126,6 @@ class Corpus:
     stats: dict[str, Any] = field(default_factory=dict)  # streamed text: bytes, workers, seconds per phase
 
 
-def cache_root(cache_dir: Optional[str] = None) -> Path:
-    """``cache_dir``, else ``$WORDFORMER_CACHE``, else ``$XDG_CACHE_HOME/wordformer`` or ``~/.cache/wordformer``."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("WORDFORMER_CACHE"):
-        return Path(os.environ["WORDFORMER_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "wordformer"
-
-
 def _tokenizer_options(cfg: DataConfig) -> dict[str, Any]:
     """Only the options the chosen tokenizer uses, so unrelated changes keep the cache valid."""
     if cfg.tokenizer == "word":
@@ -160,25 +150,13 @@ def _cache_key(cfg: DataConfig, mode: str, pieces: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Write to a temporary file beside ``path`` and rename it, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_cache(entry: Path, key: str, tokenizer: Tokenizer, arrays: dict[str, np.ndarray]) -> None:
     entry.mkdir(parents=True, exist_ok=True)
     for name, arr in arrays.items():
-        _atomic_write(entry / f"{name}.npy", lambda f, a=arr: np.save(f, a))
-    _atomic_write(entry / "tokenizer.json", lambda f: f.write(json.dumps(tokenizer.to_dict()).encode()))
+        atomic_write(entry / f"{name}.npy", lambda f, a=arr: np.save(f, a))
+    atomic_write(entry / "tokenizer.json", lambda f: f.write(json.dumps(tokenizer.to_dict()).encode()))
     meta = {"format": CACHE_FORMAT, "key": key, "arrays": sorted(arrays)}
-    _atomic_write(entry / "meta.json", lambda f: f.write(json.dumps(meta).encode()))  # last: entry complete
+    atomic_write(entry / "meta.json", lambda f: f.write(json.dumps(meta).encode()))  # last: entry complete
 
 
 def _load_cache(entry: Path, key: str) -> Optional[tuple[Tokenizer, dict[str, np.ndarray]]]:
@@ -197,7 +175,7 @@ def _load_cache(entry: Path, key: str) -> Optional[tuple[Tokenizer, dict[str, np
     return tokenizer, arrays
 
 
-def _text_stream(tokenizer: Tokenizer, texts: list[str], eos_mode: str) -> np.ndarray:
+def text_stream(tokenizer: Tokenizer, texts: list[str], eos_mode: str) -> np.ndarray:
     """All documents as one id stream, (N,), with ``<eos>`` after each non-empty line, document or never."""
     pieces = [ln for t in texts for ln in t.split("\n") if ln.strip()] if eos_mode == "line" else texts
     eos = np.array([tokenizer.eos_id], dtype=np.int64)
@@ -288,7 +266,7 @@ def prepare_corpus(cfg: DataConfig, block_size: int, *, progress: Optional[Progr
     pairs = load_pairs(cfg.data, encoding_errors=cfg.encoding_errors)
     texts = [t for pair in pairs for t in pair]
     key = _cache_key(cfg, "pairs", texts)
-    entry = cache_root(cfg.cache_dir) / f"corpus-{key}"
+    entry = corpus_cache_dir(cfg.cache_dir) / f"corpus-{key}"
     cache_path: Optional[Path] = entry
     cached = _load_cache(entry, key)
     if cached is not None:
@@ -335,9 +313,9 @@ def _build_text_entry(folder: Path, key: str, cfg: DataConfig, sources: list, pr
                                 cfg.val_fraction, errors=cfg.encoding_errors,
                                 workers=effective_workers(cfg.workers, sources), progress=progress)
     try:
-        _atomic_write(folder / "tokenizer.json", lambda f: f.write(json.dumps(tokenizer.to_dict()).encode()))
+        atomic_write(folder / "tokenizer.json", lambda f: f.write(json.dumps(tokenizer.to_dict()).encode()))
         meta = {"format": CACHE_FORMAT, "key": key, "arrays": ["train", "val"]}
-        _atomic_write(folder / "meta.json", lambda f: f.write(json.dumps(meta).encode()))
+        atomic_write(folder / "meta.json", lambda f: f.write(json.dumps(meta).encode()))
     except OSError as exc:
         if exc.errno in DISK_FULL:
             raise disk_full_error(folder, exc) from None
@@ -348,7 +326,7 @@ def _prepare_text(cfg: DataConfig, progress: Progress) -> Corpus:
     """A plain-text corpus, streamed: scanned and hashed in one pass, then read from the cache or built into it."""
     sources, key = scan(cfg.data, builtin_texts() if cfg.data is None else None, _key_header(cfg, "text"),
                         errors=cfg.encoding_errors, progress=progress)
-    entry = cache_root(cfg.cache_dir) / f"corpus-{key}"
+    entry = corpus_cache_dir(cfg.cache_dir) / f"corpus-{key}"
     cache_path: Optional[Path] = entry
     cached = _load_cache(entry, key)
     from_cache = cached is not None
@@ -387,12 +365,6 @@ def _prepare_text(cfg: DataConfig, progress: Progress) -> Corpus:
 # ------------------------------------------------------------------------------------------ batches
 
 
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise WordformerError(f"{name}={value!r} must be an integer >= 1")
-
-
 class WordDataModule(L.LightningDataModule):
     """Training and validation batches of a :class:`Corpus` for Lightning.
 
@@ -403,7 +375,9 @@ class WordDataModule(L.LightningDataModule):
     def __init__(self, corpus: Corpus, block_size: int, batch_size: int, *, seed: int = 1337,
                  eval_batches: int = 20, grad_accum: int = 1, sampling: str = "random") -> None:
         super().__init__()
-        _check_positive(block_size=block_size, batch_size=batch_size, eval_batches=eval_batches, grad_accum=grad_accum)
+        for name, value in (("block_size", block_size), ("batch_size", batch_size), ("eval_batches", eval_batches),
+                            ("grad_accum", grad_accum)):
+            check_int(name, value)
         self.corpus, self.block_size, self.batch_size = corpus, block_size, batch_size
         self.seed, self.eval_batches, self.grad_accum = seed, eval_batches, grad_accum
         if corpus.mode == "text":

@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .config import STRATEGIES
 from .errors import WordformerError
 
-STRATEGIES = ("auto", "ddp", "fsdp")
+__all__ = ["STRATEGIES", "check_cluster", "check_same_global_batch", "is_fsdp", "is_rank_zero", "lightning_strategy",
+           "rank_share", "resolve_accelerator"]
+
 # environment variables that give a process's rank, for each way of starting several (Lightning reads only some
 # of them before the Trainer exists: a second machine started by hand has NODE_RANK=1 but no RANK)
 RANK_VARIABLES = ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")

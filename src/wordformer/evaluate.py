@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import LoadedModel
-from .data import IGNORE_INDEX, cache_root, check_same_corpus, load_pairs, pad_pairs, prepare_corpus
-from .errors import WordformerError
+from .batches import IGNORE_INDEX, pad_pairs
+from .data import check_same_corpus, load_pairs, prepare_corpus
+from .errors import WordformerError, check_int
+from .files import corpus_cache_dir
 from .streaming import Progress, scan
 from .tokenizing import stream_ids
 
@@ -72,8 +74,7 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
     Returns loss (mean cross entropy per target token), perplexity, accuracy and the token count. ``data`` is
     streamed: tokenized in pieces into a temporary file beside the corpus cache, then scored batch by batch.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise WordformerError(f"batch_size={batch_size!r} must be an integer >= 1")
+    check_int("batch_size", batch_size)
     block = loaded.model_config.block_size
     cfg = loaded.data_config
     tok = loaded.tokenizer
@@ -93,7 +94,7 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
                 for p, a in pairs]
         return _score(loaded.model, [pad_pairs(seqs[i : i + batch_size], tok.pad_id) for i in range(0, len(seqs), batch_size)])
     sources, _ = scan(data, None, b"", errors=cfg.encoding_errors, progress=progress)
-    root = cache_root(cfg.cache_dir)
+    root = corpus_cache_dir(cfg.cache_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
         where: Optional[str] = str(root)

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checkpoint import LoadedModel
-from .errors import WordformerError
-from .generate import encode_prompt, never_generated, suppress, top_k_allowed
+from .errors import WordformerError, check_int
+from .generation import encode_prompt, never_generated, suppress, top_k_allowed
 from .model import WordPredictor
 from .tokenizers import Tokenizer
 
@@ -53,6 +53,7 @@ class Explanation:
     attention_input: Tensor  # (t+1, C) what attention reads: norm1(block_input) with pre-norm, else block_input
     query: Tensor  # (D,) step 1
     keys: Tensor  # (t+1, D) step 2
+    dot_products: Tensor  # (t+1,) step 3 before scaling: q . k
     scores: Tensor  # (t+1,) step 3: q . k / sqrt(D)
     weights: Tensor  # (t+1,) step 4: softmax(scores)
     values: Tensor  # (t+1, D) step 5
@@ -78,8 +79,13 @@ class Explanation:
         return self.tokens[: self.token + 1]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain lists and numbers, for JSON."""
-        out: dict[str, Any] = {}
+        """Plain lists and numbers, for JSON (``wordformer explain --json`` and the page's seven-steps view).
+
+        Every tensor field by its name, plus ``head_size``, ``d_model`` and ``scale`` (sqrt of the head size,
+        step 3's divisor); ``top`` is a list of ``{"token", "probability"}``.
+        """
+        out: dict[str, Any] = {"head_size": self.head_size, "d_model": int(self.block_input.size(-1)),
+                               "scale": math.sqrt(self.head_size)}
         for name, value in self.__dict__.items():
             if isinstance(value, Tensor):
                 out[name] = value.tolist()
@@ -160,8 +166,7 @@ def explain_token(
     layer = _check_index("layer", layer, cfg.num_layers, "the model has {} layer{}")
     head = _check_index("head", head, cfg.num_heads, "the model has {} head{} per layer")
     t = _check_index("token", token, len(ids), "the prompt has {} token{}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise WordformerError(f"top_k={top_k!r} must be an integer >= 1")
+    check_int("top_k", top_k)
 
     block = model.blocks[layer]
     attention = block.attention
@@ -187,16 +192,17 @@ def explain_token(
     d = attention.head_size
     scale = math.sqrt(d)
 
-    def steps(h: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def steps(h: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         query = q[0, h, t]  # (D,)
         keys = k[0, h, : t + 1]  # (t+1, D): the token and every one before it (the mask hides the rest)
-        scores = keys @ query / scale  # (t+1,)
+        dots = keys @ query  # (t+1,)
+        scores = dots / scale  # (t+1,)
         weights = F.softmax(scores, dim=-1)  # (t+1,)
         values = v[0, h, : t + 1]  # (t+1, D)
         weighted = weights[:, None] * values  # (t+1, D)
-        return query, keys, scores, weights, values, weighted, weighted.sum(dim=0)  # summed: (D,)
+        return query, keys, dots, scores, weights, values, weighted, weighted.sum(dim=0)  # summed: (D,)
 
-    query, keys, scores, weights, values, weighted, summed = steps(head)
+    query, keys, dots, scores, weights, values, weighted, summed = steps(head)
     head_outputs = torch.cat([steps(h)[-1] for h in range(cfg.num_heads)])  # (C,)
     attention_output = attention.out(head_outputs)  # (C,)
     residual = x[t] + attention_output  # the residual connection values
@@ -229,6 +235,7 @@ def explain_token(
         attention_input=attn_in[: t + 1].cpu(),
         query=query.cpu(),
         keys=keys.cpu(),
+        dot_products=dots.cpu(),
         scores=scores.cpu(),
         weights=weights.cpu(),
         values=values.cpu(),
@@ -334,7 +341,8 @@ def format_explanation(e: Explanation, *, decimals: int = 4, max_dims: Optional[
     lines.append(f"3. dot products of the query with each key, scaled by 1/sqrt({dk}) = "
                  f"{1 / math.sqrt(dk):.{decimals}f}")
     for i in range(e.token + 1):
-        lines.append(row(i, f"q . k / sqrt({dk}) = {_num(float(e.scores[i]), decimals)}"))
+        lines.append(row(i, f"q . k = {_num(float(e.dot_products[i]), decimals)}, "
+                            f"/ sqrt({dk}) = {_num(float(e.scores[i]), decimals)}"))
     lines.append("4. softmax of the scaled dot products = attention weights (they sum to 1)")
     for i in range(e.token + 1):
         lines.append(row(i, _num(float(e.weights[i]), decimals)))

@@ -446,5 +446,6 @@ class Progress:
     def line(self, label: str, done: int, total: int, elapsed: float) -> None:
         rate = done / elapsed if elapsed > 0 else 0.0
         left = (total - done) / rate if rate > 0 else float("nan")
-        print(f"wordformer: {label}: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB ({100 * done / total:.0f}%), "
-              f"{rate / 1e6:.1f} MB/s, {left:.0f} s left", file=self.stream, flush=True)
+        self.stream.write(f"wordformer: {label}: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB "
+                          f"({100 * done / total:.0f}%), {rate / 1e6:.1f} MB/s, {left:.0f} s left\n")
+        self.stream.flush()

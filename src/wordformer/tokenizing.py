@@ -29,6 +29,7 @@ from numpy.lib import format as npy_format
 
 from . import streaming
 from .errors import WordformerError
+from .files import DISK_FULL
 from .streaming import Piece, Progress, Source, pieces
 from .tokenizers import EOS, PAD, UNK, BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer, tokenizer_from_dict
 
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 BPE_SAMPLE_BYTES = 256 << 20  # BPE merges are learned from at most this much text, spread over the corpus
 PARALLEL_MIN_BYTES = 8 << 20  # below this a corpus is tokenized in this process
 TOKENS_PER_BYTE = {"char": 1.0, "word": 0.3, "bpe": 0.4}  # for the free-space estimate (English text and code)
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 
 def id_dtype(vocab_size: int) -> type:
