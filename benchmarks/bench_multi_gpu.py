@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from .common import SEED, base_parser, finish, log, quiet_libraries, start, summarize
+from .common import SEED, base_parser, log, quiet_libraries, start, summarize
+from .report import finish
 
 NAME = "multi_gpu"
 MODULE = "benchmarks.bench_multi_gpu"

@@ -364,22 +364,29 @@ def section_scale(r: dict[str, Any]) -> list[str]:
              "whole preparation (scan and key, tokenizer training, tokenizing and writing); MB/s = corpus MB / that "
              "time. Memory: the child's own peak RSS (VmHWM; after its imports of torch and Lightning it already holds "
              "the figure in the next column) and, sampled every 0.2 s, the summed RSS and PSS of the child and its "
-             "workers (forked workers share the parent's pages: RSS counts them in every process, PSS shares them out).",
+             "workers (forked workers share the parent's pages: RSS counts them in every process, PSS shares them out). "
+             "Phases: read+key = reading every file once for the cache key; chars = collecting the characters; merges "
+             "= BPE's iterator training (on a 256 MB sample above that size); one pass = words encoded with a growing "
+             "vocabulary and counted; gather+write = the ids mapped to the chosen vocabulary and written; "
+             "tokenize+write = encoding with the trained tokenizer and writing the ids.",
              ""]
     rows = []
     for key in sorted((k for k in cases if k.startswith("tokenize/")), key=lambda k: (int(k.split("/")[1]), k)):
         c, (_, size, kind) = cases[key], key.split("/")
         ph = c.get("phases", {})
-        learn = sum(v for k, v in ph.items() if k not in ("reading", "tokenizing"))
+        short = {"reading": "read+key", "collecting characters": "chars", "counting and tokenizing words": "one pass",
+                 "writing ids": "gather+write", "tokenizing": "tokenize+write"}
+        phases = ", ".join(f"{short.get(k, 'merges' if k.startswith('learning BPE') else k)} {v:.1f}"
+                           for k, v in ph.items())
         rows.append([f"{int(size):,} MB", kind, f"{c['documents']:,}", f"{c['tokens'] / 1e6:,.1f} M", f"{c['vocab_size']:,}",
                      f"{c['seconds']:.1f}", f"**{c['mb_per_s']:.1f}**",
-                     f"{ph.get('reading', 0):.1f} / {learn:.1f} / {ph.get('tokenizing', 0):.1f}",
+                     phases,
                      mib(c["peak_rss_main_kib"]), mib(c["rss_after_imports_kib"]), mib(c["peak_rss_largest_worker_kib"]),
                      f"{mib(c['peak_tree_rss_kib'])} / {mib(c['peak_tree_pss_kib'])}", f"{c.get('load1', 0):.1f}",
                      c.get("date", "")])
     if rows:
         lines += table(["corpus", "tokenizer", "files", "tokens", "vocab", "seconds", "MB/s",
-                        "phases: read+key / learn vocab / tokenize+write (s)", "peak RSS, main (MiB)",
+                        "phases (s)", "peak RSS, main (MiB)",
                         "after imports (MiB)", "largest worker (MiB)", "tree peak RSS / PSS (MiB)", "load", "date"],
                        rows) + [""]
     anchors = [(k, cases[k]) for k in sorted(cases, key=lambda k: (k.split("/")[0], int(k.split("/")[1]) if k.count("/") else 0))
@@ -560,13 +567,13 @@ def render(path: Path = OUT) -> str:
         lines.append("")
     if (ROOT / "benchmarks" / "TUNE.md").is_file():
         tune = (ROOT / "benchmarks" / "TUNE.md").read_text().strip().splitlines()
-        lines += ["## 9. Hyperparameter tuning (issue: `wordformer tune`)", "",
+        lines += ["## 10. Hyperparameter tuning (issue: `wordformer tune`)", "",
                   "Written by `python -m benchmarks.bench_tune` (about 30 minutes; not part of `make bench`), "
                   "copied from [benchmarks/TUNE.md](benchmarks/TUNE.md).", ""]
         lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln for ln in tune[1:]] + [""]
     if (ROOT / "benchmarks" / "SPOT.md").is_file():  # written by bench_spot.py (issue 17)
         spot = (ROOT / "benchmarks" / "SPOT.md").read_text().strip().splitlines()
-        lines += ["## 9. Tuning against spotpython's SPOT (issue 17)", "",
+        lines += ["## 11. Tuning against spotpython's SPOT (issue 17)", "",
                   "Written by `python -m benchmarks.bench_spot`, copied from [benchmarks/SPOT.md](benchmarks/SPOT.md).", ""]
         lines += spot[1:] + [""]
     text = "\n".join(lines).rstrip() + "\n"
