@@ -20,6 +20,9 @@ Results merge into ``results/scale.json`` case by case, so the run can be done i
 
     python -m benchmarks.bench_scale [--quick] [--sizes 10,100,1000] [--kinds word,char,bpe]
                                      [--parts tokenize,anchor,train,ddp] [--workdir DIR] [--keep]
+
+With ``--keep`` the corpora and caches stay in the work folder, and a later chunk without ``tokenize`` in
+``--parts`` measures the anchor or training on the kept cache instead of tokenizing again.
 """
 
 from __future__ import annotations
@@ -374,7 +377,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             for kind in kinds:
                 cache = work / f"cache-{size}-{kind}"
                 entry = None
-                if "tokenize" in parts or "anchor" in parts or "train" in parts:
+                kept = sorted(cache.glob("corpus-*/meta.json")) if "tokenize" not in parts else []
+                if kept:  # a cache kept by an earlier chunk (--keep): anchor and train reuse it
+                    entry = str(kept[0].parent)
+                elif "tokenize" in parts or "anchor" in parts or "train" in parts:
                     shutil.rmtree(cache, ignore_errors=True)
                     before = load1()
                     res = run_child("tokenize", ["--data", str(corpus), "--cache", str(cache), "--kind", kind,

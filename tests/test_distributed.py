@@ -185,10 +185,11 @@ def test_two_nodes_train_like_one_process_and_resume_across_process_counts(tmp_p
 
     # two nodes, batch 4 each, to step 4: the weights of one process at step 4
     nodes = two_nodes(["train", *common, "--out", tmp_path / "two", "--batch-size", "4", "--max-steps", "4",
-                       "--num-nodes", "2", "--strategy", "ddp"], tmp_path)
+                       "--num-nodes", "2", "--strategy", "ddp", "--progress"], tmp_path)
     assert [code for code, _, _ in nodes] == [0, 0], nodes[0][2][-3000:] + nodes[1][2][-3000:]
     assert "steps: 4" in nodes[0][1] and nodes[1][1] == ""  # the report comes once, from rank 0
     assert "training on" in nodes[0][2] and "training on" not in nodes[1][2]
+    assert "step 4/4" in nodes[0][2] and "step 4/4" not in nodes[1][2]  # progress lines too (stderr is a pipe)
     rows = (tmp_path / "two" / "logs" / "csv" / "metrics.csv").read_text().splitlines()
     assert len(rows) > 1 and len(rows) == len(set(rows))  # one writer: no row twice
     worst = [assert_same_weights(tmp_path / "two", tmp_path / "one4")]
@@ -219,6 +220,8 @@ def test_two_nodes_train_like_one_process_and_resume_across_process_counts(tmp_p
     code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "refused", "--max-steps", "8", "--num-nodes", "1",
                            "--strategy", "auto")
     assert_one_line_error(code, err, "another global batch", "--batch-size 8")
-    leaked = {k: v for k, v in os.environ.items() if env_before.get(k) != v and not k.startswith("PL_")}  # PL_: seeds
+    own = {"TF_CPP_MIN_LOG_LEVEL"}  # the CLI quiets TensorBoard's TensorFlow on purpose (cli/__init__.py)
+    leaked = {k: v for k, v in os.environ.items()
+              if env_before.get(k) != v and not k.startswith("PL_") and k not in own}  # PL_: seeds
     assert leaked == {}  # nothing distributed (MASTER_PORT, LOCAL_RANK, ...) leaked into this process
     print(f"largest weight differences: {worst}")
