@@ -443,18 +443,22 @@ def argparse_hidden() -> str:
 
 
 def goals(cases: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal on the largest corpus measured for it (a 1 GB BPE run may be missing where 100 MB ran)."""
     out = []
-    sizes = sorted({int(k.split("/")[1]) for k in cases if k.startswith("tokenize/")})
-    big = sizes[-1] if sizes else None
     for kind in KINDS:
+        big = max((int(k.split("/")[1]) for k in cases if k.startswith("tokenize/") and k.endswith("/" + kind)),
+                  default=None)
         c = cases.get(f"tokenize/{big}/{kind}") if big else None
         peak = None if c is None else max(c["peak_rss_main_kib"], c["peak_tree_pss_kib"]) / 1024 / 1024
         out.append(goal(f"scale: peak memory preparing the {big} MB corpus, {kind} (GiB; main RSS or tree PSS)", peak,
                         1.0, higher_is_better=False))
     for kind, target in (("char", 50.0), ("word", 20.0)):
+        big = max((int(k.split("/")[1]) for k in cases if k.startswith("tokenize/") and k.endswith("/" + kind)),
+                  default=None)
         c = cases.get(f"tokenize/{big}/{kind}") if big else None
         out.append(goal(f"scale: {kind} tokenizing speed, {big} MB corpus, 2 cores (MB/s)",
                         None if c is None else c["mb_per_s"], target))
+    big = max((int(k.split("/")[1]) for k in cases if k.startswith("anchor/")), default=None)
     a = cases.get(f"anchor/{big}/bpe") if big else None
     ratio = (a["ours_tokenizing_seconds"] / a["seconds"]) if a and a.get("ours_tokenizing_seconds") else None
     out.append(goal(f"scale: BPE tokenizing time / tokenizers' own batch encoding, {big} MB", ratio, 1.5,

@@ -13,10 +13,10 @@ stay in one process: starting workers would cost more than it saves.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
@@ -270,11 +270,10 @@ def _write_split(folder: Path, dtype: np.dtype, produce: Callable[[BinaryIO], in
         n_train = max(0, n - max(1, int(n * val_fraction)))
         with open(tmp_val, "wb") as fv:
             _header(fv, dtype, n - n_train)
-            if n:
-                stream = np.memmap(tmp_train, dtype=dtype, mode="r", offset=head, shape=(n,))
-                for start in range(n_train, n, 1 << 24):
-                    fv.write(stream[start:min(n, start + (1 << 24))].tobytes())
-                del stream
+            # plain reads, not a memory map: pages read through a map count in the RSS until it is closed
+            with open(tmp_train, "rb") as src:
+                src.seek(head + n_train * dtype.itemsize)
+                shutil.copyfileobj(src, fv, 16 << 20)
         with open(tmp_train, "r+b") as fh:
             fh.truncate(head + n_train * dtype.itemsize)
             fh.seek(0)
@@ -360,12 +359,10 @@ def tokenize_corpus(folder: Path, kind: str, options: dict[str, Any], sources: S
 
         def produce(fh: BinaryIO) -> int:
             phase = progress.phase("writing ids", n * 4)
-            stream = np.memmap(learned, dtype=np.uint32, mode="r", shape=(n,)) if n else np.zeros(0, np.uint32)
-            for start in range(0, n, 1 << 24):
-                part = stream[start:start + (1 << 24)]
-                append_ids(fh, remap[part].astype(dtype))
-                phase.advance(4 * len(part))
-            del stream
+            with open(learned, "rb") as src:  # read, not mapped: a map's pages would count in the RSS
+                while len(part := np.fromfile(src, dtype=np.uint32, count=1 << 24)):
+                    append_ids(fh, remap[part].astype(dtype))
+                    phase.advance(4 * len(part))
             phase.close()
             return n
 
