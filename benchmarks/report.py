@@ -361,7 +361,9 @@ def section_serve(r: dict[str, Any]) -> list[str]:
              f"{c.get('concurrent_client', 'AsyncOpenAI')}, each asking {c['requests_per_client']} streamed completions "
              f"of {c['concurrent_new_tokens']} tokens one after another (temperature 0.8, own seeds); aggregate "
              f"tokens/s over the phase; latency percentiles over every gap between two chunks of a stream and over "
-             f"every time to first token; {c['rounds']} rounds, the servers alternating.", ""]
+             f"every time to first token; {c['rounds']} rounds, the servers alternating. The servers and the client "
+             f"share the machine's cores with each other and with whatever else runs (see the load average below); "
+             f"each figure is a median over the alternating repeats or rounds.", ""]
     names = {"wordformer": "`wordformer serve`", "peer": "`transformers serve` (peer)",
              "peer_cb": "`transformers serve --continuous-batching` (peer)"}
     for size, e in r["sizes"].items():
