@@ -177,7 +177,9 @@ class Server:
 # transformers serve, plain and with continuous batching; the latter sizes its paged KV cache from the machine's
 # memory unless told (14 GB of this 23 GB machine for a 0.8M-parameter model): 256 blocks of 32 tokens hold
 # 8,192 tokens, six times what 16 clients x (16 + 64) tokens need
-PEERS = {"peer": [], "peer_cb": ["--continuous-batching", "--cb-num-blocks", "256", "--cb-block-size", "32"]}
+PEERS = {"peer": [], "peer_cb": ["--continuous-batching", "--cb-num-blocks", "256", "--cb-block-size", "32"],
+         "peer_2threads": []}  # the plain peer with 2 OMP threads instead of --peer-threads
+PEER_THREADS = {"peer_2threads": 2}
 
 
 def start_servers(built: dict[str, Any], root: Path, peer_threads: int, peers: list[str]) -> dict[str, Server]:
@@ -192,7 +194,8 @@ def start_servers(built: dict[str, Any], root: Path, peer_threads: int, peers: l
             port = free_port()
             servers[name] = Server(name, [cli, "serve", str(built["hf"]), "--device", "cpu", "--port", str(port),
                                           "--host", "127.0.0.1", *PEERS[name]],
-                                   port, str(built["hf"]), {**env, "OMP_NUM_THREADS": str(peer_threads)},
+                                   port, str(built["hf"]),
+                                   {**env, "OMP_NUM_THREADS": str(PEER_THREADS.get(name, peer_threads))},
                                    root / f"{name}.log")
     except BaseException:
         for server in servers.values():
@@ -338,15 +341,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="demo,bench", help="comma-separated: demo, bench")
     p.add_argument("--data", type=Path, default=DATA, help="tinyshakespeare.txt (the bench size's char vocabulary)")
-    p.add_argument("--peers", default="peer,peer_cb",
-                   help="transformers serve variants: peer (plain), peer_cb (--continuous-batching)")
+    p.add_argument("--peers", default="peer,peer_cb,peer_2threads",
+                   help="transformers serve variants: peer (plain), peer_cb (--continuous-batching), peer_2threads "
+                        "(plain, 2 OMP threads)")
     p.add_argument("--peer-threads", type=int, default=1,
                    help="OMP threads of the transformers serve process (its best setting here: see BENCHMARKS.md)")
     args = p.parse_args(argv)
     quiet_libraries(lightning=False)
     started = start()
-    repeats = args.repeats or (2 if args.quick else 10)
-    rounds = 1 if args.quick else 3
+    repeats = args.repeats or (2 if args.quick else 12)
+    rounds = 1 if args.quick else 5
     new = 16 if args.quick else 128
     conc_new = 16 if args.quick else 64
     options = size_options()

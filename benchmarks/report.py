@@ -354,8 +354,8 @@ def section_serve(r: dict[str, Any]) -> list[str]:
              f"block_size {c['block_size']} so prompt + new tokens fit without wordformer sliding its window or GPT-2 "
              f"running past its positions), the client is a third process on the same machine. Peer: `transformers "
              f"serve FOLDER --device cpu` (the folder written by `wordformer.gpt2.to_hf_model`, with a `tokenizers` "
-             f"tokenizer of the same vocabulary), plain and with `--continuous-batching`, OMP threads "
-             f"{c['peer_threads']}. One client: the official `openai` "
+             f"tokenizer of the same vocabulary), plain and with `--continuous-batching` (its paged KV cache bounded to "
+             f"256 blocks of 32 tokens), OMP threads {c['peer_threads']} (plain also with 2, to find its best). One client: the official `openai` "
              f"client, greedy, {c['new_tokens']} new tokens, {c['repeats']} repeats alternating between the servers; "
              f"per-token latency = (last chunk - first chunk) / (tokens - 1). Concurrent clients: "
              f"{c.get('concurrent_client', 'AsyncOpenAI')}, each asking {c['requests_per_client']} streamed completions "
@@ -365,7 +365,8 @@ def section_serve(r: dict[str, Any]) -> list[str]:
              f"share the machine's cores with each other and with whatever else runs (see the load average below); "
              f"each figure is a median over the alternating repeats or rounds.", ""]
     names = {"wordformer": "`wordformer serve`", "peer": "`transformers serve` (peer)",
-             "peer_cb": "`transformers serve --continuous-batching` (peer)"}
+             "peer_cb": "`transformers serve --continuous-batching` (peer)",
+             "peer_2threads": "`transformers serve`, 2 OMP threads (peer)"}
     for size, e in r["sizes"].items():
         o = e["options"]
         lines += [f"**{size} size**: {o['num_layers']} layers, {o['num_heads']} heads, d_model {o['d_model']}, "
