@@ -61,7 +61,7 @@ REQUESTS_PER_CLIENT = 4
 
 
 def size_options() -> dict[str, dict[str, Any]]:
-    from wordformer.cli import DEMO_OPTIONS
+    from wordformer.cli.train import DEMO_OPTIONS
 
     demo = {k: DEMO_OPTIONS[k] for k in ("num_layers", "num_heads", "d_model")}
     bench = {k: SIZES[k] for k in ("num_layers", "num_heads", "d_model")}

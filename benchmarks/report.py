@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from . import _env  # noqa: F401  (first: OMP settings must precede torch)
 
+import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .common import RESULTS, ROOT
+from .common import QUICK_RESULTS, RESULTS, ROOT, command_line, loadavg, log, machine_info, write_json
 
 OUT = ROOT / "BENCHMARKS.md"
 ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp", "serve")
@@ -479,6 +481,11 @@ def render(path: Path = OUT) -> str:
                   "Written by `python -m benchmarks.bench_tune` (about 30 minutes; not part of `make bench`), "
                   "copied from [benchmarks/TUNE.md](benchmarks/TUNE.md).", ""]
         lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln for ln in tune[1:]] + [""]
+    if (ROOT / "benchmarks" / "SPOT.md").is_file():  # written by bench_spot.py (issue 17)
+        spot = (ROOT / "benchmarks" / "SPOT.md").read_text().strip().splitlines()
+        lines += ["## 9. Tuning against spotpython's SPOT (issue 17)", "",
+                  "Written by `python -m benchmarks.bench_spot`, copied from [benchmarks/SPOT.md](benchmarks/SPOT.md).", ""]
+        lines += spot[1:] + [""]
     text = "\n".join(lines).rstrip() + "\n"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -486,32 +493,32 @@ def render(path: Path = OUT) -> str:
     return text
 
 
-def rescore() -> None:
-    """Re-derive summaries, ratios and goals of the result files from their raw measurements."""
-    from . import derive
-    from .common import write_json
 
-    for name, r in load_results().items():
-        if name == "train":
-            r.update(derive.derive_train(r["runs"]))
-        elif name == "generate":
-            r.update(derive.derive_generate(r["runs"]))
-        elif name == "scaling":
-            from .bench_scaling import PLOT, plot
+def finish(name: str, module: str, args: argparse.Namespace, started: dict[str, Any], data: dict[str, Any]) -> Path:
+    """Write ``results/NAME.json`` (or ``results/quick/NAME.json``) and re-render BENCHMARKS.md."""
+    import torch
 
-            for row in r["rows"]:
-                derive.derive_scaling_row(row, r["matmul_peak_gflops"])
-            plot(r["rows"], r["matmul_peak_gflops"], PLOT, omp_policy=r["machine"].get("omp_wait_policy"))
-        else:
-            continue
-        write_json(RESULTS / f"{name}.json", r)
-        print(f"re-derived {name}.json")
+    payload = {
+        "name": name,
+        "command": command_line(module),
+        "date": started["date"],
+        "duration_s": round(time.perf_counter() - started["t0"], 1),
+        "quick": bool(args.quick),
+        "machine": machine_info(),
+        "threads": torch.get_num_threads(),
+        "load": {"start": started["load"], "end": loadavg()},
+        **data,
+    }
+    folder = QUICK_RESULTS if args.quick else RESULTS
+    path = folder / f"{name}.json"
+    write_json(path, payload)
+    log(f"wrote {path.relative_to(ROOT)}")
+    if not args.quick and not args.no_report:
+        render()
+        log("updated BENCHMARKS.md")
+    return path
 
 
 if __name__ == "__main__":
-    import sys
-
-    if "--rescore" in sys.argv[1:]:
-        rescore()
     render()
     print(f"wrote {OUT}")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from wordformer.config import ModelConfig
 from wordformer.decoding import ContinuousDecoder
 from wordformer.errors import WordformerError
-from wordformer.generate import generate_ids
+from wordformer.generation import generate_ids
 from wordformer.model import WordPredictor
 
 VOCAB, BLOCK, EOS, PAD = 23, 8, 1, 0

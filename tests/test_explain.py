@@ -13,7 +13,7 @@ from wordformer.checkpoint import wordformer_entry
 from wordformer.cli import main
 from wordformer.errors import WordformerError
 from wordformer.explain import explain_prompt, explain_token, format_explanation
-from wordformer.generate import never_generated, next_token_probabilities, predict_next, suppress
+from wordformer.generation import never_generated, next_token_probabilities, predict_next, suppress
 
 TOY = ["what is statquest <eos> awesome <eos>", "statquest is what <eos> awesome <eos>"]
 

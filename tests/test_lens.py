@@ -8,7 +8,7 @@ import torch
 
 from wordformer import ModelConfig, WordPredictor
 from wordformer.errors import WordformerError
-from wordformer.generate import filter_logits, generate_ids, next_token
+from wordformer.generation import filter_logits, generate_ids, next_token
 from wordformer.lens import ablated_heads, check_heads, head_ablation, logit_lens, sampling_distribution
 from wordformer.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer
 from wordformer.token_display import byte_level_decoder, readable_tokens, visible

@@ -42,8 +42,8 @@ def test_a_bad_checkpoint_is_one_line_and_exit_2_and_frees_the_port(tmp_path, ca
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--max-tokens", "0"], ["--max-tokens 0", ">= 1"]),
-    (["--max-tokens", "-5"], ["--max-tokens -5"]),
+    (["--max-tokens", "0"], ["--max-tokens=0", ">= 1"]),
+    (["--max-tokens", "-5"], ["--max-tokens=-5"]),
     (["--port", "70000"], ["--port 70000", "0..65535"]),
     (["--api-key", ""], ["API key", "empty"]),
     (["--cors-origin", "example.com"], ["--cors-origin", "http://"]),
@@ -146,7 +146,7 @@ def test_demo_in_the_default_folder_names_plain_wordformer_serve(tmp_path, monke
 def test_open_waits_for_the_server_then_opens_the_page(monkeypatch):
     import webbrowser
 
-    from wordformer.serve import command
+    from wordformer.serve.server import open_when_up
 
     opened = []
     monkeypatch.setattr(webbrowser, "open", opened.append)
@@ -155,7 +155,7 @@ def test_open_waits_for_the_server_then_opens_the_page(monkeypatch):
         started = False
 
     server = Starting()
-    thread = threading.Thread(target=command.open_when_up, args=(server, "http://127.0.0.1:1/"))
+    thread = threading.Thread(target=open_when_up, args=(server, "http://127.0.0.1:1/"))
     thread.start()
     time.sleep(0.3)
     assert opened == []  # not before the server is up

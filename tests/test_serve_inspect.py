@@ -11,7 +11,7 @@ import torch
 from serve_fixtures import live_server, serve_models  # noqa: F401  (fixtures)
 from wordformer.checkpoint import load_checkpoint
 from wordformer.cli import main
-from wordformer.generate import encode_prompt, generate_ids, never_generated
+from wordformer.generation import encode_prompt, generate_ids, never_generated
 from wordformer.lens import logit_lens, sampling_distribution
 from wordformer.plots import attention_maps
 

@@ -207,3 +207,9 @@ def test_config_check_judges_each_value_alone() -> None:
         parse_space(space(p={"target": "model.block_size", "type": "int", "low": -1, "high": 4}))
     with pytest.raises(WordformerError, match=r"entry 'd': low=0 \(2\*\*0 = 1\) is refused by the config \(dropout=1 "):
         parse_space(space(d={"target": "model.dropout", "type": "int", "low": 0, "high": 2, "transform": "power_2"}))
+
+
+def test_a_stepped_float_defaults_to_the_middle_step_despite_rounding():
+    space = parse_space({"params": {"dropout": {"target": "model.dropout", "type": "float", "low": 0.0, "high": 0.3,
+                                                "step": 0.05}}})
+    assert space.params[0].default_raw() == 0.15  # (0.3 - 0.0) / 0.05 is 5.999...; int() of half gave 0.1

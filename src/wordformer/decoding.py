@@ -1,13 +1,13 @@
 """Continuous batched decoding: many prompts share each forward pass, and rows come and go between steps.
 
-:func:`wordformer.generate.generate_ids` decodes a fixed batch from start to end. A server needs more: a
+:func:`wordformer.generation.generate_ids` decodes a fixed batch from start to end. A server needs more: a
 request that arrives while others are being decoded should join them at the next step rather than wait,
 a client that leaves should free its row at once, and each row has its own sampling options and seed.
 :class:`ContinuousDecoder` does this one token at a time (:meth:`~ContinuousDecoder.step`), and every row
 sees exactly what :func:`generate_ids` would show it alone: the same tokens at the same positions, with
 the same context policy (the last ``block_size`` tokens of the prompt; when the window fills, restart from
 the most recent ``block_size // 2`` tokens, recomputing their keys and values), and the same sampling
-(:func:`~wordformer.generate.next_token` on the row's own logits with the row's own generator). A row
+(:func:`~wordformer.generation.next_token` on the row's own logits with the row's own generator). A row
 decoded alone performs the very same operations as ``generate_ids``, so greedy and seeded outputs match it
 token for token; in a batch they match up to float rounding.
 
@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .attention import KVCache
 from .errors import WordformerError
-from .generate import check_sampling, filter_logits, suppress
+from .generation import check_sampling, filter_logits, suppress
 from .model import WordPredictor
 
 __all__ = ["ContinuousDecoder", "DecodeRow", "StepToken", "inverse_cdf_sample"]
@@ -353,7 +353,7 @@ class ContinuousDecoder:
     def _sample(self, rows: list[DecodeRow], logits: Tensor) -> list[StepToken]:
         """Pick each row's next token from its (V,) logits with its own options, exactly as generate_ids would.
 
-        :func:`~wordformer.generate.next_token`'s arithmetic, done for many rows at once: greedy rows take one
+        :func:`~wordformer.generation.next_token`'s arithmetic, done for many rows at once: greedy rows take one
         argmax; sampled rows sharing top-k and top-p get their probabilities in one pass (each row's temperature
         divides its own logits, in float64 as there), then each seeded row draws with its own generator, so its
         draw is the one it would get alone; unseeded rows, which promise no particular draw, share one uniform

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checkpoint import LoadedModel
-from .errors import WordformerError
-from .generate import encode_prompt, never_generated, suppress, top_k_allowed
+from .errors import WordformerError, check_int
+from .generation import encode_prompt, never_generated, suppress, top_k_allowed
 from .model import WordPredictor
 from .tokenizers import Tokenizer
 
@@ -166,8 +166,7 @@ def explain_token(
     layer = _check_index("layer", layer, cfg.num_layers, "the model has {} layer{}")
     head = _check_index("head", head, cfg.num_heads, "the model has {} head{} per layer")
     t = _check_index("token", token, len(ids), "the prompt has {} token{}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise WordformerError(f"top_k={top_k!r} must be an integer >= 1")
+    check_int("top_k", top_k)
 
     block = model.blocks[layer]
     attention = block.attention

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import WordformerError
-from .generate import check_sampling, filter_logits, suppress
+from .generation import check_sampling, filter_logits, suppress
 from .model import WordPredictor
 
 __all__ = [
@@ -114,7 +114,7 @@ def logit_lens(model: WordPredictor, ids: Sequence[int], *, banned: Sequence[int
                ablate: Iterable[Sequence[int]] = ()) -> LensResult:
     """Logit lens over ``ids`` (one sequence, at most ``block_size`` tokens), with ``ablate`` heads switched off.
 
-    ``banned`` ids (``<pad>``, see :func:`wordformer.generate.never_generated`) get probability 0, as in
+    ``banned`` ids (``<pad>``, see :func:`wordformer.generation.never_generated`) get probability 0, as in
     generation. The stages are the embedding (token embedding + positional encoding) and each block's output.
     """
     ids = _checked_ids(model, ids)
@@ -206,7 +206,7 @@ def _entropy(p: Tensor) -> float:
 
 def sampling_distribution(logits: Tensor, *, temperature: float = 1.0, top_k: Optional[int] = None,
                           top_p: Optional[float] = None, banned: Sequence[int] = ()) -> SamplingDistribution:
-    """What :func:`wordformer.generate.next_token` draws from for (V,) ``logits``, step by step.
+    """What :func:`wordformer.generation.next_token` draws from for (V,) ``logits``, step by step.
 
     The steps are generation's own: banned ids to -inf, logits shifted and divided by the temperature,
     ``filter_logits`` for top-k and top-p, softmax. ``temperature <= 0`` is greedy: only the most likely

@@ -29,7 +29,7 @@ import torch
 
 from ..decoding import ContinuousDecoder, DecodeRow, StepToken
 from ..errors import WordformerError
-from ..generate import never_generated
+from ..generation import never_generated
 from .errors import ApiError
 from .registry import ServedModel
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import WordformerError
 from ..explain import explain_token
-from ..generate import encode_prompt, never_generated, next_token, suppress
+from ..generation import encode_prompt, never_generated, next_token, suppress
 from ..lens import check_heads, head_ablation, logit_lens, sampling_distribution
 from ..plots import attention_maps, embedding_coordinates, find_metrics_csv, positional_table, read_metrics
 from ..token_display import readable_tokens

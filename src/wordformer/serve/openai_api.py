@@ -1,7 +1,7 @@
 """``/v1/completions`` and ``/v1/chat/completions`` in OpenAI's shapes, so the official clients work unchanged.
 
 The routes validate (pydantic, then the server's limits), encode prompts with the same function as
-``wordformer generate`` (:func:`~wordformer.generate.encode_prompt`), hand rows to the model thread
+``wordformer generate`` (:func:`~wordformer.generation.encode_prompt`), hand rows to the model thread
 (:mod:`.batching`) and shape what comes back. Greedy output (``temperature: 0``) is the text that
 ``wordformer generate --temperature 0`` prints after the prompt; ``echo`` prepends the prompt exactly as that
 command prints it. Choice ``j`` of a request with ``seed: s`` uses seed ``s + j``, as ``--num-samples`` does.
@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..decoding import DecodeRow, StepToken
 from ..errors import WordformerError
-from ..generate import encode_prompt, never_generated
+from ..generation import encode_prompt, never_generated
 from ..tokenizers import Tokenizer
 from .batching import Engine, Mailbox, RowRequest, RowSink
 from .errors import ApiError, error_body

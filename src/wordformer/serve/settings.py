@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from ..errors import WordformerError
+from ..errors import WordformerError, check_int
 
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_PORT = 8000
@@ -29,10 +29,7 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_tokens", "max_n", "max_rows_per_request", "max_prompt_chars", "max_body_bytes", "max_rows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                option = "--" + name.replace("_", "-")
-                raise WordformerError(f"{option} {value!r} must be an integer >= 1")
+            check_int("--" + name.replace("_", "-"), getattr(self, name))
         if self.api_key is not None and not self.api_key.strip():
             raise WordformerError(f"the API key is empty; give a non-empty --api-key (or unset {API_KEY_ENV})")
         if self.api_key is not None and (self.api_key != self.api_key.strip() or not self.api_key.isprintable()):
