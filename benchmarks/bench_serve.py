@@ -108,8 +108,9 @@ def _hf_tokenizer(tok, folder: Path) -> None:
 
 def build(size: str, options: dict[str, Any], root: Path, data: Path = DATA) -> dict[str, Any]:
     """A wordformer checkpoint and a GPT-2 folder holding the same weights, and a prompt of real text."""
-    from wordformer.checkpoint import atomic_torch_save, wordformer_entry
+    from wordformer.checkpoint import wordformer_entry
     from wordformer.config import DataConfig, ModelConfig, TrainConfig
+    from wordformer.files import atomic_torch_save
     from wordformer.gpt2 import to_hf_model
     from wordformer.model import WordPredictor
 
