@@ -50,7 +50,8 @@ from typing import Any, Optional
 
 import torch
 
-from .common import DATA, ROOT, SEED, SIZES, base_parser, finish, goal, load1, log, quiet_libraries, start, summarize
+from .common import DATA, ROOT, SEED, SIZES, base_parser, goal, load1, log, quiet_libraries, start, summarize
+from .report import finish
 
 NAME = "serve"
 MODULE = "benchmarks.bench_serve"
