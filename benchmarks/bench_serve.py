@@ -122,6 +122,7 @@ def build(size: str, options: dict[str, Any], root: Path, data: Path = DATA) -> 
     torch.manual_seed(SEED)
     model = WordPredictor(config).eval()
     folder = root / size
+    folder.mkdir(parents=True, exist_ok=True)
     entry = wordformer_entry(config, DataConfig(tokenizer=options["tokenizer"]), TrainConfig(), tok, step=0)
     state = {"model." + k: v for k, v in model.state_dict().items()}
     atomic_torch_save({"state_dict": state, "wordformer": entry}, folder / "model.ckpt")
