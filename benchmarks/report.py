@@ -361,7 +361,7 @@ def section_serve(r: dict[str, Any]) -> list[str]:
              f"client, greedy, {c['new_tokens']} new tokens, {c['repeats']} repeats alternating between the servers; "
              f"per-token latency = (last chunk - first chunk) / (tokens - 1). Concurrent clients: "
              f"{c.get('concurrent_client', 'AsyncOpenAI')}, each asking {c['requests_per_client']} streamed completions "
-             f"of {c['concurrent_new_tokens']} tokens one after another (temperature 0.8, own seeds); aggregate "
+             f"of {c['concurrent_new_tokens']} tokens one after another (temperature 0.8, no seed); aggregate "
              f"tokens/s over the phase; latency percentiles over every gap between two chunks of a stream and over "
              f"every time to first token; {c['rounds']} rounds, the servers alternating. The servers and the client "
              f"share the machine's cores with each other and with whatever else runs (see the load average below); "
@@ -394,6 +394,18 @@ def section_serve(r: dict[str, Any]) -> list[str]:
         scale = {n: v.get("scaling_16_over_1") for n, v in e["concurrency"].items()}
         lines += ["Aggregate tokens/s at 16 clients / 1 client (medians): " + ", ".join(
             f"{names[n]} {num(v, 2)}" for n, v in scale.items()) + ".", ""]
+    goals = r.get("goals", [])
+    if goals:
+        lines += ["Goals (issue 14):", *(f"- {g['goal'].removeprefix('serving, ')} {g['target']}: "
+                                         f"{num(g['value'], 2)}, {met(g['met'])}" for g in goals), ""]
+    chunks = r.get("chunks")
+    if chunks:  # bench_serve --max-chunks: one size per CPU-lock hold
+        lines += ["Measured one size per run (`--max-chunks 1`, each under the shared CPU lock): " + ", ".join(
+            f"{size} {c['date']} ({c['duration_s'] / 60:.1f} min)" for size, c in chunks.items()) + ".", ""]
+    reading = ROOT / "benchmarks" / "SERVE.md"  # the hand-written reading of these figures
+    if reading.is_file():
+        lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln
+                  for ln in reading.read_text().strip().splitlines()[1:]] + [""]
     return lines + provenance(r)
 
 
