@@ -352,7 +352,7 @@ def section_omp(r: dict[str, Any]) -> list[str]:
 
 def section_serve(r: dict[str, Any]) -> list[str]:
     c = r["config"]
-    lines = [f"Both servers run as their own processes on the same weights (GPT-2 architecture, {c['weights']}; "
+    lines = [f"Both servers run as their own processes on the same weights ({c['weights']}; "
              f"block_size {c['block_size']} so prompt + new tokens fit without wordformer sliding its window or GPT-2 "
              f"running past its positions), the client is a third process on the same machine. Peer: `transformers "
              f"serve FOLDER --device cpu` (the folder written by `wordformer.gpt2.to_hf_model`, with a `tokenizers` "
@@ -397,15 +397,15 @@ def section_serve(r: dict[str, Any]) -> list[str]:
     goals = r.get("goals", [])
     if goals:
         lines += ["Goals (issue 14):", *(f"- {g['goal'].removeprefix('serving, ')} {g['target']}: "
-                                         f"{num(g['value'], 2)}, {met(g['met'])}" for g in goals), ""]
+                                         f"{num(g['value'], 3)}, {met(g['met'])}" for g in goals), ""]
     chunks = r.get("chunks")
     if chunks:  # bench_serve --max-chunks: one size per CPU-lock hold
         lines += ["Measured one size per run (`--max-chunks 1`, each under the shared CPU lock): " + ", ".join(
             f"{size} {c['date']} ({c['duration_s'] / 60:.1f} min)" for size, c in chunks.items()) + ".", ""]
     reading = ROOT / "benchmarks" / "SERVE.md"  # the hand-written reading of these figures
     if reading.is_file():
-        lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln
-                  for ln in reading.read_text().strip().splitlines()[1:]] + [""]
+        lines += [ln.replace("# ", "### ", 1) if ln.startswith("# ") else ln
+                  for ln in reading.read_text().strip().splitlines()] + [""]
     return lines + provenance(r)
 
 
@@ -426,7 +426,7 @@ def goal_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         for g in r.get("goals", []):
             value = g["value"]
             shown = "—" if value is None else (f"{value * 100:+.1f}%" if "overhead" in g["goal"] else f"{value:.3f}"
-                                                 if name == "quality" else f"{value:.2f}")
+                                                 if name in ("quality", "serve") else f"{value:.2f}")
             if g.get("note"):
                 shown += f" ({g['note']})"
             rows.append([g["goal"], g["target"], shown, met(g["met"])])
