@@ -13,8 +13,8 @@ import logging
 from dataclasses import MISSING, fields
 from typing import Any, Optional, Sequence
 
-from ..config import (ACTIVATIONS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, TOKENIZERS, DataConfig,
-                      ModelConfig, TrainConfig, build_configs, field_help, field_type, read_config_file)
+from ..config import (ACTIVATIONS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, STRATEGIES, TOKENIZERS,
+                      DataConfig, ModelConfig, TrainConfig, build_configs, field_help, field_type, read_config_file)
 
 CHOICES = {
     "positional": POSITIONALS,
@@ -24,9 +24,10 @@ CHOICES = {
     "eos": EOS_MODES,
     "encoding_errors": ("strict", "replace"),
     "sampling": SAMPLINGS,
+    "strategy": STRATEGIES,
 }
 SKIP = {"vocab_size"}  # set from the tokenizer
-DEFAULT_SHOWN = {"data": "the built-in corpus"}  # help text for defaults that read badly as a value
+DEFAULT_SHOWN = {"data": "the built-in corpus", "workers": "every core"}  # help text for defaults that read badly as a value
 
 # options that only one tokenizer or mode reads: given elsewhere they would be dropped without a word
 ONLY_FOR = {"lowercase": ("tokenizer", "word"), "min_freq": ("tokenizer", "word"), "max_vocab": ("tokenizer", "word"),
