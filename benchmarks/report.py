@@ -445,20 +445,23 @@ def summarize_runs(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 def section_serve(r: dict[str, Any]) -> list[str]:
     c = r["config"]
-    lines = [f"Both servers run as their own processes on the same weights (GPT-2 architecture, {c['weights']}; "
+    lines = [f"Both servers run as their own processes on the same weights ({c['weights']}; "
              f"block_size {c['block_size']} so prompt + new tokens fit without wordformer sliding its window or GPT-2 "
              f"running past its positions), the client is a third process on the same machine. Peer: `transformers "
              f"serve FOLDER --device cpu` (the folder written by `wordformer.gpt2.to_hf_model`, with a `tokenizers` "
-             f"tokenizer of the same vocabulary), plain and with `--continuous-batching`, OMP threads "
-             f"{c['peer_threads']}. One client: the official `openai` "
+             f"tokenizer of the same vocabulary), plain and with `--continuous-batching` (its paged KV cache bounded to "
+             f"256 blocks of 32 tokens), OMP threads {c['peer_threads']} (plain also with 2, to find its best). One client: the official `openai` "
              f"client, greedy, {c['new_tokens']} new tokens, {c['repeats']} repeats alternating between the servers; "
              f"per-token latency = (last chunk - first chunk) / (tokens - 1). Concurrent clients: "
              f"{c.get('concurrent_client', 'AsyncOpenAI')}, each asking {c['requests_per_client']} streamed completions "
-             f"of {c['concurrent_new_tokens']} tokens one after another (temperature 0.8, own seeds); aggregate "
+             f"of {c['concurrent_new_tokens']} tokens one after another (temperature 0.8, no seed); aggregate "
              f"tokens/s over the phase; latency percentiles over every gap between two chunks of a stream and over "
-             f"every time to first token; {c['rounds']} rounds, the servers alternating.", ""]
+             f"every time to first token; {c['rounds']} rounds, the servers alternating. The servers and the client "
+             f"share the machine's cores with each other and with whatever else runs (see the load average below); "
+             f"each figure is a median over the alternating repeats or rounds.", ""]
     names = {"wordformer": "`wordformer serve`", "peer": "`transformers serve` (peer)",
-             "peer_cb": "`transformers serve --continuous-batching` (peer)"}
+             "peer_cb": "`transformers serve --continuous-batching` (peer)",
+             "peer_2threads": "`transformers serve`, 2 OMP threads (peer)"}
     for size, e in r["sizes"].items():
         o = e["options"]
         lines += [f"**{size} size**: {o['num_layers']} layers, {o['num_heads']} heads, d_model {o['d_model']}, "
@@ -484,6 +487,18 @@ def section_serve(r: dict[str, Any]) -> list[str]:
         scale = {n: v.get("scaling_16_over_1") for n, v in e["concurrency"].items()}
         lines += ["Aggregate tokens/s at 16 clients / 1 client (medians): " + ", ".join(
             f"{names[n]} {num(v, 2)}" for n, v in scale.items()) + ".", ""]
+    goals = r.get("goals", [])
+    if goals:
+        lines += ["Goals (issue 14):", *(f"- {g['goal'].removeprefix('serving, ')} {g['target']}: "
+                                         f"{num(g['value'], 3)}, {met(g['met'])}" for g in goals), ""]
+    chunks = r.get("chunks")
+    if chunks:  # bench_serve --max-chunks: one size per CPU-lock hold
+        lines += ["Measured one size per run (`--max-chunks 1`, each under the shared CPU lock): " + ", ".join(
+            f"{size} {c['date']} ({c['duration_s'] / 60:.1f} min)" for size, c in chunks.items()) + ".", ""]
+    reading = ROOT / "benchmarks" / "SERVE.md"  # the hand-written reading of these figures
+    if reading.is_file():
+        lines += [ln.replace("# ", "### ", 1) if ln.startswith("# ") else ln
+                  for ln in reading.read_text().strip().splitlines()] + [""]
     return lines + provenance(r)
 
 
@@ -504,7 +519,7 @@ def goal_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         for g in r.get("goals", []):
             value = g["value"]
             shown = "—" if value is None else (f"{value * 100:+.1f}%" if "overhead" in g["goal"] else f"{value:.3f}"
-                                                 if name == "quality" else f"{value:.2f}")
+                                                 if name in ("quality", "serve") else f"{value:.2f}")
             if g.get("note"):
                 shown += f" ({g['note']})"
             rows.append([g["goal"], g["target"], shown, met(g["met"])])
