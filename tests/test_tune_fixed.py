@@ -146,6 +146,15 @@ def test_the_same_text_at_another_path_is_the_same_corpus(tmp_path: Path, study_
     assert trials_in(tmp_path / "out") == 2
 
 
+def test_where_a_trial_runs_is_no_other_study(tmp_path: Path, study_args: list[str], trained: list,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """Tokenizing processes and the Lightning strategy change how a trial runs, not what it trains."""
+    text = write_text(tmp_path / "a.txt")
+    assert tune(*study_args, "--data", text, "--workers", "1") == 0
+    assert tune(*study_args, "--data", text, "--workers", "2", "--strategy", "ddp") == 0, capsys.readouterr().err
+    assert trials_in(tmp_path / "out") == 2
+
+
 @pytest.mark.slow
 def test_report_shows_and_writes_the_fixed_options(tmp_path: Path, study_args: list[str], trained: list,
                                                    capsys: pytest.CaptureFixture) -> None:

@@ -38,7 +38,7 @@ REPORT_WIDTH = 120  # the report's text lines never get wider (a long path excep
 NOT_COMPARED = frozenset({
     "data.data", "data.cache_dir", "data.encoding_errors", "data.encoding",
     "train.seed", "train.progress", "train.accelerator", "train.devices", "train.precision", "train.compile",
-    "train.log_every", "train.deterministic",
+    "train.log_every", "train.deterministic", "data.workers", "train.num_nodes", "train.strategy",
 })
 
 

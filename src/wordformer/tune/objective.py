@@ -235,7 +235,8 @@ def trial_configs(trial: FrozenTrial) -> tuple[ModelConfig, DataConfig, TrainCon
 # Options --retrain-best takes from the command line: where and how the run executes, not what it trains.
 RETRAIN_RUNTIME = frozenset({
     "data.cache_dir", "train.accelerator", "train.devices", "train.precision", "train.compile", "train.log_every",
-    "train.deterministic", "train.eval_interval", "train.eval_batches",
+    "train.deterministic", "train.eval_interval", "train.eval_batches", "data.workers", "train.num_nodes",
+    "train.strategy",
 })
 
 
