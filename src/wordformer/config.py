@@ -7,6 +7,7 @@ combination fails before any tensor is allocated.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Optional
 
 from .errors import WordformerError, check_choice, check_int, check_number
@@ -232,8 +233,15 @@ def coerce(cls: type, values: dict[str, Any], *, where: str) -> dict[str, Any]:
     return out
 
 
+PATH_FIELDS = ("data", "cache_dir")  # relative paths in a config file are read from the file's own folder
+
+
 def read_config_file(path: str) -> dict[str, Any]:
-    """Read a YAML config: flat keys (field names) or sections ``model:``, ``data:``, ``train:``."""
+    """Read a YAML config: flat keys (field names) or sections ``model:``, ``data:``, ``train:``.
+
+    Relative paths (``data``, ``cache_dir``) are taken from the file's folder, so a config and its corpus can
+    move together and the config works from any working folder.
+    """
     import yaml
 
     try:
@@ -258,6 +266,10 @@ def read_config_file(path: str) -> dict[str, Any]:
                 flat[str(sub).replace("-", "_")] = subvalue
         else:
             flat[str(key).replace("-", "_")] = value
+    for name in PATH_FIELDS:
+        value = flat.get(name)
+        if isinstance(value, str) and value.strip():
+            flat[name] = str(Path(path).parent / Path(value).expanduser())  # an absolute value stays as it is
     return flat
 
 

@@ -27,7 +27,8 @@ from .errors import WordformerError, check_int
 from .files import atomic_write, corpus_cache_dir
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_dict
 
-__all__ = ["Corpus", "WordDataModule", "id_dtype", "load_pairs", "load_texts", "prepare_corpus", "text_stream"]
+__all__ = ["Corpus", "WordDataModule", "id_dtype", "load_pairs", "load_texts", "looks_like_pairs", "prepare_corpus",
+           "text_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,19 @@ class Corpus:
     from_cache: bool = False  # loaded from the cache, without training or tokenizing
     cache_path: Optional[Path] = None  # the cache entry, None when the cache could not be written
     key: str = ""  # sha256 of the texts and tokenizer options: checkpoints record it to notice a changed corpus
+    looks_like_pairs: bool = False  # plain text whose lines read "prompt<TAB>answer": --pairs was likely meant
+
+
+def looks_like_pairs(texts: Sequence[str], sample: int = 200) -> bool:
+    """Whether the first ``sample`` non-blank lines nearly all read ``prompt<TAB>answer`` (text on both sides of a
+    TAB, the line not indented with it), as a file meant for ``--pairs`` does; code indented with tabs does not."""
+    lines: list[str] = []
+    for text in texts:
+        lines += [ln for ln in text.split("\n", sample * 2)[: sample * 2] if ln.strip()][: sample - len(lines)]
+        if len(lines) >= sample:
+            break
+    paired = sum(1 for ln in lines if not ln[:1].isspace() and "\t" in ln and ln.split("\t", 1)[1].strip())
+    return len(lines) >= 2 and paired >= 0.9 * len(lines)
 
 
 def id_dtype(vocab_size: int) -> type:
@@ -284,7 +298,8 @@ def prepare_corpus(cfg: DataConfig, block_size: int) -> Corpus:
         except OSError as exc:
             logger.warning("cannot write the corpus cache at %s (%s); continuing without it", entry, exc)
             cache_path = None
-    corpus = Corpus(tokenizer=tokenizer, mode=mode, from_cache=cached is not None, cache_path=cache_path, key=key)
+    corpus = Corpus(tokenizer=tokenizer, mode=mode, from_cache=cached is not None, cache_path=cache_path, key=key,
+                    looks_like_pairs=mode == "text" and cfg.data is not None and looks_like_pairs(texts))
     if mode == "pairs":
         _split_pairs(corpus, arrays, cfg.val_fraction, block_size)
     else:

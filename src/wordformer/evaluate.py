@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -57,6 +58,10 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
     cfg = loaded.data_config
     tok = loaded.tokenizer
     if data is None:
+        if cfg.data and not Path(cfg.data).exists():
+            raise WordformerError(f"{loaded.path or 'this checkpoint'} was trained on {cfg.data}, which has moved or "
+                                  "gone; restore it there to score its validation split, or pass --data FILE to score "
+                                  "other (held-out) text")
         corpus = prepare_corpus(cfg, block)
         check_same_corpus(corpus, loaded.info.get("corpus"), cfg, loaded.path or "this checkpoint", tok,
                           advice="restore that text, or score held-out text with --data FILE")

@@ -256,6 +256,9 @@ def _prepare(model: ModelConfig, data: DataConfig, train: TrainConfig,
     """Stage 2: tokenize (or load the cached corpus), size the vocabulary, build the batches."""
     L.seed_everything(train.seed, verbose=False)
     corpus = prepare_corpus(data, model.block_size)
+    if corpus.looks_like_pairs:
+        log.warning("%s looks like prompt<TAB>answer lines; pass --pairs to train on pairs (it is trained as plain "
+                    "text now)", data.data)
     if resumed is not None:
         check_same_corpus(corpus, resumed.info.get("corpus"), data, resumed.checkpoint, resumed.tokenizer,
                           advice="restore that text (--data PATH if it moved), or start a new run with --out")

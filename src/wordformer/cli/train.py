@@ -57,7 +57,8 @@ def report_training(result: Any) -> None:
 
 def add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEMO_OUT, help=f"output folder, replaced on each demo (default: {DEMO_OUT})")
-    p.add_argument("--config", default=None, help="YAML file of options overriding the demo's")
+    p.add_argument("--config", default=None,
+                   help="YAML file of options overriding the demo's; relative paths in it are read from its folder")
     add_config_options(p)
 
 
