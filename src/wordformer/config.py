@@ -18,9 +18,22 @@ POSITIONALS = ("sinusoidal", "learned")
 TOKENIZERS = ("word", "char", "bpe")
 EOS_MODES = ("auto", "line", "document", "none")
 SAMPLINGS = ("random", "epoch")
+ENCODING_ERRORS = ("strict", "replace")
 
 
 MIN_BPE_VOCAB = 256 + 2  # the BPE tokenizer's floor: every byte plus <pad> and <eos>
+
+
+def check_encoding(name: Any) -> str:
+    """A text encoding Python can decode with, else one line naming some that work."""
+    try:
+        if not isinstance(name, str):
+            raise LookupError
+        "".encode(name)  # refuses unknown names and codecs that are not text encodings (base64, rot13)
+    except LookupError:
+        raise WordformerError(f"encoding={name!r} is not a text encoding Python knows; use e.g. utf-8, latin-1 "
+                              "or cp1252") from None
+    return name
 
 
 def _check_positive(obj: Any, *names: str) -> None:
@@ -84,8 +97,9 @@ class DataConfig:
     eos: str = "auto"  # where <eos> goes in plain text: "line", "document", "none"; auto = line for word
     val_fraction: float = 0.1  # the tail of the token stream held out for validation
     sampling: str = "random"  # "random" windows (nanoGPT) or "epoch": each window once per epoch, shuffled
-    cache_dir: Optional[str] = None  # tokenized corpora; default $WORDFORMER_CACHE or ~/.cache/wordformer
-    encoding_errors: str = "strict"  # "strict" refuses non-UTF-8 input; "replace" decodes with U+FFFD
+    cache_dir: Optional[str] = None  # where tokenized corpora are kept
+    encoding: str = "utf-8"  # the text files' encoding, e.g. latin-1 or cp1252 (any name Python's codecs know)
+    encoding_errors: str = "strict"  # "strict" refuses bytes the encoding cannot decode; "replace" makes them U+FFFD
 
     def __post_init__(self) -> None:
         check_choice("tokenizer", self.tokenizer, TOKENIZERS)
@@ -97,7 +111,8 @@ class DataConfig:
         if self.max_vocab is not None:
             _check_positive(self, "max_vocab")
         check_number("val_fraction", self.val_fraction, 0.0, 0.5, low_open=True, high_open=False)
-        check_choice("encoding_errors", self.encoding_errors, ("strict", "replace"))
+        check_encoding(self.encoding)
+        check_choice("encoding_errors", self.encoding_errors, ENCODING_ERRORS)
         check_choice("sampling", self.sampling, SAMPLINGS)
 
     def eos_mode(self) -> str:

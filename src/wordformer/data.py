@@ -8,6 +8,7 @@ Training batches are a pure function of ``(seed, batch number)``, so a resumed r
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
@@ -37,23 +38,39 @@ CACHE_FORMAT = 1  # bump when the cached layout or the tokenization changes
 # ------------------------------------------------------------------------------------------ loading
 
 
-def _read_text(path: Path, encoding_errors: str) -> str:
-    """Decode one file as UTF-8 with ``\\n`` line ends; refuse binary files outright."""
+def _wide(encoding: str) -> bool:
+    """UTF-16 and UTF-32 text is full of NUL bytes; every other encoding we read has none in text."""
+    return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+
+
+def _binary_hint(raw: bytes) -> str:
+    """What to do about a file with NUL bytes: a byte-order mark says which wide encoding it is."""
+    for bom, name in ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"),
+                      (b"\xfe\xff", "utf-16")):
+        if raw.startswith(bom):
+            return f"it starts with a {name.upper()} byte-order mark: pass --encoding {name}"
+    return "give text files (UTF-16 or UTF-32 text: pass --encoding utf-16 or utf-32)"
+
+
+def _read_text(path: Path, encoding: str, encoding_errors: str) -> str:
+    """Decode one file with ``encoding`` into text with ``\\n`` line ends; refuse binary files outright."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise WordformerError(f"cannot read {path}: {exc.strerror or exc}; check the path and its permissions") from None
-    nul = raw.find(b"\x00")
+    nul = -1 if _wide(encoding) else raw.find(b"\x00")
     if nul >= 0:
-        raise WordformerError(f"{path} looks binary (NUL byte at offset {nul}); give UTF-8 text (UTF-16 files must be converted)")
+        raise WordformerError(f"{path} looks binary (NUL byte at offset {nul}); {_binary_hint(raw)}")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
         if encoding_errors != "replace":
+            shown = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
             raise WordformerError(
-                f"{path} is not UTF-8 (bad byte at offset {exc.start}); convert it or pass --encoding-errors replace"
+                f"{path} is not {shown} (bad byte at offset {exc.start}); pass --encoding with the file's encoding "
+                "(e.g. latin-1 or cp1252), or --encoding-errors replace to read bad bytes as U+FFFD"
             ) from None
-        text = raw.decode("utf-8", errors="replace")
+        text = raw.decode(encoding, errors="replace")
     text = text.removeprefix("\ufeff")  # a byte-order mark is not text
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
@@ -80,22 +97,22 @@ def builtin_texts() -> list[str]:
     return [topics[k].replace("\r\n", "\n").replace("\r", "\n") for k in sorted(topics)]
 
 
-def load_texts(data: Optional[str], *, encoding_errors: str = "strict") -> list[str]:
+def load_texts(data: Optional[str], *, encoding: str = "utf-8", encoding_errors: str = "strict") -> list[str]:
     """Documents of ``data``: None = built-in corpus, a file = one document, a folder = its ``*.txt`` files."""
     if data is None:
         return builtin_texts()
-    texts = [_read_text(p, encoding_errors) for p in _text_files(data)]
+    texts = [_read_text(p, encoding, encoding_errors) for p in _text_files(data)]
     texts = [t for t in texts if t.strip()]  # empty files add nothing
     if not texts:
         raise WordformerError(f"corpus {data} is empty or only whitespace; give it some text")
     return texts
 
 
-def load_pairs(path: str, *, encoding_errors: str = "strict") -> list[tuple[str, str]]:
+def load_pairs(path: str, *, encoding: str = "utf-8", encoding_errors: str = "strict") -> list[tuple[str, str]]:
     """``prompt<TAB>answer`` lines (blank lines skipped; text after the first TAB is the answer)."""
     pairs: list[tuple[str, str]] = []
     for file in _text_files(path):
-        for number, line in enumerate(_read_text(file, encoding_errors).split("\n"), start=1):
+        for number, line in enumerate(_read_text(file, encoding, encoding_errors).split("\n"), start=1):
             if not line.strip():
                 continue
             if "\t" not in line:
@@ -157,9 +174,12 @@ def _tokenizer_options(cfg: DataConfig) -> dict[str, Any]:
 
 
 def _cache_key(cfg: DataConfig, mode: str, pieces: Sequence[str]) -> str:
-    """sha256 of the format, the options and every text (length-prefixed, so boundaries count)."""
+    """sha256 of the format, the options (the encoding too, when not UTF-8) and every text (length-prefixed, so
+    boundaries count)."""
     header = {"format": CACHE_FORMAT, "mode": mode, "tokenizer": cfg.tokenizer, "options": _tokenizer_options(cfg),
               "eos": cfg.eos_mode() if mode == "text" else "pairs", "val_fraction": cfg.val_fraction}
+    if codecs.lookup(cfg.encoding).name != "utf-8":  # only then: the keys of corpora read as UTF-8 stay as they were
+        header["encoding"] = codecs.lookup(cfg.encoding).name
     h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
     for piece in pieces:
         raw = piece.encode("utf-8", "surrogatepass")
@@ -278,10 +298,10 @@ def prepare_corpus(cfg: DataConfig, block_size: int) -> Corpus:
     if cfg.pairs and cfg.data is None:
         raise WordformerError("pairs mode needs a file of 'prompt<TAB>answer' lines; pass --data")
     if mode == "pairs":
-        pairs = load_pairs(cfg.data, encoding_errors=cfg.encoding_errors)
+        pairs = load_pairs(cfg.data, encoding=cfg.encoding, encoding_errors=cfg.encoding_errors)
         texts = [t for pair in pairs for t in pair]
     else:
-        texts = load_texts(cfg.data, encoding_errors=cfg.encoding_errors)
+        texts = load_texts(cfg.data, encoding=cfg.encoding, encoding_errors=cfg.encoding_errors)
     key = _cache_key(cfg, mode, texts)
     entry = corpus_cache_dir(cfg.cache_dir) / f"corpus-{key}"
     cache_path: Optional[Path] = entry

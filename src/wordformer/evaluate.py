@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from .checkpoint import LoadedModel
 from .batches import IGNORE_INDEX, pad_pairs
 from .data import check_same_corpus, load_pairs, load_texts, prepare_corpus, text_stream
-from .errors import WordformerError, check_int
+from .config import ENCODING_ERRORS, check_encoding
+from .errors import WordformerError, check_choice, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,11 @@ def _windows(ids: torch.Tensor, block: int, batch_size: int) -> list[tuple[torch
     return [(seqs[i : i + batch_size, :-1], seqs[i : i + batch_size, 1:]) for i in range(0, n, batch_size)]
 
 
-def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int = 32) -> dict[str, float]:
+def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int = 32, encoding: Optional[str] = None,
+             encoding_errors: Optional[str] = None) -> dict[str, float]:
     """Score ``loaded`` on the validation split of its own corpus, or on all of ``data`` (held-out text).
 
+    ``data`` is read with ``encoding`` and ``encoding_errors`` (default: what the model's corpus was read with).
     Returns loss (mean cross entropy per target token), perplexity, accuracy and the token count.
     """
     check_int("batch_size", batch_size)
@@ -71,12 +74,15 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
         else:
             batches = _windows(torch.from_numpy(corpus.val_ids.astype("int64")), block, batch_size)
         return _score(loaded.model, batches)
+    reading = {"encoding": encoding or cfg.encoding, "encoding_errors": encoding_errors or cfg.encoding_errors}
+    check_encoding(reading["encoding"])
+    check_choice("encoding_errors", reading["encoding_errors"], ENCODING_ERRORS)
     if cfg.pairs:
-        pairs = load_pairs(data, encoding_errors=cfg.encoding_errors)
+        pairs = load_pairs(data, **reading)
         seqs = [torch.tensor(tok.encode(p) + [tok.eos_id] + tok.encode(a) + [tok.eos_id])[-(block + 1):].numpy()
                 for p, a in pairs]
         return _score(loaded.model, [pad_pairs(seqs[i : i + batch_size], tok.pad_id) for i in range(0, len(seqs), batch_size)])
-    texts = load_texts(data, encoding_errors=cfg.encoding_errors)
+    texts = load_texts(data, **reading)
     ids = torch.from_numpy(text_stream(tok, texts, cfg.eos_mode()).astype("int64"))
     if tok.unk_id is not None and len(ids) > 1:
         unknown = float((ids[1:] == tok.unk_id).float().mean())

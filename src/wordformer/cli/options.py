@@ -13,8 +13,8 @@ import logging
 from dataclasses import MISSING, fields
 from typing import Any, Optional, Sequence
 
-from ..config import (ACTIVATIONS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, TOKENIZERS, DataConfig,
-                      ModelConfig, TrainConfig, build_configs, field_help, field_type, read_config_file)
+from ..config import (ACTIVATIONS, ENCODING_ERRORS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, TOKENIZERS,
+                      DataConfig, ModelConfig, TrainConfig, build_configs, field_help, field_type, read_config_file)
 
 CHOICES = {
     "positional": POSITIONALS,
@@ -22,7 +22,7 @@ CHOICES = {
     "activation": ACTIVATIONS,
     "tokenizer": TOKENIZERS,
     "eos": EOS_MODES,
-    "encoding_errors": ("strict", "replace"),
+    "encoding_errors": ENCODING_ERRORS,
     "sampling": SAMPLINGS,
 }
 SKIP = {"vocab_size"}  # set from the tokenizer
@@ -108,6 +108,14 @@ def add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None,
                    help="sample only from the smallest set with this much probability, in (0, 1] (default: off)")
     p.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples (default: none)")
+
+
+def add_encoding(p: argparse.ArgumentParser, *, default: str) -> None:
+    """``--encoding`` and ``--encoding-errors`` for a command that reads text without the other data options."""
+    helps = field_help(DataConfig)
+    p.add_argument("--encoding", default=None, metavar="NAME", help=f"{helps['encoding']} (default: {default})")
+    p.add_argument("--encoding-errors", default=None, choices=ENCODING_ERRORS,
+                   help=f"{helps['encoding_errors']} (default: {default})")
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
