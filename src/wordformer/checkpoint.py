@@ -155,6 +155,22 @@ def parse_entry(raw: dict[str, Any], path: PathLike) -> tuple[ModelConfig, DataC
     return model_config, data_config, train_config, tokenizer, dict(entry.get("info") or {})
 
 
+def saved_step(checkpoint: Path) -> int | None:
+    """The training step a checkpoint holds, or None when there is none or it cannot be read."""
+    try:
+        return int(read_checkpoint(checkpoint)[KEY]["info"]["step"]) if checkpoint.is_file() else None
+    except (WordformerError, KeyError, TypeError, ValueError):
+        return None
+
+
+def saved_options(folder: Path) -> dict[str, Any]:
+    """The options a run was trained with, flat (``d_model``, ``lr``, ...), as the base of a resume."""
+    model, data, train, _, _ = parse_entry(read_checkpoint(folder / LAST), folder / LAST)
+    options = {**asdict(model), **asdict(data), **asdict(train)}
+    options.pop("vocab_size")  # set from the tokenizer
+    return options
+
+
 def model_state_dict(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model's own tensors: Lightning prefixes them with ``model.``."""
     state = raw.get("state_dict", {}) if isinstance(raw, dict) else {}

@@ -81,24 +81,15 @@ def remove_stale_temp_checkpoints(out_dir: Path) -> list[Path]:
     return removed
 
 
-def saved_step(checkpoint: Path) -> int | None:
-    """The training step a checkpoint holds, or None when there is none or it cannot be read."""
-    from .checkpoint import KEY, read_checkpoint
-
-    try:
-        return int(read_checkpoint(checkpoint)[KEY]["info"]["step"]) if checkpoint.is_file() else None
-    except (WordformerError, KeyError, TypeError, ValueError):
-        return None
-
-
-def interrupted_message(step: int, out_dir: Path) -> str:
-    """Where an interrupted run stands: what was reached, what is saved, how to go on."""
+def interrupted_message(step: int, out_dir: Path, saved: int | None) -> str:
+    """Where an interrupted run stands: what was reached, what ``last.ckpt`` holds (``saved``), how to go on."""
     last = out_dir / LAST
-    saved = saved_step(last)
     if saved is None:
         return f"at step {step}, before the first checkpoint; nothing was saved"
-    return (f"at step {step}; {last} holds step {saved} (a lower --eval-interval saves more often) — continue "
-            f"with: wordformer train --resume {out_dir}")
+    if saved == step:
+        return f"at step {step}, saved in {last} — continue with: wordformer train --resume {out_dir}"
+    return (f"at step {step}; {last} holds step {saved} (Ctrl-C once saves the step reached; a second Ctrl-C stops at "
+            f"once) — continue with: wordformer train --resume {out_dir}")
 
 
 # ------------------------------------------------------------------------------------------ resume

@@ -11,10 +11,8 @@ import contextlib
 import logging
 import math
 import shutil
-import signal
 import sys
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -29,12 +27,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics.classification import MulticlassAccuracy
 
 from .batches import IGNORE_INDEX
-from .callbacks import (AtomicCheckpointIO, LineProgress, RunCheckpoint, RunCSVLogger, SessionTimer, StepProgressBar,
-                        ValidateOnLastStep)
-from .checkpoint import KEY, parse_entry, read_checkpoint, wordformer_entry
+from .callbacks import (AtomicCheckpointIO, LineProgress, RunCheckpoint, RunCSVLogger, SaveOnCtrlC, SessionTimer,
+                        StepProgressBar, ValidateOnLastStep, quiet_lightning)
+from .checkpoint import KEY, parse_entry, read_checkpoint, saved_step, wordformer_entry
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import Corpus, WordDataModule, check_same_corpus, prepare_corpus
-from .errors import WordformerError
+from .errors import WordformerError, check_choice
 from .hardware import check_batch_fits, cpu_has_native_bf16, resolve_precision
 from .model import WordPredictor
 from .runs import (BEST, LAST, METRICS_CSV, TENSORBOARD, check_out_dir, check_resumable, claim_for_training,
@@ -270,15 +268,16 @@ def _prepare(model: ModelConfig, data: DataConfig, train: TrainConfig,
 
 
 def _run_callbacks(train: TrainConfig, out_dir: Path, extra: Sequence[L.Callback], *,
-                   logger: bool) -> tuple[RunCheckpoint, list[L.Callback]]:
-    """Stage 3: best.ckpt, last.ckpt, the time budget, progress, the learning-rate log, the caller's own."""
+                   logger: bool) -> tuple[RunCheckpoint, SaveOnCtrlC, list[L.Callback]]:
+    """Stage 3: best.ckpt, last.ckpt, Ctrl-C, the time budget, progress, the learning-rate log, the caller's own."""
     best = RunCheckpoint(dirpath=out_dir, filename=Path(BEST).stem, monitor="val_loss", mode="min", save_top_k=1,
                          enable_version_counter=False, auto_insert_metric_name=False)
     # last.ckpt from its own callback: Lightning's save_last=True rewrites it only when best.ckpt improves, so
     # once validation stops improving a resume would go back to the best step, not the latest
     last = RunCheckpoint(dirpath=out_dir, filename=Path(LAST).stem, monitor=None, save_top_k=1,
                          enable_version_counter=False, auto_insert_metric_name=False)
-    found: list[L.Callback] = [ValidateOnLastStep(), best, last, *extra]
+    ctrl_c = SaveOnCtrlC(out_dir / LAST, min(train.eval_interval, train.max_steps))
+    found: list[L.Callback] = [ValidateOnLastStep(), best, last, ctrl_c, *extra]
     if train.max_time:
         found.append(SessionTimer(duration={"seconds": train.max_time}, interval="step", verbose=False))
     if train.progress:  # a bar in a terminal; in a log file a bar writes a line per refresh, so short lines there
@@ -286,7 +285,7 @@ def _run_callbacks(train: TrainConfig, out_dir: Path, extra: Sequence[L.Callback
                                                                                      train.max_steps // 10)))
     if logger:
         found.append(LearningRateMonitor(logging_interval="step"))
-    return best, found
+    return best, ctrl_c, found
 
 
 def _trainer(train: TrainConfig, out_dir: Path, callbacks: list[L.Callback], *, logger: bool,
@@ -339,25 +338,20 @@ def _clear_replaced_run(out_dir: Path) -> None:
 
 
 def _fit_until_done(trainer: L.Trainer, module: WordPredictorModule, datamodule: WordDataModule,
-                    last: Optional[Path]) -> None:
-    """Stage 6: Lightning's loop (from ``last`` when resuming); Ctrl-C becomes a KeyboardInterrupt that says
-    where the run stands and how to continue."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
+                    last: Optional[Path], ctrl_c: SaveOnCtrlC) -> None:
+    """Stage 6: Lightning's loop (from ``last`` when resuming); Ctrl-C ends the step under way, saves it and
+    becomes a KeyboardInterrupt that says where the run stands and how to continue."""
+    with ctrl_c.listening():
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last else None, weights_only=True)
         except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after a graceful shutdown
             if not trainer.interrupted:
                 raise
-        finally:
-            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # Lightning ignores further Ctrl-C; undo that
-                signal.signal(signal.SIGINT, signal.default_int_handler)
     if trainer.interrupted:
         out_dir = Path(trainer.default_root_dir)
         if not (out_dir / LAST).exists() and is_rank_zero():  # nothing to resume: no half run that blocks a rerun
             shutil.rmtree(out_dir / "logs", ignore_errors=True)
-        raise KeyboardInterrupt(interrupted_message(trainer.global_step, out_dir))
+        raise KeyboardInterrupt(interrupted_message(trainer.global_step, out_dir, saved_step(out_dir / LAST)))
 
 
 def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path, *, callbacks: Sequence[L.Callback],
@@ -372,12 +366,12 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     module.corpus_key = corpus.key
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
-    best, all_callbacks = _run_callbacks(train, out_dir, callbacks, logger=logger)
+    best, ctrl_c, all_callbacks = _run_callbacks(train, out_dir, callbacks, logger=logger)
     trainer = _trainer(train, out_dir, all_callbacks, logger=logger,
                        resumed_step=resumed.step if resumed else None)
     if overwrite and not resume and is_rank_zero():
         _clear_replaced_run(out_dir)
-    _fit_until_done(trainer, module, datamodule, last if resume else None)
+    _fit_until_done(trainer, module, datamodule, last if resume else None, ctrl_c)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     score = float(best.best_model_score) if best.best_model_score is not None else metrics.get("val_loss", math.nan)
     return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=last, val_loss=score,
