@@ -28,7 +28,7 @@ from .files import file_in_the_way, save_bytes
 from .generation import encode_prompt
 from .model import WordPredictor
 from .positional import sinusoidal_table
-from .schedule import learning_rate
+from .schedule import Schedule, saved_schedule
 from .tokenizers import Tokenizer
 
 __all__ = [
@@ -279,28 +279,33 @@ def plot_positional_encoding(
 def plot_lr_schedule(train_config: Union[TrainConfig, LoadedModel], *, steps: Optional[int] = None) -> Figure:
     """The learning rate of every optimiser step: linear warm-up, then cosine decay to ``min_lr``.
 
-    Values come from :func:`wordformer.schedule.learning_rate`, the function training uses;
+    Values come from :class:`wordformer.schedule.Schedule`, what training uses; for a checkpoint, the
+    schedule it recorded (with the new decays of resumes that changed ``--max-steps``).
     ``steps`` (default ``max_steps``) sets how many steps are drawn.
     """
     cfg = train_config.train_config if isinstance(train_config, LoadedModel) else train_config
     if not isinstance(cfg, TrainConfig):
         raise WordformerError(f"expected a TrainConfig or a LoadedModel, got {type(train_config).__name__}")
+    schedule = (saved_schedule(train_config.info, cfg, str(train_config.path or "the checkpoint"))
+                if isinstance(train_config, LoadedModel) else Schedule.of(cfg))
     n = cfg.max_steps if steps is None else steps
     check_int("steps", n)
     x = np.arange(n)
-    y = [learning_rate(int(s), lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
-         for s in x]
+    y = [schedule.rate(int(s)) for s in x]
     fig = Figure(figsize=(7, 3.8), layout="constrained")
     ax = fig.subplots()
     ax.plot(x, y, color="tab:blue", linewidth=2, label="learning rate")
     if 0 < cfg.warmup_steps < n:
         ax.axvline(cfg.warmup_steps, color="grey", linestyle=":", linewidth=1,
                    label=f"end of warm-up ({cfg.warmup_steps})")
+    for decay in schedule.decays:
+        ax.axvline(decay.start, color="tab:green", linestyle=":", linewidth=1,
+                   label=f"resumed: new decay from step {decay.start}")
     ax.axhline(cfg.min_lr, color="tab:orange", linestyle="--", linewidth=1, label=f"min_lr {cfg.min_lr:g}")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("learning rate")
-    ax.set_title(f"warm-up {cfg.warmup_steps} steps, cosine decay {cfg.lr:g} → {cfg.min_lr:g} "
-                 f"by step {cfg.max_steps}", fontsize=10)
+    ax.set_title(f"warm-up {cfg.warmup_steps} steps, cosine decay {cfg.lr:g} → {schedule.min_lr:g} "
+                 f"by step {schedule.max_steps}", fontsize=10)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -37,7 +37,7 @@ from .hardware import check_batch_fits, cpu_has_native_bf16, resolve_precision
 from .model import WordPredictor
 from .runs import (BEST, LAST, METRICS_CSV, TENSORBOARD, check_out_dir, check_resumable, claim_for_training,
                    interrupted_message, remove_stale_temp_checkpoints)
-from .schedule import learning_rate
+from .schedule import RESUME_SCHEDULES, Schedule, describe_resume, saved_schedule
 from .tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,12 @@ class WordPredictorModule(L.LightningModule):
     """Trains a :class:`WordPredictor` with AdamW and a warm-up + cosine learning-rate schedule."""
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig, *,
-                 data_config: Optional[DataConfig] = None, tokenizer: Optional[Tokenizer] = None):
+                 data_config: Optional[DataConfig] = None, tokenizer: Optional[Tokenizer] = None,
+                 schedule: Optional[Schedule] = None):
         super().__init__()
         self.model_config = model_config
         self.train_config = train_config
+        self.schedule = schedule or Schedule.of(train_config)  # a resume may have extended it (see schedule.py)
         self.data_config = data_config or DataConfig()
         self.tokenizer = tokenizer
         self.corpus_key: Optional[str] = None  # recorded in checkpoints so resume/evaluate notice a changed corpus
@@ -125,9 +127,8 @@ class WordPredictorModule(L.LightningModule):
             impl = {"fused": True} if self.device.type in ("cuda", "cpu") else {}
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **impl)
 
-        def factor(step: int) -> float:
-            return learning_rate(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
-                                 max_steps=cfg.max_steps) / cfg.lr
+        def factor(step: int) -> float:  # a closure, not an object: LambdaLR then saves none of its state
+            return self.schedule.rate(step) / cfg.lr
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -145,7 +146,8 @@ class WordPredictorModule(L.LightningModule):
         if self.tokenizer is None:
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
-        info: dict[str, Any] = {"step": int(self.global_step), "metrics": metrics}
+        info: dict[str, Any] = {"step": int(self.global_step), "metrics": metrics,
+                                "lr_schedule": self.schedule.to_dict()}
         if self.corpus_key:
             info["corpus"] = self.corpus_key
         checkpoint[KEY] = wordformer_entry(self.model_config, self.data_config, self.train_config, self.tokenizer,
@@ -195,25 +197,35 @@ def train(
     *,
     callbacks: Sequence[L.Callback] = (),
     resume: bool = False,
+    resume_schedule: Optional[str] = None,
     overwrite: bool = False,
     logger: bool = True,
 ) -> TrainResult:
     """Train a word predictor and write ``out_dir/best.ckpt``, ``out_dir/last.ckpt`` and logs.
 
     With ``resume`` the run continues from ``out_dir/last.ckpt``: step, optimiser, schedule, RNG state
-    and data position (batches are a pure function of seed and batch number).
+    and data position (batches are a pure function of seed and batch number). When ``train.max_steps``
+    differs from the run's, ``resume_schedule`` says what the learning rate does over the new length
+    (``"continue"``, the default: its saved curve, at the floor past the old end; ``"decay"``: a new cosine
+    decay from the rate reached; ``"restart"``: from the peak ``lr``), and a warning gives the numbers.
+    Ctrl-C (SIGINT) stops after the step under way and saves ``last.ckpt`` there; a second Ctrl-C stops at once.
     """
     out_dir = Path(out_dir)
     if data.data:  # checkpoints record where the corpus is, for resume and evaluate from any folder
         data = replace(data, data=str(Path(data.data).expanduser().absolute()))
+    if resume_schedule is not None:
+        check_choice("resume_schedule", resume_schedule, RESUME_SCHEDULES)
+        if not resume:
+            raise WordformerError("--resume-schedule applies to a resumed run only; give it with --resume DIR")
     existed = out_dir.exists()
     if is_rank_zero():
         check_out_dir(out_dir, resume=resume, overwrite=overwrite)
         remove_stale_temp_checkpoints(out_dir)
         claim_for_training(out_dir)  # the folder now holds this run: `demo` must not replace it
     try:
-        return _fit(model, data, train, out_dir, callbacks=callbacks, resume=resume, overwrite=overwrite,
-                    logger=logger)
+        with quiet_lightning():
+            return _fit(model, data, train, out_dir, callbacks=callbacks, resume=resume,
+                        resume_schedule=resume_schedule, overwrite=overwrite, logger=logger)
     except BaseException:
         if not existed and is_rank_zero():  # a refused or failed first run leaves no empty folder behind
             with contextlib.suppress(OSError):
@@ -223,22 +235,43 @@ def train(
 
 @dataclass
 class _Resumed:
-    """What a resumed run continues from: the step, and what its checkpoint recorded of the corpus."""
+    """What a resumed run continues from: the step, what its checkpoint recorded of the corpus, and the
+    learning-rate schedule it goes on with."""
 
     checkpoint: Path
     step: int
     info: dict[str, Any]
     tokenizer: Tokenizer
+    schedule: Schedule
 
 
-def _check_resume(model: ModelConfig, data: DataConfig, train: TrainConfig, last: Path) -> _Resumed:
-    """Stage 1 of a resume: one clear line for a damaged file or a changed setting, before any work."""
+def _check_resume(model: ModelConfig, data: DataConfig, train: TrainConfig, last: Path,
+                  how: Optional[str]) -> _Resumed:
+    """Stage 1 of a resume: one clear line for a damaged file or a changed setting, before any work; a warning
+    with the numbers when a new --max-steps changes the course of the learning rate."""
     if not last.exists():
         raise WordformerError(f"nothing to resume in {last.parent}: there is no {LAST}")
     saved_model, _, saved_train, saved_tokenizer, info = parse_entry(read_checkpoint(last), last)
     step = int(info.get("step", 0))
     check_resumable(model, data, train, (saved_model, saved_train), step, last)
-    return _Resumed(last, step, info, saved_tokenizer)
+    saved = saved_schedule(info, saved_train, str(last))
+    new_decay = train.max_steps != saved_train.max_steps and (how or "continue") != "continue"
+    if train.warmup_steps != saved_train.warmup_steps:
+        raise WordformerError(f"cannot change the warm-up when resuming (warmup_steps {saved_train.warmup_steps} -> "
+                              f"{train.warmup_steps}): the learning rate follows the schedule saved in {last}; drop "
+                              "--warmup-steps, or start a new run with --out")
+    if train.min_lr != saved_train.min_lr and not new_decay:
+        raise WordformerError(f"--min-lr {train.min_lr:g} on resume sets the floor of a new decay only (the saved "
+                              f"schedule ends at {saved_train.min_lr:g}): give a new --max-steps with "
+                              "--resume-schedule decay or restart, or drop --min-lr")
+    if train.max_steps == saved_train.max_steps:
+        if how not in (None, "continue"):
+            log.warning("--resume-schedule %s is ignored: --max-steps is what the run was set for (%d), so it "
+                        "resumes exactly as saved", how, train.max_steps)
+        return _Resumed(last, step, info, saved_tokenizer, saved)
+    how = how or "continue"
+    log.warning(describe_resume(saved, step, saved_train.max_steps, train.max_steps, how, min_lr=train.min_lr))
+    return _Resumed(last, step, info, saved_tokenizer, saved.resumed(step, train.max_steps, how, min_lr=train.min_lr))
 
 
 def _warn_about(model: ModelConfig, train: TrainConfig) -> None:
@@ -247,6 +280,10 @@ def _warn_about(model: ModelConfig, train: TrainConfig) -> None:
         log.warning("with d_model=%d a layer norm maps every vector to +-(1, -1) and erases what the embedding "
                     "learned: the model will answer nothing useful; pass --norm none (the chapter's plain "
                     "residual connection)", model.d_model)
+    if train.warmup_steps >= train.max_steps:
+        log.warning("--warmup-steps %d is not below --max-steps %d: the learning rate climbs for the whole run, "
+                    "ends at %.2e instead of peaking at --lr %g, and never decays; lower --warmup-steps",
+                    train.warmup_steps, train.max_steps, Schedule.of(train).rate(train.max_steps - 1), train.lr)
 
 
 def _prepare(model: ModelConfig, data: DataConfig, train: TrainConfig,
@@ -355,14 +392,15 @@ def _fit_until_done(trainer: L.Trainer, module: WordPredictorModule, datamodule:
 
 
 def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path, *, callbacks: Sequence[L.Callback],
-         resume: bool, overwrite: bool, logger: bool) -> TrainResult:
+         resume: bool, resume_schedule: Optional[str], overwrite: bool, logger: bool) -> TrainResult:
     """The body of :func:`train`, once the output folder is checked: six named stages."""
     last = out_dir / LAST
-    resumed = _check_resume(model, data, train, last) if resume else None
+    resumed = _check_resume(model, data, train, last, resume_schedule) if resume else None
     _warn_about(model, train)
     started = time.perf_counter()
     model, corpus, datamodule = _prepare(model, data, train, resumed)
-    module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer)
+    module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer,
+                                 schedule=resumed.schedule if resumed else None)
     module.corpus_key = corpus.key
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer

@@ -94,8 +94,10 @@ def _lr(args: argparse.Namespace) -> Any:
 
     given = {k: getattr(args, k) for k in LR_OPTIONS if getattr(args, k) is not None}
     if args.checkpoint:
-        base = load_checkpoint(args.checkpoint).train_config
-        return plot_lr_schedule(replace(base, **given))  # replace re-validates
+        loaded = load_checkpoint(args.checkpoint)
+        if not given:
+            return plot_lr_schedule(loaded)  # the schedule it trained with, resumes included
+        return plot_lr_schedule(replace(loaded.train_config, **given))  # replace re-validates
     return plot_lr_schedule(TrainConfig(**given))
 
 

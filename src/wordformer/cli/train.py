@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import WordformerError
+from ..schedule import RESUME_SCHEDULES
 from .options import add_config_options, configs_from_args
 
 TRAIN_OUT = "runs/train"
@@ -20,8 +22,15 @@ DEMO_PROMPTS = ("the python", "a function is", "the list")
 
 def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help=f"output folder (default: {TRAIN_OUT})")
-    p.add_argument("--config", default=None, help="YAML file of options; command-line options override it")
+    p.add_argument("--config", default=None,
+                   help="YAML file of options; command-line options override it; relative paths in it (data, "
+                        "cache_dir) are read from the file's folder")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from DIR/last.ckpt")
+    p.add_argument("--resume-schedule", choices=RESUME_SCHEDULES, default=None,
+                   help="with --resume and a new --max-steps, what the learning rate does: continue (its saved "
+                        "schedule; at min_lr once the old --max-steps is passed), decay (a new cosine decay from the "
+                        "rate reached to min_lr by the new --max-steps) or restart (the same from the peak lr) "
+                        "(default: continue)")
     p.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out")
     add_config_options(p)
 
@@ -40,7 +49,8 @@ def run_train(args: argparse.Namespace) -> int:
     source = data_cfg.data or "the built-in corpus (Python documentation topics)"
     if is_rank_zero():
         print(f"wordformer: training on {source} with the {data_cfg.tokenizer} tokenizer -> {out}", file=sys.stderr)
-    result = train(model_cfg, data_cfg, train_cfg, out, resume=args.resume is not None, overwrite=args.overwrite)
+    result = train(model_cfg, data_cfg, train_cfg, out, resume=args.resume is not None,
+                   resume_schedule=args.resume_schedule, overwrite=args.overwrite)
     if is_rank_zero():
         report_training(result)
     return 0

@@ -164,7 +164,7 @@ def _tune(args: argparse.Namespace) -> int:
 
     from ..tune.objective import CheckpointPruner, ObjectiveSettings, TrainingObjective, check_corpus, first_validation
     from ..tune.report import summary_counts, trial_rows
-    from ..tune.space import load_space
+    from ..tune.space import bound_warmup, load_space
     from ..tune.study import FAIL_REASON, run_study, safe_url, with_default_driver
 
     if args.trials is not None:
@@ -177,6 +177,9 @@ def _tune(args: argparse.Namespace) -> int:
         raise WordformerError("every parameter of the search space is fixed by command-line options; nothing to tune")
     model, data, train = _base_configs(args, space)
     train = dataclasses.replace(train, progress=False, **({"seed": args.tune_seed} if args.tune_seed is not None else {}))
+    space, train, note = bound_warmup(space, train, warmup_given="train.warmup_steps" in fixed)
+    if note:
+        _err(f"wordformer tune: {note}")
     if data.data is not None:
         path = Path(data.data).expanduser()
         if not path.exists():
