@@ -262,7 +262,7 @@ def test_a_batch_whose_output_layer_cannot_fit_is_refused_before_training(small_
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", out, *TINY_TRAIN, "--batch-size", "100000",
                            "--accelerator", "cpu")
-    assert_one_line_error(code, err, "batch_size=100000", "--batch-size", "GiB free")
+    assert_one_line_error(code, err, "--batch-size 100000", "GiB free")
     assert not out.exists()  # a refused first run leaves no empty folder behind
     train_run(capsys, small_text, out, "--accelerator", "cpu")  # the usual batch still fits in 64 MiB
 

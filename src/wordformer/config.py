@@ -85,9 +85,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where the text comes from and how it becomes token ids."""
+    """Where the text comes from and how it becomes token ids (``data=None``: the built-in corpus;
+    ``cache_dir=None``: $WORDFORMER_CACHE, else ~/.cache/wordformer)."""
 
-    data: Optional[str] = None  # a .txt file, a folder of .txt files, or None for the built-in corpus
+    data: Optional[str] = None  # a .txt file or a folder of .txt files
     pairs: bool = False  # data is "prompt<TAB>answer" lines, trained as "prompt <eos> answer <eos>"
     tokenizer: str = "word"  # "word", "char" or "bpe"
     lowercase: bool = True  # word tokenizer: fold case

@@ -26,7 +26,10 @@ CHOICES = {
     "sampling": SAMPLINGS,
 }
 SKIP = {"vocab_size"}  # set from the tokenizer
-DEFAULT_SHOWN = {"data": "the built-in corpus"}  # help text for defaults that read badly as a value
+# help text for defaults that read badly as a value (None, most of all)
+DEFAULT_SHOWN = {"data": "the built-in corpus", "max_vocab": "every word", "max_time": "no limit",
+                 "cache_dir": "$WORDFORMER_CACHE, else ~/.cache/wordformer"}
+METAVARS = {"encoding": "NAME", "data": "PATH", "cache_dir": "DIR"}
 
 # options that only one tokenizer or mode reads: given elsewhere they would be dropped without a word
 ONLY_FOR = {"lowercase": ("tokenizer", "word"), "min_freq": ("tokenizer", "word"), "max_vocab": ("tokenizer", "word"),
@@ -56,7 +59,7 @@ def add_config_options(parser: argparse.ArgumentParser, *, skip: Sequence[str] =
             else:
                 group.add_argument(flag(f.name), dest=f.name, type=kind, default=argparse.SUPPRESS,
                                    choices=CHOICES.get(f.name), help=text,
-                                   metavar=None if f.name in CHOICES else f.name.upper())
+                                   metavar=None if f.name in CHOICES else METAVARS.get(f.name, f.name.upper()))
 
 
 def given_config_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,9 +68,10 @@ def given_config_values(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def configs_from_args(args: argparse.Namespace,
-                      base: Optional[dict[str, Any]] = None) -> tuple[ModelConfig, DataConfig, TrainConfig]:
-    """Defaults < ``base`` < YAML file (``--config``) < options given on the command line."""
+def configs_from_args(args: argparse.Namespace, base: Optional[dict[str, Any]] = None, *,
+                      warn: bool = True) -> tuple[ModelConfig, DataConfig, TrainConfig]:
+    """Defaults < ``base`` < YAML file (``--config``) < options given on the command line; ``warn``: say which
+    given options the chosen tokenizer or mode ignores."""
     values: dict[str, Any] = dict(base or {})
     where = "options"
     given = dict(given_config_values(args))
@@ -80,7 +84,7 @@ def configs_from_args(args: argparse.Namespace,
     configs = build_configs(values, where=where)
     data = configs[1]
     for name, (field_name, needed) in ONLY_FOR.items():
-        if name in given and getattr(data, field_name) != needed:
+        if warn and name in given and getattr(data, field_name) != needed:
             what = f"the {needed} tokenizer" if field_name == "tokenizer" else "plain text (not --pairs)"
             logging.getLogger("wordformer").warning("%s is ignored: it applies to %s only", flag(name), what)
     return configs
@@ -88,7 +92,8 @@ def configs_from_args(args: argparse.Namespace,
 
 def add_checkpoint(p: argparse.ArgumentParser, *, required: bool = True, help: Optional[str] = None) -> None:
     """``--checkpoint PATH``: a ``.ckpt`` written by ``wordformer train`` or a ``.safetensors`` export."""
-    text = help or "a checkpoint written by `wordformer train` (.ckpt) or `wordformer export` (.safetensors)"
+    text = help or ("a checkpoint written by `wordformer train` (.ckpt; its run folder means the folder's best.ckpt) "
+                    "or `wordformer export` (.safetensors)")
     p.add_argument("--checkpoint", required=required, default=None, help=text + (" (required)" if required else ""))
 
 

@@ -35,8 +35,23 @@ def add_train(p: argparse.ArgumentParser) -> None:
     add_config_options(p)
 
 
+def precheck_train(args: argparse.Namespace) -> None:
+    """What can be refused before torch and Lightning load (seconds): the options, and an --out that already
+    holds a run."""
+    from ..runs import refuse_earlier_run, resume_folder
+
+    if args.resume_schedule is not None and args.resume is None:
+        raise WordformerError("--resume-schedule applies to a resumed run only; give it with --resume DIR")
+    if args.resume is None:
+        configs_from_args(args)
+        refuse_earlier_run(Path(args.out or TRAIN_OUT), resume=False, overwrite=args.overwrite)
+    else:
+        resume_folder(args.resume, args.out)
+
+
 def run_train(args: argparse.Namespace) -> int:
-    from ..runs import resume_folder, saved_options
+    from ..checkpoint import saved_options
+    from ..runs import resume_folder
     from ..training import is_rank_zero, train
 
     if args.resume is not None:
@@ -44,7 +59,7 @@ def run_train(args: argparse.Namespace) -> int:
         configs = configs_from_args(args, saved_options(out))
     else:
         out = Path(args.out or TRAIN_OUT)
-        configs = configs_from_args(args)
+        configs = configs_from_args(args, warn=False)  # precheck_train said what it had to say
     model_cfg, data_cfg, train_cfg = configs
     source = data_cfg.data or "the built-in corpus (Python documentation topics)"
     if is_rank_zero():
@@ -72,13 +87,21 @@ def add_demo(p: argparse.ArgumentParser) -> None:
     add_config_options(p)
 
 
+def precheck_demo(args: argparse.Namespace) -> None:
+    """The options and the --out folder, before torch and Lightning load."""
+    from ..runs import check_demo_out
+
+    configs_from_args(args, DEMO_OPTIONS)
+    check_demo_out(Path(args.out))
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..runs import check_demo_out, mark_demo
     from ..serve.server import DEMO_CHECKPOINT
     from ..training import train
 
-    model_cfg, data_cfg, train_cfg = configs_from_args(args, DEMO_OPTIONS)
+    model_cfg, data_cfg, train_cfg = configs_from_args(args, DEMO_OPTIONS, warn=False)  # precheck_demo warned
     out = Path(args.out)
     check_demo_out(out)
     print(f"wordformer demo: training a {model_cfg.num_layers}-layer word predictor on the Python documentation "
