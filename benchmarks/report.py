@@ -478,6 +478,11 @@ def render(path: Path = OUT) -> str:
                   "Written by `python -m benchmarks.bench_tune` (about 30 minutes; not part of `make bench`), "
                   "copied from [benchmarks/TUNE.md](benchmarks/TUNE.md).", ""]
         lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln for ln in tune[1:]] + [""]
+    if (ROOT / "benchmarks" / "SPOT.md").is_file():  # written by bench_spot.py (issue 17)
+        spot = (ROOT / "benchmarks" / "SPOT.md").read_text().strip().splitlines()
+        lines += ["## 9. Tuning against spotpython's SPOT (issue 17)", "",
+                  "Written by `python -m benchmarks.bench_spot`, copied from [benchmarks/SPOT.md](benchmarks/SPOT.md).", ""]
+        lines += spot[1:] + [""]
     text = "\n".join(lines).rstrip() + "\n"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

@@ -19,7 +19,7 @@ import time
 
 from .common import ROOT, loadavg, log
 
-BENCHMARKS = ("train", "generate", "memory", "scaling", "quality", "gpu", "omp", "serve")
+BENCHMARKS = ("train", "generate", "memory", "scaling", "quality", "gpu", "omp", "serve", "spot")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,7 +117,11 @@ def test_tune_report_and_retrain_end_to_end(tmp_path: Path, capsys: pytest.Captu
     assert main(["report", *common]) == 0
     printed = capsys.readouterr().out
     assert "rank" in printed and "checkpoint" in printed
+    assert "hyperparameters (range, type, transform, default" in printed and "importance" in printed
     report = out / "tiny" / "report"
+    params = list(csv.DictReader((report / "params.csv").open()))
+    assert [r["name"] for r in params] == list(best.params) and all(r["tuned"] for r in params)
+    assert (report / "params.txt").read_text().startswith(f"study tiny: best trial {best.number}")
     rows = list(csv.DictReader((report / "trials.csv").open()))
     assert len(rows) == 3 and rows[0]["rank"] == "1" and int(rows[0]["trial"]) == best.number
     assert {p.name for p in report.glob("*.png")} == {

@@ -231,3 +231,9 @@ def test_warm_up_is_bounded_by_half_the_step_budget() -> None:
     assert train.warmup_steps == 40 and note is None
     for _, _, cfg in sample_configs(bounded, n=20, train=TrainConfig(max_steps=250)):  # every trial fits its budget
         assert cfg.warmup_steps <= cfg.max_steps // 2
+
+
+def test_a_stepped_float_defaults_to_the_middle_step_despite_rounding():
+    space = parse_space({"params": {"dropout": {"target": "model.dropout", "type": "float", "low": 0.0, "high": 0.3,
+                                                "step": 0.05}}})
+    assert space.params[0].default_raw() == 0.15  # (0.3 - 0.0) / 0.05 is 5.999...; int() of half gave 0.1

@@ -1,8 +1,9 @@
 """``wordformer tune``: the command-line glue around the tuning library (:mod:`wordformer.tune`).
 
 * ``wordformer tune [options]`` runs (or continues) a study; each trial is a real training run.
-* ``wordformer tune report [--storage URL] --study NAME [--out DIR]`` prints the ranked table and
-  writes ``trials.csv`` and plots into ``OUT/STUDY/report``.
+* ``wordformer tune report [--storage URL] --study NAME [--out DIR]`` prints the ranked table and the
+  hyperparameter table (range, type, transform, default, tuned value, importance) and writes
+  ``trials.csv``, ``params.csv``, ``params.txt`` and plots into ``OUT/STUDY/report``.
 * ``wordformer tune --retrain-best --max-steps N`` trains the best configuration longer and writes a
   checkpoint that ``wordformer generate`` accepts.
 
@@ -252,7 +253,11 @@ def _report(args: argparse.Namespace) -> int:
     report = write_report(study, out)
     print(f"study {report.study_name} ({report.direction}), {len(report.rows)} trial(s)")
     print(report.table)
+    print("hyperparameters (range, type, transform, default; tuned = the best trial's value):")
+    print(report.param_table)
     print(f"csv:   {report.csv_path}")
+    print(f"csv:   {report.param_csv}")
+    print(f"text:  {report.param_txt}")
     for path in report.pngs:
         print(f"png:   {path}")
     for path in report.htmls:

@@ -143,8 +143,8 @@ class Param:
         if self.log:
             return math.sqrt(self.low * self.high)
         if self.step is not None:
-            n = int((self.high - self.low) / self.step / 2)
-            return round(self.low + n * self.step, 12)
+            steps = round((self.high - self.low) / self.step)  # 0.3 / 0.05 is 5.999...: count, then halve
+            return round(self.low + (steps // 2) * self.step, 12)
         return (self.low + self.high) / 2
 
     def as_dict(self) -> dict[str, Any]:
