@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -220,6 +221,7 @@ def test_every_hint_names_an_option_of_the_command_that_prints_it(case, trained_
     argv = [str(a) for a in CASES[case](tmp_path, trained_run)] + extra
     capsys.readouterr()  # what setting the case up printed is not the case's output
     caplog.clear()
+    caplog.set_level(logging.WARNING, logger="wordformer")  # the warnings are hints too
     try:
         code, out, err = run_cli(capsys, *argv)
     except SystemExit as exc:  # argparse's own refusals (a required option missing) name argparse's options

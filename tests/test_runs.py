@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import signal
 from pathlib import Path
 
@@ -396,6 +397,7 @@ def test_resuming_with_more_steps_says_what_the_rate_does_and_keeps_it_at_the_fl
     default); restart is the choice that goes back to the peak; the schedule travels in the checkpoint."""
     import shutil
 
+    caplog.set_level(logging.WARNING, logger="wordformer")  # whatever an earlier test or script set it to
     out = tmp_path / "run"
     train_run(capsys, small_text, out, "--log-every", "1")  # 12 steps, lr 1e-3 -> min_lr 1e-4
     restart = tmp_path / "restart"
@@ -435,6 +437,7 @@ def test_resume_schedule_mistakes_get_one_line(small_text, tmp_path, capsys):
 
 
 def test_a_warm_up_longer_than_the_run_is_named_when_the_run_starts(small_text, tmp_path, capsys, caplog):
+    caplog.set_level(logging.WARNING, logger="wordformer")
     code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", tmp_path / "run", *TINY_TRAIN,
                            "--warmup-steps", "200", "--max-steps", "3", "--eval-interval", "3")
     assert code == 0, err
