@@ -103,7 +103,7 @@ DATA_CASES = {
     "binary": (_file("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4), ["binary"]),
     "UTF-16": (_file("wide.txt", SMALL_TEXT.encode("utf-16")), ["binary", "UTF-16"]),
     "device, not a file": (lambda tmp: ["--data", "/dev/null"], ["neither a file nor a folder"]),
-    "shorter than one block": (_file("short.txt", "just a few words"), ["block_size=8"]),
+    "shorter than one block": (_file("short.txt", "just a few words"), ["--block-size 8"]),
     "pairs line without TAB": (lambda tmp: _file("p.tsv", "what is it\tawesome\nno tab here\n")(tmp) + ["--pairs"],
                                ["line 2", "no TAB"]),
     "pairs line with empty answer": (lambda tmp: _file("p.tsv", "what is it\t \n")(tmp) + ["--pairs"],
@@ -198,29 +198,29 @@ def test_missing_and_unreadable_config_files(tmp_path, capsys):
 
 
 OPTION_CASES = [
-    (["--block-size", "0"], ["block_size=0"]),
-    (["--d-model", "-16"], ["d_model=-16"]),
-    (["--num-layers", "0"], ["num_layers=0"]),
-    (["--num-heads", "0"], ["num_heads=0"]),
-    (["--num-heads", "3"], ["num_heads=3", "d_model=16"]),
-    (["--ff-mult", "0"], ["ff_mult=0"]),
-    (["--batch-size", "0"], ["batch_size=0"]),
-    (["--max-steps", "0"], ["max_steps=0"]),
-    (["--eval-interval", "0"], ["eval_interval=0"]),
-    (["--grad-accum", "0"], ["grad_accum=0"]),
-    (["--warmup-steps", "-1"], ["warmup_steps=-1"]),
-    (["--dropout", "1.0"], ["dropout=1.0", "[0.0, 1.0)"]),
-    (["--dropout", "-0.1"], ["dropout=-0.1"]),
-    (["--lr", "0"], ["lr=0"]),
-    (["--lr", "100"], ["lr=100"]),
-    (["--min-lr", "0.5"], ["min_lr=0.5"]),
-    (["--val-fraction", "0.9"], ["val_fraction=0.9"]),
-    (["--val-fraction", "0"], ["val_fraction=0"]),
-    (["--max-time", "0"], ["max_time=0"]),
-    (["--max-vocab", "0"], ["max_vocab=0"]),
-    (["--min-freq", "1000"], ["min_freq=1000"]),
-    (["--tokenizer", "bpe", "--bpe-vocab-size", "100"], ["bpe_vocab_size=100", "below 258"]),
-    (["--tokenizer", "bpe", "--bpe-vocab-size", "0"], ["bpe_vocab_size=0"]),
+    (["--block-size", "0"], ["--block-size 0"]),
+    (["--d-model", "-16"], ["--d-model -16"]),
+    (["--num-layers", "0"], ["--num-layers 0"]),
+    (["--num-heads", "0"], ["--num-heads 0"]),
+    (["--num-heads", "3"], ["--num-heads 3", "--d-model 16"]),
+    (["--ff-mult", "0"], ["--ff-mult 0"]),
+    (["--batch-size", "0"], ["--batch-size 0"]),
+    (["--max-steps", "0"], ["--max-steps 0"]),
+    (["--eval-interval", "0"], ["--eval-interval 0"]),
+    (["--grad-accum", "0"], ["--grad-accum 0"]),
+    (["--warmup-steps", "-1"], ["--warmup-steps -1"]),
+    (["--dropout", "1.0"], ["--dropout 1.0", "[0.0, 1.0)"]),
+    (["--dropout", "-0.1"], ["--dropout -0.1"]),
+    (["--lr", "0"], ["--lr 0"]),
+    (["--lr", "100"], ["--lr 100"]),
+    (["--min-lr", "0.5"], ["--min-lr 0.5"]),
+    (["--val-fraction", "0.9"], ["--val-fraction 0.9"]),
+    (["--val-fraction", "0"], ["--val-fraction 0"]),
+    (["--max-time", "0"], ["--max-time 0"]),
+    (["--max-vocab", "0"], ["--max-vocab 0"]),
+    (["--min-freq", "1000"], ["--min-freq 1000"]),
+    (["--tokenizer", "bpe", "--bpe-vocab-size", "100"], ["--bpe-vocab-size 100", "below 258"]),
+    (["--tokenizer", "bpe", "--bpe-vocab-size", "0"], ["--bpe-vocab-size 0"]),
     (["--resume", "{tmp}/no-run"], ["nothing to resume", "no last.ckpt"]),
 ]
 
@@ -240,15 +240,15 @@ def test_bad_options_get_one_line(options, words, tmp_path, prior_run, small_tex
 UNCHECKED_CASES = [
     (["--dropout", "nan"], ["dropout"]),
     (["--lr", "nan"], ["lr"]),
-    (["--grad-clip", "nan"], ["grad_clip"]),
-    (["--max-time", "nan"], ["max_time"]),
-    (["--layer-norm-eps", "0"], ["layer_norm_eps"]),
+    (["--grad-clip", "nan"], ["--grad-clip nan"]),
+    (["--max-time", "nan"], ["--max-time nan"]),
+    (["--layer-norm-eps", "0"], ["--layer-norm-eps 0"]),
     (["--seed", "-1"], ["seed"]),
     (["--precision", "64x"], ["precision"]),
     (["--accelerator", "tpu9"], ["accelerator"]),
     (["--devices", "abc"], ["devices"]),
     (["--devices", "0"], ["devices"]),
-    (["--num-nodes", "0"], ["num_nodes"]),
+    (["--num-nodes", "0"], ["--num-nodes 0"]),
     (["--workers", "0"], ["workers"]),
 ]
 
@@ -441,11 +441,11 @@ def test_a_prompt_longer_than_the_context_keeps_its_last_block_size_tokens(train
 # ------------------------------------------------------------------------------------------ generation options
 
 
-GENERATION_CASES = [
-    (["--top-p", "0"], ["top_p"]), (["--top-p", "1.5"], ["top_p"]), (["--top-p", "-0.1"], ["top_p"]),
-    (["--top-p", "nan"], ["top_p"]), (["--top-k", "0"], ["top_k"]), (["--top-k", "-3"], ["top_k"]),
-    (["--max-new-tokens", "-1"], ["max_new_tokens"]), (["--temperature", "nan"], ["temperature"]),
-    (["--num-samples", "0"], ["num-samples"]),
+GENERATION_CASES = [  # named as given: --top-p 0, not the library's top_p=0
+    (["--top-p", "0"], ["--top-p 0"]), (["--top-p", "1.5"], ["--top-p 1.5"]), (["--top-p", "-0.1"], ["--top-p -0.1"]),
+    (["--top-p", "nan"], ["--top-p nan"]), (["--top-k", "0"], ["--top-k 0"]), (["--top-k", "-3"], ["--top-k -3"]),
+    (["--max-new-tokens", "-1"], ["--max-new-tokens -1"]), (["--temperature", "nan"], ["--temperature nan"]),
+    (["--num-samples", "0"], ["--num-samples=0"]),
 ]
 
 
@@ -456,9 +456,9 @@ def test_bad_generation_options_get_one_line(options, words, trained_run, capsys
 
 
 @pytest.mark.parametrize("command, options, words", [
-    ("predict", ["--k", "0"], ["k=0"]),
-    ("evaluate", ["--batch-size", "0"], ["batch_size"]),
-    ("evaluate", ["--batch-size", "-2"], ["batch_size"]),
+    ("predict", ["--k", "0"], ["--k 0"]),
+    ("evaluate", ["--batch-size", "0"], ["--batch-size 0"]),
+    ("evaluate", ["--batch-size", "-2"], ["--batch-size -2"]),
 ])
 def test_bad_predict_and_evaluate_options_get_one_line(command, options, words, trained_run, capsys):
     extra = ["--prompt", "the"] if command == "predict" else []

@@ -29,13 +29,34 @@ def test_lightning_prefixes_are_stripped_from_the_model_tensors():
     assert list(model_state_dict(raw)) == ["token_embedding.weight"]
 
 
-def test_a_run_folder_given_as_checkpoint_is_named_with_its_best_file(trained_run):
+def test_a_run_folder_given_as_checkpoint_reads_its_best_file(trained_run, tmp_path, capsys, caplog):
+    """`--checkpoint runs/x` means runs/x/best.ckpt, for the library and every command; said in an info line."""
+    import logging
+    import shutil
+
+    from conftest import run_cli
+
+    with caplog.at_level(logging.INFO, logger="wordformer.checkpoint"):
+        raw = read_checkpoint(trained_run)
+    assert "is a run folder: reading its best.ckpt" in caplog.text
+    assert raw[KEY] == read_checkpoint(trained_run / "best.ckpt")[KEY]
+    folder, file = load_checkpoint(trained_run), load_checkpoint(trained_run / "best.ckpt")
+    assert folder.path == trained_run / "best.ckpt"
+    assert all(torch.equal(a, b) for a, b in zip(folder.model.state_dict().values(), file.model.state_dict().values()))
+    for command, extra in (("generate", ["--prompt", "the cat", "--temperature", "0", "--max-new-tokens", "3"]),
+                           ("predict", ["--prompt", "the cat"]), ("evaluate", [])):
+        by_folder = run_cli(capsys, command, "--checkpoint", trained_run, *extra)
+        assert by_folder[0] == 0, by_folder[2]
+        assert by_folder[1] == run_cli(capsys, command, "--checkpoint", trained_run / "best.ckpt", *extra)[1]
+    only_last = tmp_path / "only-last"
+    only_last.mkdir()
+    shutil.copy2(trained_run / "last.ckpt", only_last / "last.ckpt")
     try:
-        read_checkpoint(trained_run)
+        read_checkpoint(only_last)
     except WordformerError as exc:
-        assert "is a folder" in str(exc) and "DIR/best.ckpt" in str(exc)
+        assert "is a folder" in str(exc) and f"give {only_last / 'last.ckpt'}" in str(exc)
     else:  # pragma: no cover - the assertion above is the test
-        raise AssertionError("a folder was read as a checkpoint")
+        raise AssertionError("a folder without best.ckpt was read as a checkpoint")
 
 
 def test_both_formats_rebuild_the_same_model_and_the_tied_matrix_is_stored_once(trained_run, tmp_path):

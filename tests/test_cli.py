@@ -104,3 +104,45 @@ def test_a_reader_that_leaves_early_is_no_traceback(trained_run):
                           timeout=300)
     assert proc.stdout.count("\n") == 1 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, \
         proc.stderr[-2000:]
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"wordformer {version('wordformer')}"
+
+
+def _every_parser(parser, path=("wordformer",)):
+    import argparse
+
+    yield " ".join(path), parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _every_parser(sub, (*path, name))
+
+
+def test_no_help_shows_none_as_a_default():
+    """`--data` says the built-in corpus, `--max-vocab` every word: no option's help reads "None"."""
+    shown = {name: " ".join(p.format_help().split()) for name, p in _every_parser(build_parser())}
+    assert len(shown) > 15
+    assert [name for name, text in shown.items() if "None" in text] == []
+    assert "(default: the built-in corpus)" in shown["wordformer train"]
+
+
+def test_an_existing_out_is_refused_before_torch_loads(trained_run, tmp_path):
+    """Refusing `--out` that holds a run costs no import of torch or Lightning (it took 6.6 s)."""
+    import subprocess
+    import sys
+
+    from conftest import one_thread_env
+
+    script = ("import sys\nfrom wordformer.cli import main\n"
+              f"code = main(['train', '--data', {str(tmp_path / 'x.txt')!r}, '--out', {str(trained_run)!r}])\n"
+              "print(code, 'torch' in sys.modules, 'lightning' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=one_thread_env(),
+                          timeout=120)
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
+    assert "already holds a run" in done.stderr and "--overwrite" in done.stderr

@@ -3,6 +3,8 @@ three configs; field types are read from the annotations."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from wordformer.config import (MIN_BPE_VOCAB, DataConfig, ModelConfig, TrainConfig, build_configs, coerce, field_help,
@@ -90,3 +92,27 @@ def test_a_config_file_may_be_flat_or_in_sections(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert read_config_file(str(empty)) == {}
+
+
+def test_relative_paths_in_a_config_file_are_read_from_its_folder(tmp_path, monkeypatch, capsys):
+    """A config and its corpus move together: `data: corpus.txt` beside the YAML works from any folder."""
+    from conftest import SMALL_TEXT, TINY_TRAIN, run_cli
+
+    project = tmp_path / "project"
+    (project / "texts").mkdir(parents=True)
+    (project / "texts" / "corpus.txt").write_text(SMALL_TEXT)
+    config = project / "run.yaml"
+    config.write_text("data:\n  data: texts/corpus.txt\n  cache_dir: cache\nmodel:\n  d_model: 16\n")
+    values = read_config_file(str(config))
+    assert values["data"] == str(project / "texts" / "corpus.txt") and values["cache_dir"] == str(project / "cache")
+    absolute = tmp_path / "abs.yaml"
+    absolute.write_text(f"data: {project / 'texts' / 'corpus.txt'}\ncache_dir: ~/wf-cache\n")
+    values = read_config_file(str(absolute))
+    assert values["data"] == str(project / "texts" / "corpus.txt")
+    assert values["cache_dir"] == str(Path("~/wf-cache").expanduser())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run_cli(capsys, "train", "--config", "../project/run.yaml", "--out", "run", *TINY_TRAIN)
+    assert code == 0, err
+    assert (project / "cache").is_dir() and not (elsewhere / "texts").exists()

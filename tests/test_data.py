@@ -76,11 +76,54 @@ def test_bad_text_inputs_are_refused(tmp_path: Path, setup, match: str):
         load_texts(str(setup(tmp_path)))
 
 
-def test_non_utf8_names_the_file_and_offset_and_suggests_replace(tmp_path: Path):
+def test_non_utf8_names_the_file_and_offset_and_suggests_the_encoding_or_replace(tmp_path: Path):
     path = write(tmp_path / "latin1.txt", "café".encode("latin-1"))
-    with pytest.raises(WordformerError, match=r"latin1\.txt.*offset 3.*--encoding-errors replace"):
+    with pytest.raises(WordformerError, match=r"latin1\.txt.*offset 3.*--encoding .*latin-1.*--encoding-errors repl"):
         load_texts(str(path))
-    assert load_texts(str(path), encoding_errors="replace") == ["caf\ufffd"]
+    assert load_texts(str(path), encoding_errors="replace") == ["caf\ufffd"]  # the accent is lost
+    assert load_texts(str(path), encoding="latin-1") == ["café"]  # read right
+
+
+def test_the_encoding_is_a_data_option_and_part_of_the_cache_key(tmp_path: Path):
+    """--encoding latin-1 keeps accents that --encoding-errors replace destroys; another encoding of the same
+    bytes is another corpus, and a corpus read as UTF-8 keeps the cache key it always had."""
+    text = "".join(f"le café numéro {i} était fermé.\n" for i in range(200))
+    path = write(tmp_path / "latin.txt", text.encode("latin-1"))
+    common = dict(data=str(path), cache_dir=str(tmp_path / "cache"), tokenizer="char")
+    latin = prepare_corpus(DataConfig(encoding="latin-1", **common), 8)
+    assert "é" in latin.tokenizer.to_dict()["chars"] and "\ufffd" not in latin.tokenizer.to_dict()["chars"]
+    replaced = prepare_corpus(DataConfig(encoding_errors="replace", **common), 8)
+    assert "é" not in replaced.tokenizer.to_dict()["chars"] and replaced.key != latin.key
+    cp1252 = prepare_corpus(DataConfig(encoding="cp1252", **common), 8)  # the same text here, another encoding
+    assert cp1252.key != latin.key and not cp1252.from_cache
+    ascii_path = write(tmp_path / "plain.txt", text.encode("ascii", "ignore"))
+    plain = dict(common, data=str(ascii_path))
+    assert prepare_corpus(DataConfig(**plain), 8).key == data._cache_key(DataConfig(**plain), "text", load_texts(
+        str(ascii_path)))
+    with pytest.raises(WordformerError, match="encoding='base64' is not a text encoding"):
+        DataConfig(encoding="base64")
+    with pytest.raises(WordformerError, match="encoding='latin-9x' is not a text encoding"):
+        DataConfig(encoding="latin-9x")
+
+
+def test_utf16_files_are_read_with_their_encoding_and_named_when_it_is_missing(tmp_path: Path):
+    path = write(tmp_path / "wide.txt", "naïve text\n".encode("utf-16"))
+    with pytest.raises(WordformerError, match="UTF-16 byte-order mark: pass --encoding utf-16"):
+        load_texts(str(path))
+    assert load_texts(str(path), encoding="utf-16") == ["naïve text\n"]
+
+
+def test_a_tsv_read_as_plain_text_is_noticed(tmp_path: Path):
+    """prompt<TAB>answer lines without --pairs: the trainer warns (train.py names --pairs); tab-indented code
+    and prose with a stray TAB do not look like pairs."""
+    pairs = "".join(f"what is {i}\tthe number {i}\n" for i in range(50))
+    cfg = DataConfig(data=str(write(tmp_path / "qa.tsv", pairs)), cache_dir=str(tmp_path / "cache"))
+    assert prepare_corpus(cfg, 4).looks_like_pairs
+    assert not prepare_corpus(DataConfig(data=cfg.data, pairs=True, cache_dir=cfg.cache_dir), 4).looks_like_pairs
+    code = "".join(f"def f{i}():\n\treturn {i}\n" for i in range(50))
+    assert not data.looks_like_pairs([code])
+    prose = "".join(f"line {i} of prose\n" for i in range(50)) + "one\twith a tab\n"
+    assert not data.looks_like_pairs([prose]) and not data.looks_like_pairs(["single\tline"])
 
 
 def test_binary_files_are_refused_even_with_replace(tmp_path: Path):

@@ -342,6 +342,10 @@ def test_cli_list_and_missing_target(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert run_download(parser.parse_args(["download", "--list", "--cache-dir", str(tmp_path)])) == 0
     out = capsys.readouterr().out
     assert "tutorial6-reverse" in out and "tutorial6-anomaly" in out
+    header, *rows = out.splitlines()
+    assert header.split() == ["NAME", "CACHED", "DESCRIPTION", "<URL>"]  # the columns are labelled
+    assert all(row.split()[1] in ("yes", "no") for row in rows if row.startswith("tutorial6"))
+    assert rows[-1] == f"(cached files are in {tmp_path})"
     with pytest.raises(WordformerError, match="NAME or URL"):
         run_download(parser.parse_args(["download"]))
 

@@ -57,3 +57,40 @@ def test_text_shorter_than_one_window_is_one_line(trained_run, tmp_path):
     path.write_text("the cat")
     with pytest.raises(WordformerError, match="fewer than block_size"):
         evaluate(load_checkpoint(trained_run / "best.ckpt"), str(path))
+
+
+def test_held_out_text_in_another_encoding_is_read_with_the_encoding_option(trained_run, tmp_path, capsys):
+    """The hint for a Latin-1 file names --encoding and --encoding-errors, and evaluate accepts both."""
+    from conftest import assert_one_line_error, run_cli
+
+    path = tmp_path / "latin.txt"
+    path.write_bytes((HELD_OUT.replace("cat", "chât") * 2).encode("latin-1"))
+    ckpt = trained_run / "best.ckpt"
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", ckpt, "--data", path)
+    assert_one_line_error(code, err, "is not UTF-8", "--encoding", "--encoding-errors replace")
+    code, latin, err = run_cli(capsys, "evaluate", "--checkpoint", ckpt, "--data", path, "--encoding", "latin-1",
+                               "--json")
+    assert code == 0, err
+    utf8 = tmp_path / "utf8.txt"
+    utf8.write_text(HELD_OUT.replace("cat", "chât") * 2, encoding="utf-8")
+    assert latin == run_cli(capsys, "evaluate", "--checkpoint", ckpt, "--data", utf8, "--json")[1]  # the same text
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", ckpt, "--data", path, "--encoding-errors", "replace")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", ckpt, "--encoding", "latin-1")
+    assert_one_line_error(code, err, "--encoding and --encoding-errors read --data FILE")
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", ckpt, "--data", path, "--encoding", "klingon")
+    assert_one_line_error(code, err, "--encoding 'klingon' is not a text encoding")
+
+
+def test_a_moved_training_corpus_is_named_as_moved(small_text, tmp_path, capsys):
+    from conftest import TINY_TRAIN, assert_one_line_error, run_cli
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", out, *TINY_TRAIN)
+    assert code == 0, err
+    small_text.rename(tmp_path / "elsewhere.txt")
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", out / "best.ckpt")
+    line = assert_one_line_error(code, err, f"was trained on {small_text}, which has moved or gone", "--data FILE")
+    assert "give a .txt file" not in line
+    code, _, err = run_cli(capsys, "evaluate", "--checkpoint", out / "best.ckpt", "--data", tmp_path / "elsewhere.txt")
+    assert code == 0, err  # held-out scoring of the moved text still works

@@ -1,5 +1,6 @@
 """The chapter notebook and the toy script run end to end (the notebook asserts the chapter's numbers itself)."""
 
+import logging
 import sys
 from pathlib import Path
 
@@ -39,7 +40,13 @@ def test_toy_script_trains_and_answers_awesome(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     import toy_word_predictor
 
-    assert toy_word_predictor.main(["--out", str(tmp_path)]) == 0
+    # the script quiets the wordformer and Lightning loggers, as a script may; the tests after this one keep theirs
+    levels = {name: logging.getLogger(name).level for name in ("wordformer", "lightning.pytorch")}
+    try:
+        assert toy_word_predictor.main(["--out", str(tmp_path)]) == 0
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)  # setLevel, not the attribute: it clears the level caches
     out = capsys.readouterr().out
     assert "what is statquest <eos> -> awesome" in out and "statquest is what <eos> -> awesome" in out
     sys.modules.pop("toy_word_predictor", None)

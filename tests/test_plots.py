@@ -150,7 +150,7 @@ def test_training_curves_are_the_logged_csv_columns(trained_run):
     assert read_metrics(path) == read_metrics(trained_run)  # the CSV itself or its run folder
 
 
-def test_save_figure_writes_png_and_svg_and_refuses_other_extensions(tok, tmp_path):
+def test_save_figure_writes_png_svg_pdf_and_jpeg_and_refuses_other_extensions(tok, tmp_path):
     fig = plot_lr_schedule(TrainConfig(max_steps=50, warmup_steps=5))
     png = save_figure(fig, tmp_path / "sub" / "lr.png")
     assert png.read_bytes().startswith(PNG_MAGIC)
@@ -160,8 +160,12 @@ def test_save_figure_writes_png_and_svg_and_refuses_other_extensions(tok, tmp_pa
     svg = save_figure(fig, tmp_path / "lr.SVG")
     text = svg.read_text(encoding="utf-8")
     assert text.lstrip().startswith("<?xml") and "<svg" in text
-    with pytest.raises(WordformerError, match=r"\.png or \.svg"):
-        save_figure(fig, tmp_path / "lr.jpg")
+    pdf = save_figure(fig, tmp_path / "lr.pdf")
+    assert pdf.read_bytes().startswith(b"%PDF") and save_figure(fig, pdf).read_bytes() == pdf.read_bytes()
+    for name in ("lr.jpg", "lr.JPEG"):
+        assert save_figure(fig, tmp_path / name).read_bytes().startswith(b"\xff\xd8\xff")  # the JPEG start marker
+    with pytest.raises(WordformerError, match=r"\.png, \.svg, \.pdf or \.jpg"):
+        save_figure(fig, tmp_path / "lr.gif")
 
 
 def run_cli(capsys, *argv):
@@ -192,16 +196,21 @@ def test_cli_plots_every_kind_from_a_checkpoint(tok, tmp_path, capsys, trained_r
 
 
 @pytest.mark.parametrize("args, words", [
-    (["lr", "--out", "{tmp}/x.jpg"], ["x.jpg", ".png or .svg"]),
+    (["lr", "--out", "{tmp}/x.gif"], ["x.gif", ".png, .svg, .pdf or .jpg"]),
     (["embeddings", "--checkpoint", "{tmp}/missing.ckpt", "--out", "{tmp}/e.png"], ["missing.ckpt", "does not exist"]),
     (["curves", "--run", "{tmp}", "--out", "{tmp}/c.png"], ["metrics.csv"]),
-    (["lr", "--lr", "0.001", "--min-lr", "0.01", "--out", "{tmp}/l.png"], ["min_lr"]),
-    (["positional", "--d-model", "0", "--out", "{tmp}/p.png"], ["d_model"]),
+    (["lr", "--lr", "0.001", "--min-lr", "0.01", "--out", "{tmp}/l.png"], ["--min-lr 0.01", "--lr 0.001"]),
+    (["positional", "--d-model", "0", "--out", "{tmp}/p.png"], ["--d-model 0"]),
+    (["attention", "--checkpoint", "{tmp}/m.ckpt", "--prompt", "the cat", "--layer", "2", "--out", "{tmp}/a.png"],
+     ["--layer 2 is out of range", "2 layers (-2..1)"]),
+    (["attention", "--checkpoint", "{tmp}/m.ckpt", "--prompt", "the cat", "--head", "-1", "--out", "{tmp}/a.png"],
+     ["--head -1 is out of range", "2 heads (0..1)"]),
     (["lr", "--out", "{tmp}/notes.txt/l.png"], ["notes.txt is a file, not a folder", "choose another --out"]),
     (["curves", "--run", "{tmp}/weights.ckpt", "--out", "{tmp}/c.png"], ["weights.ckpt is not a CSV log", "--out folder"]),
     (["lr", "--out", "{tmp}/notes.txt/deeper/l.png"], ["notes.txt is a file, not a folder"]),
 ])
-def test_cli_mistakes_are_one_line_errors(capsys, tmp_path, args, words):
+def test_cli_mistakes_are_one_line_errors(capsys, tmp_path, args, words, tok):
+    save_checkpoint(random_model(tok), tok, tmp_path / "m.ckpt")
     (tmp_path / "notes.txt").write_text("the user's")
     (tmp_path / "weights.ckpt").write_bytes(b"PK\x03\x04\x80\xff binary")
     code, _, err = run_cli(capsys, "plot", *[a.format(tmp=tmp_path) for a in args])
@@ -212,6 +221,64 @@ def test_cli_mistakes_are_one_line_errors(capsys, tmp_path, args, words):
         assert word in lines[0]
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.jpg"))
     assert (tmp_path / "notes.txt").read_text() == "the user's"
+
+
+def test_attention_of_one_layer_or_one_head_is_that_panel(tok, tmp_path, capsys):
+    model = random_model(tok, num_heads=2, num_layers=2)
+    prompt = "the cat sat on the mat"
+    with torch.no_grad():
+        _, attentions = model(torch.tensor([tok.encode(prompt)]), return_attention=True)
+    one = panels(plot_attention(model, tok, prompt, layer=-1, head=1))
+    assert list(one) == ["layer 1, head 1"]
+    np.testing.assert_allclose(one["layer 1, head 1"], attentions[1][0, 1].numpy(), atol=1e-6)
+    assert list(panels(plot_attention(model, tok, prompt, head=0))) == ["layer 0, head 0", "layer 1, head 0"]
+    assert list(panels(plot_attention(model, tok, prompt, layer=0))) == ["layer 0, head 0", "layer 0, head 1"]
+    ckpt = save_checkpoint(model, tok, tmp_path / "m.ckpt")
+    code, out, err = run_cli(capsys, "plot", "attention", "--checkpoint", str(ckpt), "--prompt", prompt, "--layer", "1",
+                             "--head", "0", "--out", str(tmp_path / "a.pdf"))
+    assert code == 0 and (tmp_path / "a.pdf").read_bytes().startswith(b"%PDF"), err
+
+
+def draw(fig):
+    """Lay the figure out and draw it (as saving does); returns a function giving the boxes of visible texts."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    return lambda texts: [t.get_window_extent(renderer) for t in texts if t.get_visible() and t.get_text()]
+
+
+@pytest.mark.parametrize("layers, heads", [(1, 1), (2, 4)])
+def test_attention_tick_labels_at_60_tokens_do_not_overlap(layers, heads):
+    from wordformer.plots import plot_attention_maps
+
+    words = [f"w{i:02d}" for i in range(60)]
+    torch.manual_seed(0)
+    maps = [torch.softmax(torch.randn(heads, 60, 60), dim=-1) for _ in range(layers)]
+    fig = plot_attention_maps(maps, words, title="masked self-attention: " + " ".join(words))
+    boxes_of = draw(fig)
+    for ax in fig.axes:
+        if not ax.images:
+            continue
+        for ticks, along in ((ax.get_xticklabels(), 0), (ax.get_yticklabels(), 1)):
+            boxes = boxes_of(ticks)
+            if not boxes:
+                continue  # labels shown on the outer panels only
+            assert 5 <= len(boxes) <= 40 and ticks[-1].get_text() == "w59"  # thinned, the last token kept
+            spans = sorted((b.x0, b.x1) if along == 0 else (b.y0, b.y1) for b in boxes)
+            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans  # no two labels overlap
+    title = boxes_of([fig._suptitle])[0]
+    assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1  # the long title is wrapped, not cut off
+
+
+def test_embedding_titles_fit_in_the_figure(tok):
+    big = WordTokenizer.train([" ".join(f"word{i}" for i in range(3000))])
+    model = random_model(big, d_model=128, num_heads=4, num_layers=1)
+    fig = plot_embeddings(model, big, max_tokens=60)
+    box, frame = draw(fig)([fig.axes[0].title])[0], fig.bbox
+    assert "projected by PCA" in fig.axes[0].get_title() and f"60 of {big.vocab_size} tokens" in fig.axes[0].get_title()
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and box.y1 <= frame.y1
 
 
 def test_attention_ticks_read_bpe_pieces_as_text_and_name_the_character_they_spell():

@@ -481,6 +481,45 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(reference_runs, tmp_
         assert torch.allclose(wa[key], wb[key], atol=1e-6), key
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signalled_at, saved_at", [(23, 24), (29, 30)])
+def test_ctrl_c_saves_the_step_reached_and_the_resume_matches_the_uninterrupted_run(
+        reference_runs, tmp_path, capsys, monkeypatch, signalled_at, saved_at):
+    """A real SIGINT in the middle of a training step: the step finishes, last.ckpt is saved at the step reached
+    (at 24; at 30, a validation step, by the validation's own save) and the resumed run lands on the weights
+    and losses of the run that was never interrupted (dropout on: the RNG continues exactly too)."""
+    from wordformer.training import WordPredictorModule
+
+    reference, _, data = reference_runs
+    real = WordPredictorModule.training_step
+
+    def ctrl_c(self, batch, *args):
+        if self.global_step == signalled_at:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered between two bytecodes of this step, as Ctrl-C is
+        return real(self, batch, *args)
+
+    monkeypatch.setattr(WordPredictorModule, "training_step", ctrl_c)
+    out = tmp_path / "interrupted"
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", out, *RUN)
+    assert code == 130, err
+    assert f"at step {saved_at}, saved in {out / 'last.ckpt'}" in err and f"--resume {out}" in err, err
+    assert checkpoint_step(out / "last.ckpt") == saved_at
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the next Ctrl-C works as usual
+    monkeypatch.undo()
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--no-progress")
+    assert code == 0, err
+    resumed, full = load_checkpoint(out / "last.ckpt"), load_checkpoint(reference / "last.ckpt")
+    assert resumed.info["step"] == full.info["step"] == 60
+    for metric in ("train_loss", "val_loss"):
+        assert resumed.info["metrics"][metric] == pytest.approx(full.info["metrics"][metric], abs=1e-6), metric
+    wa, wb = resumed.model.state_dict(), full.model.state_dict()
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=1e-6), key
+    ours, theirs = train_losses(out), train_losses(reference)
+    assert sorted(ours) == sorted(theirs) == list(range(60))  # one history, no step lost or repeated
+    assert all(float(ours[s]) == pytest.approx(float(theirs[s]), abs=1e-6) for s in ours)
+
+
 # ------------------------------------------------------------------------------------------ NaN, unwritable, full disk
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import signal
 from pathlib import Path
 
@@ -262,7 +263,7 @@ def test_a_batch_whose_output_layer_cannot_fit_is_refused_before_training(small_
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", out, *TINY_TRAIN, "--batch-size", "100000",
                            "--accelerator", "cpu")
-    assert_one_line_error(code, err, "batch_size=100000", "--batch-size", "GiB free")
+    assert_one_line_error(code, err, "--batch-size 100000", "GiB free")
     assert not out.exists()  # a refused first run leaves no empty folder behind
     train_run(capsys, small_text, out, "--accelerator", "cpu")  # the usual batch still fits in 64 MiB
 
@@ -381,3 +382,67 @@ def test_progress_in_a_log_file_is_a_short_line_every_so_often(small_text, tmp_p
     assert any("train_loss" in ln for ln in steps) and any("val_loss" in ln for ln in steps)
     assert len(lines) <= 20, err  # every 10% of 40 steps and each of the validations, not one per batch
     assert steps[-1].startswith("step 40/40")
+
+
+def logged_rates(run: Path) -> dict[int, float]:
+    """step -> the learning rate LearningRateMonitor logged for it."""
+    with open(run / "logs" / "csv" / "metrics.csv", newline="") as fh:
+        return {int(r["step"]): float(r["lr-AdamW/pg1"]) for r in csv.DictReader(fh) if r.get("lr-AdamW/pg1")}
+
+
+@pytest.mark.slow
+def test_resuming_with_more_steps_says_what_the_rate_does_and_keeps_it_at_the_floor(small_text, tmp_path, capsys,
+                                                                                      caplog):
+    """The issue's case: after a finished run the rate must not jump from the floor back up (continue, the
+    default); restart is the choice that goes back to the peak; the schedule travels in the checkpoint."""
+    import shutil
+
+    caplog.set_level(logging.WARNING, logger="wordformer")  # whatever an earlier test or script set it to
+    out = tmp_path / "run"
+    train_run(capsys, small_text, out, "--log-every", "1")  # 12 steps, lr 1e-3 -> min_lr 1e-4
+    restart = tmp_path / "restart"
+    shutil.copytree(out, restart)
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--max-steps", "20")
+    assert code == 0, err
+    line = [r.getMessage() for r in caplog.records if "resuming at step 12" in r.getMessage()]
+    assert len(line) == 1 and "--max-steps 20 (the run was set for 12)" in line[0], caplog.text
+    assert "continues its saved schedule, 1.00e-04 at step 13 -> 1.00e-04 at step 19" in line[0]
+    assert "--resume-schedule decay" in line[0] and "restart: 1.00e-03 at step 13" in line[0]
+    rates = logged_rates(out)
+    assert all(rates[s] == pytest.approx(1e-4) for s in range(12, 20)), rates  # the floor, no jump back up
+    code, _, err = run_cli(capsys, "train", "--resume", restart, "--max-steps", "20", "--resume-schedule", "restart")
+    assert code == 0, err
+    rates = logged_rates(restart)
+    assert rates[13] == pytest.approx(1e-3) and [rates[s] for s in range(13, 20)] == sorted(
+        [rates[s] for s in range(13, 20)], reverse=True)
+    saved = load_checkpoint(restart / "last.ckpt").info["lr_schedule"]
+    assert saved["max_steps"] == 12 and saved["decays"] == [[13, 20, 1e-3, 1e-4]]
+
+
+def test_resume_schedule_mistakes_get_one_line(small_text, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_run(capsys, small_text, out)
+    for extra, words in [
+        (["--resume-schedule", "decay"], ["--resume-schedule applies to a resumed run only", "--resume DIR"]),
+    ]:
+        code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", tmp_path / "new", *TINY_TRAIN, *extra)
+        assert_one_line_error(code, err, *words)
+    for extra, words in [
+        (["--max-steps", "20", "--warmup-steps", "5"], ["cannot change the warm-up", "2 -> 5", "drop --warmup-steps"]),
+        (["--max-steps", "20", "--min-lr", "1e-05"], ["--min-lr 1e-05 on resume", "--resume-schedule decay"]),
+    ]:
+        code, _, err = run_cli(capsys, "train", "--resume", out, *extra)
+        assert_one_line_error(code, err, *words)
+    assert load_checkpoint(out / "last.ckpt").info["step"] == 12  # untouched
+
+
+def test_a_warm_up_longer_than_the_run_is_named_when_the_run_starts(small_text, tmp_path, capsys, caplog):
+    caplog.set_level(logging.WARNING, logger="wordformer")
+    code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", tmp_path / "run", *TINY_TRAIN,
+                           "--warmup-steps", "200", "--max-steps", "3", "--eval-interval", "3")
+    assert code == 0, err
+    line = [r.getMessage() for r in caplog.records if "--warmup-steps 200 is not below --max-steps 3" in r.getMessage()]
+    assert len(line) == 1 and "never decays" in line[0] and "ends at 1.49e-05" in line[0], caplog.text  # 1e-3*3/201
+    caplog.clear()
+    code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", tmp_path / "ok", *TINY_TRAIN)
+    assert code == 0 and "--warmup-steps" not in caplog.text, caplog.text

@@ -59,6 +59,21 @@ def test_a_missing_checkpoint_file_is_one_line(tmp_path, capsys):
     assert_one_line_error(code, err, "nope.ckpt", "does not exist")
 
 
+def test_a_run_folder_serves_its_best_checkpoint(trained_run, tmp_path):
+    """`serve --checkpoint runs/x` serves runs/x/best.ckpt under the id x/best; a folder without it is named."""
+    from wordformer.serve.registry import model_id_for
+    from wordformer.serve.server import checkpoints_to_serve
+    from wordformer.errors import WordformerError
+
+    paths = checkpoints_to_serve([str(trained_run)])
+    assert paths == [str(trained_run / "best.ckpt")] and model_id_for(Path(paths[0])) == f"{trained_run.name}/best"
+    only_last = tmp_path / "only-last"
+    only_last.mkdir()
+    (only_last / "last.ckpt").write_bytes((trained_run / "last.ckpt").read_bytes())
+    with pytest.raises(WordformerError, match=f"holds no best.ckpt; give {only_last / 'last.ckpt'}"):
+        checkpoints_to_serve([str(only_last)])
+
+
 def test_no_checkpoint_and_no_demo_run_says_to_run_make_demo(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli(capsys, "serve")

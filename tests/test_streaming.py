@@ -178,7 +178,7 @@ def test_reading_in_chunks_normalises_exactly_like_a_whole_read(tmp_path, chunk)
     path = write(tmp_path / "a.txt", raw)
     st_ = path.stat()
     src = Source(name=str(path), path=path, size=st_.st_size, mtime_ns=st_.st_mtime_ns)
-    assert "".join(read_chunks(src, chunk_bytes=chunk)) == data._read_text(path, "strict")
+    assert "".join(read_chunks(src, chunk_bytes=chunk)) == data._read_text(path, "utf-8", "strict")
 
 
 @pytest.mark.parametrize("content, message", [
@@ -283,7 +283,7 @@ def test_workers_must_be_positive(capsys, small_text):
     with pytest.raises(WordformerError, match="workers=0"):
         DataConfig(workers=0)
     code, _, err = run_cli(capsys, "train", "--data", small_text, "--workers", "0", "--max-steps", "1")
-    assert_one_line_error(code, err, "workers=0")
+    assert_one_line_error(code, err, "--workers 0 must be an integer >= 1")
 
 
 # ---------------------------------------------------------------------------------------------- progress

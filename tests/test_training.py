@@ -181,3 +181,38 @@ def test_d_model_two_under_a_layer_norm_is_named_when_the_run_starts(toy_pairs, 
         train(ModelConfig(d_model=2, num_heads=1, num_layers=1, block_size=8, norm="none"), data, settings,
               tmp_path / "b")
     assert not any("--norm none" in r.getMessage() for r in caplog.records)
+
+
+QUIET_SCRIPT = """
+import logging, sys
+{setup}
+from wordformer import DataConfig, ModelConfig, TrainConfig, train
+result = train(ModelConfig(d_model=16, num_heads=2, num_layers=1, block_size=8),
+               DataConfig(data=sys.argv[1], cache_dir=sys.argv[2] + "-cache"),
+               TrainConfig(max_steps=3, eval_interval=3, eval_batches=1, batch_size=4, warmup_steps=1, progress=False),
+               sys.argv[2])
+logging.getLogger("mine").info("my own info line")
+print("steps", result.steps)
+"""
+CHATTER = ("GPU available", "TPU available", "litlogger", "Tip:", "exists and is not empty", "`Trainer.fit` stopped",
+           "was configured so", "LeafSpec")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setup", ["", "logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')"])
+def test_train_from_python_keeps_lightnings_chatter_out_and_the_users_logging_in(small_text, tmp_path, setup):
+    """A script calling wordformer.train() on a fresh folder prints none of Lightning's console lines ("GPU
+    available", the litlogger tip, "Checkpoint directory ... exists and is not empty"), with or without its own
+    logging set up; the script's own log lines still print."""
+    import subprocess
+    import sys
+
+    from conftest import one_thread_env
+
+    done = subprocess.run([sys.executable, "-c", QUIET_SCRIPT.format(setup=setup), str(small_text),
+                           str(tmp_path / "fresh")], capture_output=True, text=True, env=one_thread_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "steps 3" in done.stdout
+    assert [line for line in output.splitlines() if any(c in line for c in CHATTER)] == []
+    assert ("mine: my own info line" in done.stderr) == bool(setup)

@@ -209,6 +209,30 @@ def test_config_check_judges_each_value_alone() -> None:
         parse_space(space(d={"target": "model.dropout", "type": "int", "low": 0, "high": 2, "transform": "power_2"}))
 
 
+def test_warm_up_is_bounded_by_half_the_step_budget() -> None:
+    """The issue's case: the built-in space samples warm-up up to 200 while --max-steps 30 fixes the budget."""
+    from wordformer.tune.space import bound_warmup
+
+    fixed_budget = load_space().without(["train.max_steps"])
+    bounded, train, note = bound_warmup(fixed_budget, TrainConfig(max_steps=30))
+    assert "train.warmup_steps" not in bounded.targets and bounded.fixed["train.warmup_steps"] == 0
+    assert note == "warm-up 0..200 fixed at 0: at most half the step budget (30 steps, the smallest max_steps of the study)"
+    bounded, _, note = bound_warmup(fixed_budget, TrainConfig(max_steps=250))
+    warmup = bounded.param("warmup_steps")
+    assert (warmup.low, warmup.high, warmup.default) == (0, 100, 100) and "0..200 -> 0..100" in note
+    assert all(v <= 125 for v in warmup.grid_values())
+    unchanged, train, note = bound_warmup(load_space(), TrainConfig(max_steps=30))  # budget tuned: 500..2000
+    assert note is None and unchanged.param("warmup_steps").high == 200
+    # not tuned: the base warm-up (the default 100) is lowered, unless the command line gave it
+    no_warmup = load_space().without(["train.max_steps", "train.warmup_steps"])
+    _, train, note = bound_warmup(no_warmup, TrainConfig(max_steps=30))
+    assert train.warmup_steps == 15 and note.startswith("warm-up 100 -> 15")
+    _, train, note = bound_warmup(no_warmup, TrainConfig(max_steps=30, warmup_steps=40), warmup_given=True)
+    assert train.warmup_steps == 40 and note is None
+    for _, _, cfg in sample_configs(bounded, n=20, train=TrainConfig(max_steps=250)):  # every trial fits its budget
+        assert cfg.warmup_steps <= cfg.max_steps // 2
+
+
 def test_a_stepped_float_defaults_to_the_middle_step_despite_rounding():
     space = parse_space({"params": {"dropout": {"target": "model.dropout", "type": "float", "low": 0.0, "high": 0.3,
                                                 "step": 0.05}}})

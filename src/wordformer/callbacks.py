@@ -1,15 +1,21 @@
 """The Lightning pieces that make a training run behave: atomic checkpoints, a CSV history that survives
 ``--resume``, a checkpoint callback that survives a moved folder, a per-session time budget, validation on
-the final step, and progress that reads well in a terminal and in a log file.
+the final step, Ctrl-C that saves where it stopped, progress that reads well in a terminal and in a log
+file, and a Trainer that keeps its console chatter to itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
+import signal
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, Iterator, Optional, TextIO
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer, TQDMProgressBar
@@ -20,6 +26,37 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .errors import WordformerError
 from .files import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+# Lightning's warnings that say nothing to a wordformer user: the run folder is guarded by runs.py, not by them
+QUIET_WARNINGS = (r".*Checkpoint directory .* exists and is not empty.*", r".*does not have many workers.*",
+                  r".*IterableDataset.*__len__.*", r".*isinstance\(treespec, LeafSpec\).*")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Keep Lightning's console chatter ("GPU available", the litlogger tip, "`Trainer.fit` stopped", a
+    checkpoint folder "not empty") out of a training run started from Python, as the command line does.
+
+    Lightning sets its loggers to INFO when imported; they go to WARNING for the run and back afterwards. A
+    level the user chose (any other than INFO) is left alone, and so are the user's handlers and root logger.
+    """
+    raised = []
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.INFO:
+            logger.setLevel(logging.WARNING)
+            raised.append(logger)
+    try:
+        with warnings.catch_warnings():
+            for pattern in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for logger in raised:
+            logger.setLevel(logging.INFO)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -160,3 +197,68 @@ class LineProgress(L.Callback):
                  if k in trainer.callback_metrics]
         if shown:
             self._say(trainer, "  ".join(shown))
+
+
+class SaveOnCtrlC(L.Callback):
+    """Ctrl-C (SIGINT) ends the step under way, saves ``last.ckpt`` at the step reached and then stops, so
+    ``--resume`` loses nothing and continues exactly (batches are a pure function of seed and batch number,
+    the RNG state is in the checkpoint). A second Ctrl-C stops at once, keeping the last saved checkpoint.
+
+    The save happens where Lightning's own step-interval checkpoints do, after the optimizer and the
+    schedule stepped (``on_train_batch_end``), and the run stops before the next batch, once the step's
+    metrics are logged; a step that is due to validate first validates and saves through the checkpoint
+    callbacks. The first Ctrl-C is only noted: an interrupt in the middle of an optimizer step would leave
+    weights and schedule one step apart, which no checkpoint should hold.
+    """
+
+    def __init__(self, path: Path, eval_interval: int) -> None:
+        self.path = Path(path)
+        self.eval_interval = max(1, eval_interval)
+        self.requested = False
+        self._stop = False  # saved on a Ctrl-C: stop before the next batch
+        self._step_at_start = -1
+        self._saved_at = -1
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[None]:
+        """Catch Ctrl-C during ``trainer.fit`` (main thread only: Python delivers signals there); the handler
+        in place before is restored afterwards (Lightning leaves Ctrl-C ignored after its shutdown)."""
+        previous = signal.getsignal(signal.SIGINT)
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread and callable(previous):  # not when Ctrl-C is ignored (a background job) or not ours to catch
+            def noted(signum: int, frame: Any) -> None:
+                self.requested = True
+                signal.signal(signal.SIGINT, previous)  # the next Ctrl-C interrupts at once
+                log.warning("Ctrl-C: stopping after this step and saving %s (Ctrl-C again to stop at once)",
+                            self.path)
+
+            signal.signal(signal.SIGINT, noted)
+        try:
+            yield
+        finally:
+            if main_thread and previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def _stop_now(self, trainer: L.Trainer) -> bool:
+        if trainer.world_size > 1:  # every process stops at the same step, or they would wait on each other
+            return bool(trainer.strategy.reduce_boolean_decision(self.requested, all=False))
+        return self.requested
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        # the stop comes here, once the step saved below has been logged (and a validation has saved its step)
+        just_validated = self.requested and trainer.world_size == 1 and self._saved_at == trainer.global_step
+        if self._stop or just_validated:
+            raise KeyboardInterrupt
+        self._step_at_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if not self._stop_now(trainer) or trainer.global_step == self._step_at_start:
+            return  # no Ctrl-C, or still accumulating gradients: no optimizer step yet
+        step = trainer.global_step
+        if step % self.eval_interval == 0 or step >= trainer.max_steps:
+            return  # this step validates and saves through the checkpoint callbacks; stop after that
+        trainer.save_checkpoint(self.path)
+        self._stop = True
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._saved_at = trainer.global_step

@@ -16,6 +16,7 @@ embedding) are stored once, because safetensors refuses tensors that share memor
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import re
@@ -29,7 +30,10 @@ from .config import DataConfig, ModelConfig, TrainConfig, from_dict
 from .errors import WordformerError
 from .files import file_in_the_way, save_bytes
 from .model import WordPredictor
+from .runs import BEST, LAST, run_checkpoint
 from .tokenizers import Tokenizer, tokenizer_from_dict
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 KEY = "wordformer"  # the checkpoint entry (and safetensors metadata key) holding configs and tokenizer
@@ -62,13 +66,22 @@ def load_error_reason(message: str, limit: int = 200) -> str:
     return kept if kept.endswith(" ...") else kept.rstrip(".")  # the sentence's full stop, never the cut mark
 
 
+def checkpoint_file(path: PathLike) -> Path:
+    """The file a ``--checkpoint`` names: a run folder (``runs/x``) means the run's ``best.ckpt``."""
+    file = run_checkpoint(Path(path))
+    if file != Path(path):
+        log.info("%s is a run folder: reading its %s", path, BEST)
+    return file
+
+
 def read_checkpoint(path: PathLike) -> dict[str, Any]:
-    """Load a checkpoint file as plain data, refusing anything that would run code when unpickled."""
-    path = Path(path)
+    """Load a checkpoint file as plain data, refusing anything that would run code when unpickled; a run folder
+    is read as its ``best.ckpt``."""
+    path = checkpoint_file(path)
     if not path.exists():
         raise WordformerError(f"checkpoint {path} does not exist; train one with `wordformer train --out DIR`")
     if path.is_dir():
-        hint = " (did you mean DIR/best.ckpt?)" if (path / "best.ckpt").exists() else ""
+        hint = f" (it holds no {BEST}; give {path / LAST})" if (path / LAST).is_file() else ""
         raise WordformerError(f"checkpoint {path} is a folder, not a file{hint}")
     if not os.access(path, os.R_OK):
         raise WordformerError(f"checkpoint {path} cannot be read (permission denied)")
@@ -165,6 +178,22 @@ def parse_entry(raw: dict[str, Any], path: PathLike) -> tuple[ModelConfig, DataC
     return model_config, data_config, train_config, tokenizer, dict(entry.get("info") or {})
 
 
+def saved_step(checkpoint: Path) -> int | None:
+    """The training step a checkpoint holds, or None when there is none or it cannot be read."""
+    try:
+        return int(read_checkpoint(checkpoint)[KEY]["info"]["step"]) if checkpoint.is_file() else None
+    except (WordformerError, KeyError, TypeError, ValueError):
+        return None
+
+
+def saved_options(folder: Path) -> dict[str, Any]:
+    """The options a run was trained with, flat (``d_model``, ``lr``, ...), as the base of a resume."""
+    model, data, train, _, _ = parse_entry(read_checkpoint(folder / LAST), folder / LAST)
+    options = {**asdict(model), **asdict(data), **asdict(train)}
+    options.pop("vocab_size")  # set from the tokenizer
+    return options
+
+
 def model_state_dict(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The model's own tensors: Lightning prefixes them with ``model.``."""
     state = raw.get("state_dict", {}) if isinstance(raw, dict) else {}
@@ -173,8 +202,9 @@ def model_state_dict(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = "cpu") -> LoadedModel:
-    """Rebuild model and tokenizer from a checkpoint written by ``wordformer train`` (or ``export``)."""
-    path = Path(path)
+    """Rebuild model and tokenizer from a checkpoint written by ``wordformer train`` (or ``export``); a run
+    folder (the ``--out`` of ``wordformer train``) loads its ``best.ckpt``."""
+    path = checkpoint_file(path)
     if path.suffix == SAFETENSORS:
         return load_safetensors(path, map_location=map_location)
     raw = read_checkpoint(path)

@@ -7,6 +7,7 @@ combination fails before any tensor is allocated.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Optional
 
 from .errors import WordformerError, check_choice, check_int, check_number
@@ -17,10 +18,23 @@ POSITIONALS = ("sinusoidal", "learned")
 TOKENIZERS = ("word", "char", "bpe")
 EOS_MODES = ("auto", "line", "document", "none")
 SAMPLINGS = ("random", "epoch")
+ENCODING_ERRORS = ("strict", "replace")
 
 
 STRATEGIES = ("auto", "ddp", "fsdp")  # Lightning's strategies (README: "Large corpora and many machines")
 MIN_BPE_VOCAB = 256 + 2  # the BPE tokenizer's floor: every byte plus <pad> and <eos>
+
+
+def check_encoding(name: Any) -> str:
+    """A text encoding Python can decode with, else one line naming some that work."""
+    try:
+        if not isinstance(name, str):
+            raise LookupError
+        "".encode(name)  # refuses unknown names and codecs that are not text encodings (base64, rot13)
+    except LookupError:
+        raise WordformerError(f"encoding={name!r} is not a text encoding Python knows; use e.g. utf-8, latin-1 "
+                              "or cp1252") from None
+    return name
 
 
 def _check_positive(obj: Any, *names: str) -> None:
@@ -72,9 +86,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where the text comes from and how it becomes token ids."""
+    """Where the text comes from and how it becomes token ids (``data=None``: the built-in corpus;
+    ``cache_dir=None``: $WORDFORMER_CACHE, else ~/.cache/wordformer)."""
 
-    data: Optional[str] = None  # a .txt file, a folder of .txt files, or None for the built-in corpus
+    data: Optional[str] = None  # a .txt file or a folder of .txt files
     pairs: bool = False  # data is "prompt<TAB>answer" lines, trained as "prompt <eos> answer <eos>"
     tokenizer: str = "word"  # "word", "char" or "bpe"
     lowercase: bool = True  # word tokenizer: fold case
@@ -84,8 +99,9 @@ class DataConfig:
     eos: str = "auto"  # where <eos> goes in plain text: "line", "document", "none"; auto = line for word
     val_fraction: float = 0.1  # the tail of the token stream held out for validation
     sampling: str = "random"  # "random" windows (nanoGPT) or "epoch": each window once per epoch, shuffled
-    cache_dir: Optional[str] = None  # tokenized corpora; default $WORDFORMER_CACHE or ~/.cache/wordformer
-    encoding_errors: str = "strict"  # "strict" refuses non-UTF-8 input; "replace" decodes with U+FFFD
+    cache_dir: Optional[str] = None  # where tokenized corpora are kept
+    encoding: str = "utf-8"  # the text files' encoding, e.g. latin-1 or cp1252 (any name Python's codecs know)
+    encoding_errors: str = "strict"  # "strict" refuses bytes the encoding cannot decode; "replace" makes them U+FFFD
     workers: Optional[int] = None  # processes that tokenize a corpus in parallel (BPE: the tokenizers library's threads)
 
     def __post_init__(self) -> None:
@@ -100,7 +116,8 @@ class DataConfig:
         if self.max_vocab is not None:
             _check_positive(self, "max_vocab")
         check_number("val_fraction", self.val_fraction, 0.0, 0.5, low_open=True, high_open=False)
-        check_choice("encoding_errors", self.encoding_errors, ("strict", "replace"))
+        check_encoding(self.encoding)
+        check_choice("encoding_errors", self.encoding_errors, ENCODING_ERRORS)
         check_choice("sampling", self.sampling, SAMPLINGS)
 
     def eos_mode(self) -> str:
@@ -240,8 +257,15 @@ def coerce(cls: type, values: dict[str, Any], *, where: str) -> dict[str, Any]:
     return out
 
 
+PATH_FIELDS = ("data", "cache_dir")  # relative paths in a config file are read from the file's own folder
+
+
 def read_config_file(path: str) -> dict[str, Any]:
-    """Read a YAML config: flat keys (field names) or sections ``model:``, ``data:``, ``train:``."""
+    """Read a YAML config: flat keys (field names) or sections ``model:``, ``data:``, ``train:``.
+
+    Relative paths (``data``, ``cache_dir``) are taken from the file's folder, so a config and its corpus can
+    move together and the config works from any working folder.
+    """
     import yaml
 
     try:
@@ -266,6 +290,10 @@ def read_config_file(path: str) -> dict[str, Any]:
                 flat[str(sub).replace("-", "_")] = subvalue
         else:
             flat[str(key).replace("-", "_")] = value
+    for name in PATH_FIELDS:
+        value = flat.get(name)
+        if isinstance(value, str) and value.strip():
+            flat[name] = str(Path(path).parent / Path(value).expanduser())  # an absolute value stays as it is
     return flat
 
 

@@ -10,6 +10,7 @@ Training batches are a pure function of ``(seed, batch number)``, so a resumed r
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
@@ -28,11 +29,12 @@ from .batches import FixedBatches, PairBatches, SeededBatches, TextBatches, as_t
 from .config import DataConfig
 from .errors import WordformerError, check_int
 from .files import DISK_FULL, atomic_write, corpus_cache_dir
-from .streaming import Progress, scan, text_files
+from .streaming import Progress, first_text, scan, text_files
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_dict
 from .tokenizing import check_free_space, disk_full_error, effective_workers, id_dtype, tokenize_corpus
 
-__all__ = ["Corpus", "WordDataModule", "id_dtype", "load_pairs", "load_texts", "prepare_corpus", "text_stream"]
+__all__ = ["Corpus", "WordDataModule", "id_dtype", "load_pairs", "load_texts", "looks_like_pairs", "prepare_corpus",
+           "text_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,23 +43,39 @@ CACHE_FORMAT = 1  # bump when the cached layout or the tokenization changes
 # ------------------------------------------------------------------------------------------ loading
 
 
-def _read_text(path: Path, encoding_errors: str) -> str:
-    """Decode one file as UTF-8 with ``\\n`` line ends; refuse binary files outright."""
+def _wide(encoding: str) -> bool:
+    """UTF-16 and UTF-32 text is full of NUL bytes; every other encoding we read has none in text."""
+    return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+
+
+def _binary_hint(raw: bytes) -> str:
+    """What to do about a file with NUL bytes: a byte-order mark says which wide encoding it is."""
+    for bom, name in ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"),
+                      (b"\xfe\xff", "utf-16")):
+        if raw.startswith(bom):
+            return f"it starts with a {name.upper()} byte-order mark: pass --encoding {name}"
+    return "give text files (UTF-16 or UTF-32 text: pass --encoding utf-16 or utf-32)"
+
+
+def _read_text(path: Path, encoding: str, encoding_errors: str) -> str:
+    """Decode one file with ``encoding`` into text with ``\\n`` line ends; refuse binary files outright."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise WordformerError(f"cannot read {path}: {exc.strerror or exc}; check the path and its permissions") from None
-    nul = raw.find(b"\x00")
+    nul = -1 if _wide(encoding) else raw.find(b"\x00")
     if nul >= 0:
-        raise WordformerError(f"{path} looks binary (NUL byte at offset {nul}); give UTF-8 text (UTF-16 files must be converted)")
+        raise WordformerError(f"{path} looks binary (NUL byte at offset {nul}); {_binary_hint(raw)}")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
         if encoding_errors != "replace":
+            shown = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
             raise WordformerError(
-                f"{path} is not UTF-8 (bad byte at offset {exc.start}); convert it or pass --encoding-errors replace"
+                f"{path} is not {shown} (bad byte at offset {exc.start}); pass --encoding with the file's encoding "
+                "(e.g. latin-1 or cp1252), or --encoding-errors replace to read bad bytes as U+FFFD"
             ) from None
-        text = raw.decode("utf-8", errors="replace")
+        text = raw.decode(encoding, errors="replace")
     text = text.removeprefix("\ufeff")  # a byte-order mark is not text
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
@@ -74,22 +92,22 @@ def builtin_texts() -> list[str]:
     return [topics[k].replace("\r\n", "\n").replace("\r", "\n") for k in sorted(topics)]
 
 
-def load_texts(data: Optional[str], *, encoding_errors: str = "strict") -> list[str]:
+def load_texts(data: Optional[str], *, encoding: str = "utf-8", encoding_errors: str = "strict") -> list[str]:
     """Documents of ``data``: None = built-in corpus, a file = one document, a folder = its ``*.txt`` files."""
     if data is None:
         return builtin_texts()
-    texts = [_read_text(p, encoding_errors) for p in _text_files(data)]
+    texts = [_read_text(p, encoding, encoding_errors) for p in _text_files(data)]
     texts = [t for t in texts if t.strip()]  # empty files add nothing
     if not texts:
         raise WordformerError(f"corpus {data} is empty or only whitespace; give it some text")
     return texts
 
 
-def load_pairs(path: str, *, encoding_errors: str = "strict") -> list[tuple[str, str]]:
+def load_pairs(path: str, *, encoding: str = "utf-8", encoding_errors: str = "strict") -> list[tuple[str, str]]:
     """``prompt<TAB>answer`` lines (blank lines skipped; text after the first TAB is the answer)."""
     pairs: list[tuple[str, str]] = []
     for file in _text_files(path):
-        for number, line in enumerate(_read_text(file, encoding_errors).split("\n"), start=1):
+        for number, line in enumerate(_read_text(file, encoding, encoding_errors).split("\n"), start=1):
             if not line.strip():
                 continue
             if "\t" not in line:
@@ -124,6 +142,20 @@ class Corpus:
     cache_path: Optional[Path] = None  # the cache entry, None when the cache could not be written
     key: str = ""  # sha256 of the texts and tokenizer options: checkpoints record it to notice a changed corpus
     stats: dict[str, Any] = field(default_factory=dict)  # streamed text: bytes, workers, seconds per phase
+    looks_like_pairs: bool = False  # plain text whose lines read "prompt<TAB>answer": --pairs was likely meant
+
+
+def looks_like_pairs(texts: Sequence[str], sample: int = 200) -> bool:
+    """Whether the first ``sample`` non-blank lines nearly all read ``prompt<TAB>answer`` (text on both sides of a
+    TAB, the line not indented with it), as a file meant for ``--pairs`` does; code indented with tabs does not."""
+    lines: list[str] = []
+    for text in texts:
+        lines += [ln for ln in text.split("\n", sample * 2)[: sample * 2] if ln.strip()][: sample - len(lines)]
+        if len(lines) >= sample:
+            break
+    paired = sum(1 for ln in lines if not ln[:1].isspace() and "\t" in ln and ln.split("\t", 1)[1].strip())
+    return len(lines) >= 2 and paired >= 0.9 * len(lines)
+
 
 
 def _tokenizer_options(cfg: DataConfig) -> dict[str, Any]:
@@ -136,12 +168,14 @@ def _tokenizer_options(cfg: DataConfig) -> dict[str, Any]:
 def _key_header(cfg: DataConfig, mode: str) -> bytes:
     header = {"format": CACHE_FORMAT, "mode": mode, "tokenizer": cfg.tokenizer, "options": _tokenizer_options(cfg),
               "eos": cfg.eos_mode() if mode == "text" else "pairs", "val_fraction": cfg.val_fraction}
+    if codecs.lookup(cfg.encoding).name != "utf-8":  # only then: the keys of corpora read as UTF-8 stay as they were
+        header["encoding"] = codecs.lookup(cfg.encoding).name
     return json.dumps(header, sort_keys=True).encode()
 
 
 def _cache_key(cfg: DataConfig, mode: str, pieces: Sequence[str]) -> str:
-    """sha256 of the format, the options and every text (length-prefixed, so boundaries count); a streamed
-    corpus computes the same (:func:`wordformer.streaming.scan`)."""
+    """sha256 of the format, the options (the encoding too, when not UTF-8) and every text (length-prefixed, so
+    boundaries count); a streamed corpus computes the same (:func:`wordformer.streaming.scan`)."""
     h = hashlib.sha256(_key_header(cfg, mode))
     for piece in pieces:
         raw = piece.encode("utf-8", "surrogatepass")
@@ -263,7 +297,7 @@ def prepare_corpus(cfg: DataConfig, block_size: int, *, progress: Optional[Progr
         corpus = _prepare_text(cfg, progress or Progress(enabled=False))
         _check_text_fits(corpus, block_size)
         return corpus
-    pairs = load_pairs(cfg.data, encoding_errors=cfg.encoding_errors)
+    pairs = load_pairs(cfg.data, encoding=cfg.encoding, encoding_errors=cfg.encoding_errors)
     texts = [t for pair in pairs for t in pair]
     key = _cache_key(cfg, "pairs", texts)
     entry = corpus_cache_dir(cfg.cache_dir) / f"corpus-{key}"
@@ -325,7 +359,7 @@ def _build_text_entry(folder: Path, key: str, cfg: DataConfig, sources: list, pr
 def _prepare_text(cfg: DataConfig, progress: Progress) -> Corpus:
     """A plain-text corpus, streamed: scanned and hashed in one pass, then read from the cache or built into it."""
     sources, key = scan(cfg.data, builtin_texts() if cfg.data is None else None, _key_header(cfg, "text"),
-                        errors=cfg.encoding_errors, progress=progress)
+                        encoding=cfg.encoding, errors=cfg.encoding_errors, progress=progress)
     entry = corpus_cache_dir(cfg.cache_dir) / f"corpus-{key}"
     cache_path: Optional[Path] = entry
     cached = _load_cache(entry, key)
@@ -356,7 +390,9 @@ def _prepare_text(cfg: DataConfig, progress: Progress) -> Corpus:
         logger.info("loaded the tokenized corpus from %s", entry)
     tokenizer, arrays = cached
     corpus = Corpus(tokenizer=tokenizer, mode="text", from_cache=from_cache, cache_path=cache_path, key=key,
-                    train_ids=arrays["train"], val_ids=arrays["val"])
+                    train_ids=arrays["train"], val_ids=arrays["val"],
+                    looks_like_pairs=cfg.data is not None and looks_like_pairs([first_text(sources[0],
+                                                                                           cfg.encoding_errors)]))
     corpus.stats = {"bytes": sum(s.nbytes for s in sources), "documents": len(sources),
                     "seconds": dict(progress.seconds)}
     return corpus

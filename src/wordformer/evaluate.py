@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from .checkpoint import LoadedModel
 from .batches import IGNORE_INDEX, pad_pairs
 from .data import check_same_corpus, load_pairs, prepare_corpus
-from .errors import WordformerError, check_int
+from .config import ENCODING_ERRORS, check_encoding
+from .errors import WordformerError, check_choice, check_int
 from .files import corpus_cache_dir
 from .streaming import Progress, scan
 from .tokenizing import stream_ids
@@ -67,10 +68,11 @@ def _unknown_share(ids: np.ndarray, unk: int) -> float:
     return hits / max(1, len(ids) - 1)
 
 
-def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int = 32,
-             progress: Optional[Progress] = None) -> dict[str, float]:
+def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int = 32, encoding: Optional[str] = None,
+             encoding_errors: Optional[str] = None, progress: Optional[Progress] = None) -> dict[str, float]:
     """Score ``loaded`` on the validation split of its own corpus, or on all of ``data`` (held-out text).
 
+    ``data`` is read with ``encoding`` and ``encoding_errors`` (default: what the model's corpus was read with).
     Returns loss (mean cross entropy per target token), perplexity, accuracy and the token count. ``data`` is
     streamed: tokenized in pieces into a temporary file beside the corpus cache, then scored batch by batch.
     """
@@ -79,6 +81,10 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
     cfg = loaded.data_config
     tok = loaded.tokenizer
     if data is None:
+        if cfg.data and not Path(cfg.data).exists():
+            raise WordformerError(f"{loaded.path or 'this checkpoint'} was trained on {cfg.data}, which has moved or "
+                                  "gone; restore it there to score its validation split, or pass --data FILE to score "
+                                  "other (held-out) text")
         corpus = prepare_corpus(cfg, block, progress=progress)
         check_same_corpus(corpus, loaded.info.get("corpus"), cfg, loaded.path or "this checkpoint", tok,
                           advice="restore that text, or score held-out text with --data FILE")
@@ -88,12 +94,16 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
         else:
             batches = _windows(corpus.val_ids, block, batch_size)
         return _score(loaded.model, batches)
+    reading = {"encoding": encoding or cfg.encoding, "encoding_errors": encoding_errors or cfg.encoding_errors}
+    check_encoding(reading["encoding"])
+    check_choice("encoding_errors", reading["encoding_errors"], ENCODING_ERRORS)
     if cfg.pairs:
-        pairs = load_pairs(data, encoding_errors=cfg.encoding_errors)
+        pairs = load_pairs(data, **reading)
         seqs = [torch.tensor(tok.encode(p) + [tok.eos_id] + tok.encode(a) + [tok.eos_id])[-(block + 1):].numpy()
                 for p, a in pairs]
         return _score(loaded.model, [pad_pairs(seqs[i : i + batch_size], tok.pad_id) for i in range(0, len(seqs), batch_size)])
-    sources, _ = scan(data, None, b"", errors=cfg.encoding_errors, progress=progress)
+    sources, _ = scan(data, None, b"", encoding=reading["encoding"], errors=reading["encoding_errors"],
+                      progress=progress)
     root = corpus_cache_dir(cfg.cache_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -101,7 +111,7 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
     except OSError:
         where = None
     with tempfile.TemporaryDirectory(prefix="wordformer-eval-", dir=where, ignore_cleanup_errors=True) as tmp:
-        ids = stream_ids(tok, sources, cfg.eos_mode(), Path(tmp) / "ids.bin", errors=cfg.encoding_errors,
+        ids = stream_ids(tok, sources, cfg.eos_mode(), Path(tmp) / "ids.bin", errors=reading["encoding_errors"],
                          workers=cfg.workers, progress=progress)
         if tok.unk_id is not None and len(ids) > 1:
             unknown = _unknown_share(ids, tok.unk_id)

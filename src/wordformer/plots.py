@@ -2,7 +2,7 @@
 schedule, token embeddings and training curves.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot``: no global state, no
-window, rendered by Agg when saved (:func:`save_figure` writes PNG or SVG by the file extension). In a
+window, rendered by Agg when saved (:func:`save_figure` writes PNG, SVG, PDF or JPEG by the file extension). In a
 notebook with the inline backend a returned figure displays like any other. The plotted arrays are the
 model's own numbers, so a test can read them back from the artists.
 Shape legend: L = layers, H = heads, T = tokens, V = vocabulary, C = d_model, P = positions.
@@ -29,17 +29,23 @@ from .files import file_in_the_way, save_bytes
 from .generation import encode_prompt
 from .model import WordPredictor
 from .positional import sinusoidal_table
-from .schedule import learning_rate
+from .schedule import Schedule, saved_schedule
 from .token_display import token_labels
 from .tokenizers import Tokenizer
 
 __all__ = [
-    "FORMATS", "attention_maps", "check_image_path", "embedding_coordinates", "find_metrics_csv", "plot_attention",
+    "FORMATS", "attention_maps", "check_image_path", "embedding_coordinates", "find_metrics_csv", "fitted",
+    "plot_attention", "plot_attention_maps", "tick_positions",
     "plot_embeddings", "plot_lr_schedule", "plot_positional_encoding", "plot_training_curves", "positional_table",
     "read_metrics", "save_figure", "sequence_labels", "token_label",
 ]
 
-FORMATS = {".png": "png", ".svg": "svg"}
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
+# Metadata that would make two renderings of one figure differ (dates, versions) is left out; JPEG takes none.
+STABLE_METADATA: dict[str, Optional[dict[str, Any]]] = {"png": {"Software": None}, "svg": {"Date": None},
+                                                        "pdf": {"CreationDate": None, "Producer": None}, "jpg": None}
+TICK_FONT = 8  # points: tick labels of attention maps
+LINE_SPACING = 1.6  # a tick label needs this many times its font size along the axis to stay clear of the next
 ModelSource = Union[WordPredictor, LoadedModel]
 ATTENTION_CMAP = "cividis"  # the chapter's notebook sets cividis as its colour map
 
@@ -75,6 +81,27 @@ def token_label(token: str) -> str:
     return text.replace("$", r"\$") or "∅"
 
 
+def fitted(text: str, inches: float, fontsize: float, max_lines: int = 3) -> str:
+    """``text`` wrapped to lines that fit ``inches`` at ``fontsize`` points (at most ``max_lines``, the rest cut
+    with "…"), so a long title is not cut off by the figure's edge."""
+    import textwrap
+
+    per_line = max(10, int(inches * 72 / (0.6 * fontsize)))  # an average glyph is about 0.6 em wide
+    lines = textwrap.wrap(text, per_line) or [""]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: per_line - 1].rstrip() + "…"
+    return "\n".join(lines)
+
+
+def tick_positions(count: int, inches: float, fontsize: float = TICK_FONT) -> list[int]:
+    """Which of ``count`` cells along an axis of ``inches`` get a label: all of them while they fit, else every
+    k-th, always including the last (the token a prompt's prediction comes from)."""
+    room = max(1, int(inches * 72 / (LINE_SPACING * fontsize)))
+    stride = max(1, -(-count // room))  # ceil
+    return list(range(count - 1, -1, -stride))[::-1]
+
+
 def sequence_labels(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
     """Axis labels for a token sequence, as the page and ``explain`` show tokens
     (:func:`wordformer.token_display.token_labels`: BPE pieces as their text, an emoji split over byte tokens as
@@ -101,7 +128,8 @@ def check_image_path(path: Union[str, os.PathLike], option: str = "--out") -> st
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         shown = f"'{suffix}'" if suffix else "no extension"
-        raise WordformerError(f"cannot write an image to {path} ({shown}): use a file name ending in .png or .svg")
+        raise WordformerError(f"cannot write an image to {path} ({shown}): use a file name ending in .png, .svg, "
+                              ".pdf or .jpg")
     if Path(path).is_dir():
         raise WordformerError(f"cannot write {option} {path}: it is a folder; choose a file name ending in {suffix}")
     blocker = file_in_the_way(Path(path).parent)
@@ -112,7 +140,7 @@ def check_image_path(path: Union[str, os.PathLike], option: str = "--out") -> st
 
 
 def save_figure(fig: Figure, path: Union[str, os.PathLike], *, dpi: int = 100) -> Path:
-    """Write ``fig`` as PNG or SVG (by extension), atomically; an existing file is replaced.
+    """Write ``fig`` as PNG, SVG, PDF or JPEG (by extension), atomically; an existing file is replaced.
 
     Metadata dates are left out so rendering the same figure twice gives the same bytes.
     """
@@ -121,9 +149,9 @@ def save_figure(fig: Figure, path: Union[str, os.PathLike], *, dpi: int = 100) -
     fmt = check_image_path(path)
     path = Path(path)
     buffer = io.BytesIO()
-    metadata: dict[str, Any] = {"Date": None} if fmt == "svg" else {"Software": None}
+    metadata = STABLE_METADATA[fmt]
     with matplotlib.rc_context({"svg.hashsalt": "wordformer", "svg.fonttype": "path"}):
-        fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
+        fig.savefig(buffer, format=fmt, dpi=dpi, **({"metadata": metadata} if metadata is not None else {}))
     save_bytes(buffer.getvalue(), path, advice="choose another path for the image")  # readers never see half
     return path
 
@@ -157,41 +185,67 @@ def plot_attention(
     *,
     append_eos: Optional[bool] = None,
     annotate: Optional[bool] = None,
+    layer: Optional[int] = None,
+    head: Optional[int] = None,
 ) -> Figure:
-    """Attention maps for ``prompt``: one panel per layer (rows) and head (columns).
+    """Attention maps for ``prompt``: one panel per layer (rows) and head (columns), or only ``layer`` and/or
+    ``head`` (0-based; a negative layer counts from the end, as in ``explain``).
 
     Row i of a panel is what token i attends to; the upper triangle is the mask (zero weight).
     ``append_eos`` defaults to True for models trained on prompt/answer pairs, as in generation.
     ``annotate`` writes the weights into the cells (default: for short prompts on small grids).
     """
     model, tok, _ = _model_and_tokenizer(source, tokenizer)
+    layers = _pick("layer", layer, model.config.num_layers, negative=True)
+    heads = _pick("head", head, model.config.num_heads)
     ids = encode_prompt(tok, prompt, append_eos=append_eos)  # None: as the model was trained (tokenizer.pairs)
     labels = sequence_labels(tok, ids)
     title = "masked self-attention: " + (" " if tok.kind == "word" else "").join(labels)
-    return plot_attention_maps(attention_maps(model, ids), labels, title=title, annotate=annotate)
+    maps = attention_maps(model, ids)
+    return plot_attention_maps([maps[i][heads] for i in layers], labels, title=title, annotate=annotate,
+                               layer_ids=layers, head_ids=heads)
+
+
+def _pick(name: str, value: Optional[int], count: int, *, negative: bool = False) -> list[int]:
+    """All ``count`` indices, or the one ``value`` names; out of range is one line naming the range."""
+    if value is None:
+        return list(range(count))
+    low = -count if negative else 0
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < count:
+        plural = "s" if count != 1 else ""
+        raise WordformerError(f"{name}={value!r} is out of range: the model has {count} {name}{plural} "
+                              f"({low}..{count - 1})")
+    return [value % count]
 
 
 def plot_attention_maps(maps: Sequence[Tensor], labels: Sequence[str], *, title: str = "",
-                        annotate: Optional[bool] = None, causal: bool = True) -> Figure:
+                        annotate: Optional[bool] = None, causal: bool = True,
+                        layer_ids: Optional[Sequence[int]] = None, head_ids: Optional[Sequence[int]] = None) -> Figure:
     """A layers x heads grid of attention maps: ``maps`` holds one (H, T, T) tensor per layer.
 
+    ``layer_ids``/``head_ids`` name the panels when the maps are a selection (default 0, 1, ...). Past about
+    20 tokens per panel only every k-th tick is labelled, so labels never overprint each other.
     Also draws the bidirectional maps of the tutorial-6 encoder (``causal=False``: every cell is annotated).
     """
     n_layers, n_heads, t = len(maps), maps[0].size(0), len(labels)
+    layer_ids = list(range(n_layers)) if layer_ids is None else list(layer_ids)
+    head_ids = list(range(n_heads)) if head_ids is None else list(head_ids)
     if annotate is None:
         annotate = t <= 10 and n_layers * n_heads <= 4
     cell = min(max(2.6, 0.32 * t + 1.0), 15.0 / n_heads, 12.0 / n_layers)  # inches per panel
-    fig = Figure(figsize=(cell * n_heads + 1.2, cell * n_layers + 0.6), layout="constrained")
+    width = cell * n_heads + 1.2
+    fig = Figure(figsize=(width, cell * n_layers + 0.6), layout="constrained")
     axes = fig.subplots(n_layers, n_heads, squeeze=False)
+    shown = tick_positions(t, 0.6 * cell)  # the image takes about 60% of its panel beside labels and colorbar
     image = None
     for layer, weights in enumerate(maps):
         for head in range(n_heads):
             ax = axes[layer][head]
             w = weights[head].detach().cpu().numpy()  # (T, T)
             image = ax.imshow(w, cmap=ATTENTION_CMAP, vmin=0.0, vmax=1.0)
-            ax.set_title(f"layer {layer}, head {head}", fontsize=9)
-            ax.set_xticks(range(t), labels, rotation=90, fontsize=8)
-            ax.set_yticks(range(t), labels, fontsize=8)
+            ax.set_title(f"layer {layer_ids[layer]}, head {head_ids[head]}", fontsize=9)
+            ax.set_xticks(shown, [labels[i] for i in shown], rotation=90, fontsize=TICK_FONT)
+            ax.set_yticks(shown, [labels[i] for i in shown], fontsize=TICK_FONT)
             ax.tick_params(labelbottom=layer == n_layers - 1, labelleft=head == 0)
             if layer == n_layers - 1:
                 ax.set_xlabel("key (attended token)", fontsize=8)
@@ -204,7 +258,7 @@ def plot_attention_maps(maps: Sequence[Tensor], labels: Sequence[str], *, title:
                                 color="black" if w[i, j] > 0.6 else "white")
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(fitted(title, width - 0.3, 10), fontsize=10)
     return fig
 
 
@@ -301,28 +355,33 @@ def plot_positional_encoding(
 def plot_lr_schedule(train_config: Union[TrainConfig, LoadedModel], *, steps: Optional[int] = None) -> Figure:
     """The learning rate of every optimiser step: linear warm-up, then cosine decay to ``min_lr``.
 
-    Values come from :func:`wordformer.schedule.learning_rate`, the function training uses;
+    Values come from :class:`wordformer.schedule.Schedule`, what training uses; for a checkpoint, the
+    schedule it recorded (with the new decays of resumes that changed ``--max-steps``).
     ``steps`` (default ``max_steps``) sets how many steps are drawn.
     """
     cfg = train_config.train_config if isinstance(train_config, LoadedModel) else train_config
     if not isinstance(cfg, TrainConfig):
         raise WordformerError(f"expected a TrainConfig or a LoadedModel, got {type(train_config).__name__}")
+    schedule = (saved_schedule(train_config.info, cfg, str(train_config.path or "the checkpoint"))
+                if isinstance(train_config, LoadedModel) else Schedule.of(cfg))
     n = cfg.max_steps if steps is None else steps
     check_int("steps", n)
     x = np.arange(n)
-    y = [learning_rate(int(s), lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
-         for s in x]
+    y = [schedule.rate(int(s)) for s in x]
     fig = Figure(figsize=(7, 3.8), layout="constrained")
     ax = fig.subplots()
     ax.plot(x, y, color="tab:blue", linewidth=2, label="learning rate")
     if 0 < cfg.warmup_steps < n:
         ax.axvline(cfg.warmup_steps, color="grey", linestyle=":", linewidth=1,
                    label=f"end of warm-up ({cfg.warmup_steps})")
+    for decay in schedule.decays:
+        ax.axvline(decay.start, color="tab:green", linestyle=":", linewidth=1,
+                   label=f"resumed: new decay from step {decay.start}")
     ax.axhline(cfg.min_lr, color="tab:orange", linestyle="--", linewidth=1, label=f"min_lr {cfg.min_lr:g}")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("learning rate")
-    ax.set_title(f"warm-up {cfg.warmup_steps} steps, cosine decay {cfg.lr:g} → {cfg.min_lr:g} "
-                 f"by step {cfg.max_steps}", fontsize=10)
+    ax.set_title(f"warm-up {cfg.warmup_steps} steps, cosine decay {cfg.lr:g} → {schedule.min_lr:g} "
+                 f"by step {schedule.max_steps}", fontsize=10)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -381,8 +440,8 @@ def plot_embeddings(
     cfg = model.config
     how = "as they are" if cfg.d_model <= 2 else "projected by PCA"
     tied = ", shared with the output layer" if cfg.tie_weights else ""
-    ax.set_title(f"token embeddings, d_model = {cfg.d_model} ({how}{tied}); {n} of {weight.size(0)} tokens",
-                 fontsize=10)
+    ax.set_title(fitted(f"token embeddings, d_model = {cfg.d_model} ({how}{tied}); {n} of {weight.size(0)} tokens",
+                        6.0, 10), fontsize=10)
     ax.grid(alpha=0.3)
     ax.margins(0.12)
     return fig
@@ -486,5 +545,5 @@ def plot_training_curves(run: Union[str, os.PathLike]) -> Figure:
         lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     if "val_ppl" in series and max(series["val_ppl"][1]) / max(1e-12, min(series["val_ppl"][1])) > 20:
         ppl_ax.set_yscale("log")
-    fig.suptitle(f"training curves: {run}", fontsize=10)
+    fig.suptitle(fitted(f"training curves: {run}", 9.5, 10), fontsize=10)
     return fig

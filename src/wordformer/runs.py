@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from .config import DataConfig, ModelConfig, TrainConfig
 from .errors import WordformerError
@@ -26,8 +25,20 @@ TENSORBOARD = Path("logs") / "tensorboard"
 DEMO_MARK = ".wordformer-demo"  # `wordformer demo` marks the folders it may replace on its next run
 
 
+def run_checkpoint(path: Path) -> Path:
+    """What ``--checkpoint`` means by a run folder (the ``--out`` of ``wordformer train``): its ``best.ckpt``;
+    any other path is returned as it is."""
+    return path / BEST if path.is_dir() and (path / BEST).is_file() else path
+
+
 def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber an earlier run, and an output folder that cannot be written."""
+    """Refuse to clobber an earlier run, and an output folder that cannot be written (making the folder)."""
+    refuse_earlier_run(out_dir, resume=resume, overwrite=overwrite)
+    check_writable_folder(out_dir, advice="choose another --out")
+
+
+def refuse_earlier_run(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber an earlier run without --overwrite; reads only, so it may run before anything else."""
     existing = [p for p in (out_dir / BEST, out_dir / LAST, out_dir / METRICS_CSV) if p.exists()]
     tensorboard = out_dir / TENSORBOARD
     if not existing and tensorboard.is_dir() and any(tensorboard.iterdir()):
@@ -38,7 +49,6 @@ def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
             f"{out_dir} already holds a run ({existing[0].relative_to(out_dir)}); {go_on}"
             "choose another --out, or pass --overwrite to replace it"
         )
-    check_writable_folder(out_dir, advice="choose another --out")
 
 
 def check_demo_out(out: Path) -> None:
@@ -81,24 +91,15 @@ def remove_stale_temp_checkpoints(out_dir: Path) -> list[Path]:
     return removed
 
 
-def saved_step(checkpoint: Path) -> int | None:
-    """The training step a checkpoint holds, or None when there is none or it cannot be read."""
-    from .checkpoint import KEY, read_checkpoint
-
-    try:
-        return int(read_checkpoint(checkpoint)[KEY]["info"]["step"]) if checkpoint.is_file() else None
-    except (WordformerError, KeyError, TypeError, ValueError):
-        return None
-
-
-def interrupted_message(step: int, out_dir: Path) -> str:
-    """Where an interrupted run stands: what was reached, what is saved, how to go on."""
+def interrupted_message(step: int, out_dir: Path, saved: int | None) -> str:
+    """Where an interrupted run stands: what was reached, what ``last.ckpt`` holds (``saved``), how to go on."""
     last = out_dir / LAST
-    saved = saved_step(last)
     if saved is None:
         return f"at step {step}, before the first checkpoint; nothing was saved"
-    return (f"at step {step}; {last} holds step {saved} (a lower --eval-interval saves more often) — continue "
-            f"with: wordformer train --resume {out_dir}")
+    if saved == step:
+        return f"at step {step}, saved in {last} — continue with: wordformer train --resume {out_dir}"
+    return (f"at step {step}; {last} holds step {saved} (Ctrl-C once saves the step reached; a second Ctrl-C stops at "
+            f"once) — continue with: wordformer train --resume {out_dir}")
 
 
 # ------------------------------------------------------------------------------------------ resume
@@ -114,16 +115,6 @@ def resume_folder(folder: str, out: str | None) -> Path:
         raise WordformerError(f"--resume {path} continues that run in its own folder; drop --out {out} (to branch "
                               "off, copy the folder first and resume the copy)")
     return path
-
-
-def saved_options(folder: Path) -> dict[str, Any]:
-    """The options a run was trained with, flat (``d_model``, ``lr``, ...), as the base of a resume."""
-    from .checkpoint import parse_entry, read_checkpoint
-
-    model, data, train, _, _ = parse_entry(read_checkpoint(folder / LAST), folder / LAST)
-    options = {**asdict(model), **asdict(data), **asdict(train)}
-    options.pop("vocab_size")  # set from the tokenizer
-    return options
 
 
 RESTORED_OPTIMIZER = ("lr", "beta1", "beta2", "weight_decay")  # Lightning restores these with the optimizer state

@@ -48,6 +48,7 @@ class Source:
     size: int = 0  # bytes on disk (files) at the scan
     mtime_ns: int = 0  # modification time at the scan
     nbytes: int = 0  # UTF-8 bytes after normalisation: what the cache key hashes, and the progress unit
+    encoding: str = "utf-8"  # how the file's bytes decode (--encoding)
 
 
 def text_files(data: str) -> list[Path]:
@@ -89,21 +90,22 @@ def check_unchanged(source: Source) -> None:
 
 
 class _Normaliser:
-    """Incremental UTF-8 decoding with the whole-file rules: byte-order mark dropped, ``\\r\\n`` and ``\\r`` as
+    """Incremental decoding (UTF-8 unless ``encoding`` says otherwise) with the whole-file rules: byte-order mark dropped, ``\\r\\n`` and ``\\r`` as
     ``\\n``, NUL bytes refused as binary; the offsets in messages are byte offsets in the file."""
 
-    def __init__(self, path: Path, errors: str) -> None:
-        self.path, self.errors = path, errors
-        self.decoder = codecs.getincrementaldecoder("utf-8")("strict" if errors != "replace" else "replace")
+    def __init__(self, path: Path, errors: str, encoding: str = "utf-8") -> None:
+        self.path, self.errors, self.encoding = path, errors, encoding
+        self.wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))  # NUL bytes are text there
+        self.decoder = codecs.getincrementaldecoder(encoding)("strict" if errors != "replace" else "replace")
         self.offset = 0  # bytes fed so far
         self.started = False  # some text came out (the BOM check is done)
         self.cr = False  # the last chunk ended with "\r": it may be half of "\r\n"
 
     def feed(self, raw: bytes, final: bool = False) -> str:
-        nul = raw.find(b"\x00")
+        nul = -1 if self.wide else raw.find(b"\x00")
         if nul >= 0:
-            raise WordformerError(f"{self.path} looks binary (NUL byte at offset {self.offset + nul}); give UTF-8 text "
-                                  "(UTF-16 files must be converted)")
+            raise WordformerError(f"{self.path} looks binary (NUL byte at offset {self.offset + nul}); give text files "
+                                  "(UTF-16 or UTF-32 text: pass --encoding utf-16 or utf-32)")
         pending = len(self.decoder.getstate()[0])
         try:
             text = self.decoder.decode(raw, final)
@@ -131,13 +133,19 @@ class _Normaliser:
                     if not raw:
                         break
                     nul = raw.find(b"\x00")
-                    if nul >= 0:
+                    if nul >= 0 and not self.wide:
                         raise WordformerError(f"{self.path} looks binary (NUL byte at offset {fh.tell() - len(raw) + nul}); "
-                                              "give UTF-8 text (UTF-16 files must be converted)")
+                                              "give text files (UTF-16 or UTF-32 text: pass --encoding utf-16 or utf-32)")
         except OSError:
             pass
-        raise WordformerError(f"{self.path} is not UTF-8 (bad byte at offset {offset}); convert it or pass "
-                              "--encoding-errors replace")
+        shown = "UTF-8" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
+        raise WordformerError(f"{self.path} is not {shown} (bad byte at offset {offset}); pass --encoding with the file's "
+                              "encoding (e.g. latin-1 or cp1252), or --encoding-errors replace to read bad bytes as U+FFFD")
+
+
+def first_text(source: Source, errors: str = "strict", nbytes: int = 1 << 16) -> str:
+    """The start of ``source``'s text (about ``nbytes`` bytes): enough to tell what kind of file it is."""
+    return next(read_chunks(source, errors, chunk_bytes=nbytes), "")
 
 
 def read_chunks(source: Source, errors: str = "strict", chunk_bytes: Optional[int] = None,
@@ -154,7 +162,7 @@ def read_chunks(source: Source, errors: str = "strict", chunk_bytes: Optional[in
         return
     assert source.path is not None
     check_unchanged(source)
-    norm = _Normaliser(source.path, errors)
+    norm = _Normaliser(source.path, errors, source.encoding)
     try:
         with open(source.path, "rb") as fh:
             while True:
@@ -187,7 +195,7 @@ def _hash_document(h: Any, data: bytes, length: int) -> None:
 
 
 def scan(data: Optional[str], memory_texts: Optional[Sequence[str]], header: bytes, *, errors: str = "strict",
-         progress: Optional["Progress"] = None) -> tuple[list[Source], str]:
+         encoding: str = "utf-8", progress: Optional["Progress"] = None) -> tuple[list[Source], str]:
     """Check every document once and compute the cache key in the same pass: sha256 of ``header``, then of each
     non-empty document's normalised UTF-8 length (8 bytes) and text, exactly as the whole-text key.
 
@@ -206,10 +214,11 @@ def scan(data: Optional[str], memory_texts: Optional[Sequence[str]], header: byt
     bar = progress.phase("reading", total) if progress else None
     for path in files:
         st = _stat(path)
-        src = Source(name=str(path), path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+        src = Source(name=str(path), path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, encoding=encoding)
         before = h.copy()
         h.update(st.st_size.to_bytes(8, "little"))  # hoping the file is clean: normalised length = size
-        norm, clean, content, nbytes = _Normaliser(path, errors), True, False, 0
+        norm, content, nbytes = _Normaliser(path, errors, encoding), False, 0
+        clean = codecs.lookup(encoding).name == "utf-8"  # bytes hashed as read only when they are the UTF-8 text
         try:
             with open(path, "rb") as fh:
                 while True:

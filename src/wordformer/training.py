@@ -11,10 +11,8 @@ import contextlib
 import logging
 import math
 import shutil
-import signal
 import sys
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -28,19 +26,19 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassAccuracy
 
 from .batches import IGNORE_INDEX
-from .callbacks import (AtomicCheckpointIO, LineProgress, RunCheckpoint, RunCSVLogger, SessionTimer, StepProgressBar,
-                        ValidateOnLastStep)
-from .checkpoint import KEY, parse_entry, read_checkpoint, wordformer_entry
+from .callbacks import (AtomicCheckpointIO, LineProgress, RunCheckpoint, RunCSVLogger, SaveOnCtrlC, SessionTimer,
+                        StepProgressBar, ValidateOnLastStep, quiet_lightning)
+from .checkpoint import KEY, parse_entry, read_checkpoint, saved_step, wordformer_entry
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import Corpus, WordDataModule, check_same_corpus, prepare_corpus
 from . import distributed
 from .distributed import check_cluster, check_same_global_batch, is_fsdp, lightning_strategy, resolve_accelerator
-from .errors import WordformerError
+from .errors import WordformerError, check_choice
 from .hardware import check_batch_fits, cpu_has_native_bf16, resolve_precision
 from .model import WordPredictor
 from .runs import (BEST, LAST, METRICS_CSV, TENSORBOARD, check_out_dir, check_resumable, claim_for_training,
                    interrupted_message, remove_stale_temp_checkpoints)
-from .schedule import learning_rate
+from .schedule import RESUME_SCHEDULES, Schedule, describe_resume, saved_schedule
 from .streaming import Progress
 from .tokenizers import Tokenizer
 
@@ -55,10 +53,12 @@ class WordPredictorModule(L.LightningModule):
     """Trains a :class:`WordPredictor` with AdamW and a warm-up + cosine learning-rate schedule."""
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig, *,
-                 data_config: Optional[DataConfig] = None, tokenizer: Optional[Tokenizer] = None):
+                 data_config: Optional[DataConfig] = None, tokenizer: Optional[Tokenizer] = None,
+                 schedule: Optional[Schedule] = None):
         super().__init__()
         self.model_config = model_config
         self.train_config = train_config
+        self.schedule = schedule or Schedule.of(train_config)  # a resume may have extended it (see schedule.py)
         self.data_config = data_config or DataConfig()
         self.tokenizer = tokenizer
         self.corpus_key: Optional[str] = None  # recorded in checkpoints so resume/evaluate notice a changed corpus
@@ -129,9 +129,8 @@ class WordPredictorModule(L.LightningModule):
             impl = {"fused": True} if self.device.type in ("cuda", "cpu") else {}
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **impl)
 
-        def factor(step: int) -> float:
-            return learning_rate(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
-                                 max_steps=cfg.max_steps) / cfg.lr
+        def factor(step: int) -> float:  # a closure, not an object: LambdaLR then saves none of its state
+            return self.schedule.rate(step) / cfg.lr
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -154,7 +153,8 @@ class WordPredictorModule(L.LightningModule):
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
         info: dict[str, Any] = {"step": int(self.global_step), "metrics": metrics,
-                                "world_size": int(self.trainer.world_size)}  # resume checks the global batch
+                                "world_size": int(self.trainer.world_size),  # resume checks the global batch
+                                "lr_schedule": self.schedule.to_dict()}
         if self.corpus_key:
             info["corpus"] = self.corpus_key
         checkpoint[KEY] = wordformer_entry(self.model_config, self.data_config, self.train_config, self.tokenizer,
@@ -205,25 +205,35 @@ def train(
     *,
     callbacks: Sequence[L.Callback] = (),
     resume: bool = False,
+    resume_schedule: Optional[str] = None,
     overwrite: bool = False,
     logger: bool = True,
 ) -> TrainResult:
     """Train a word predictor and write ``out_dir/best.ckpt``, ``out_dir/last.ckpt`` and logs.
 
     With ``resume`` the run continues from ``out_dir/last.ckpt``: step, optimiser, schedule, RNG state
-    and data position (batches are a pure function of seed and batch number).
+    and data position (batches are a pure function of seed and batch number). When ``train.max_steps``
+    differs from the run's, ``resume_schedule`` says what the learning rate does over the new length
+    (``"continue"``, the default: its saved curve, at the floor past the old end; ``"decay"``: a new cosine
+    decay from the rate reached; ``"restart"``: from the peak ``lr``), and a warning gives the numbers.
+    Ctrl-C (SIGINT) stops after the step under way and saves ``last.ckpt`` there; a second Ctrl-C stops at once.
     """
     out_dir = Path(out_dir)
     if data.data:  # checkpoints record where the corpus is, for resume and evaluate from any folder
         data = replace(data, data=str(Path(data.data).expanduser().absolute()))
+    if resume_schedule is not None:
+        check_choice("resume_schedule", resume_schedule, RESUME_SCHEDULES)
+        if not resume:
+            raise WordformerError("--resume-schedule applies to a resumed run only; give it with --resume DIR")
     existed = out_dir.exists()
     if is_rank_zero():
         check_out_dir(out_dir, resume=resume, overwrite=overwrite)
         remove_stale_temp_checkpoints(out_dir)
         claim_for_training(out_dir)  # the folder now holds this run: `demo` must not replace it
     try:
-        return _fit(model, data, train, out_dir, callbacks=callbacks, resume=resume, overwrite=overwrite,
-                    logger=logger)
+        with quiet_lightning():
+            return _fit(model, data, train, out_dir, callbacks=callbacks, resume=resume,
+                        resume_schedule=resume_schedule, overwrite=overwrite, logger=logger)
     except BaseException:
         if not existed and is_rank_zero():  # a refused or failed first run leaves no empty folder behind
             with contextlib.suppress(OSError):
@@ -233,23 +243,44 @@ def train(
 
 @dataclass
 class _Resumed:
-    """What a resumed run continues from: the step, and what its checkpoint recorded of the corpus."""
+    """What a resumed run continues from: the step, what its checkpoint recorded of the corpus, and the
+    learning-rate schedule it goes on with."""
 
     checkpoint: Path
     step: int
     info: dict[str, Any]
     tokenizer: Tokenizer
     batch_size: int  # per process, with info["world_size"] processes (1 before multi-process runs recorded it)
+    schedule: Schedule
 
 
-def _check_resume(model: ModelConfig, data: DataConfig, train: TrainConfig, last: Path) -> _Resumed:
-    """Stage 1 of a resume: one clear line for a damaged file or a changed setting, before any work."""
+def _check_resume(model: ModelConfig, data: DataConfig, train: TrainConfig, last: Path,
+                  how: Optional[str]) -> _Resumed:
+    """Stage 1 of a resume: one clear line for a damaged file or a changed setting, before any work; a warning
+    with the numbers when a new --max-steps changes the course of the learning rate."""
     if not last.exists():
         raise WordformerError(f"nothing to resume in {last.parent}: there is no {LAST}")
     saved_model, _, saved_train, saved_tokenizer, info = parse_entry(read_checkpoint(last), last)
     step = int(info.get("step", 0))
     check_resumable(model, data, train, (saved_model, saved_train), step, last)
-    return _Resumed(last, step, info, saved_tokenizer, saved_train.batch_size)
+    saved = saved_schedule(info, saved_train, str(last))
+    new_decay = train.max_steps != saved_train.max_steps and (how or "continue") != "continue"
+    if train.warmup_steps != saved_train.warmup_steps:
+        raise WordformerError(f"cannot change the warm-up when resuming (warmup_steps {saved_train.warmup_steps} -> "
+                              f"{train.warmup_steps}): the learning rate follows the schedule saved in {last}; drop "
+                              "--warmup-steps, or start a new run with --out")
+    if train.min_lr != saved_train.min_lr and not new_decay:
+        raise WordformerError(f"--min-lr {train.min_lr:g} on resume sets the floor of a new decay only (the saved "
+                              f"schedule ends at {saved_train.min_lr:g}): give a new --max-steps with "
+                              "--resume-schedule decay or restart, or drop --min-lr")
+    if train.max_steps == saved_train.max_steps:
+        if how not in (None, "continue"):
+            log.warning("--resume-schedule %s is ignored: --max-steps is what the run was set for (%d), so it "
+                        "resumes exactly as saved", how, train.max_steps)
+        return _Resumed(last, step, info, saved_tokenizer, saved_train.batch_size, saved)
+    how = how or "continue"
+    log.warning(describe_resume(saved, step, saved_train.max_steps, train.max_steps, how, min_lr=train.min_lr))
+    return _Resumed(last, step, info, saved_tokenizer, saved_train.batch_size, saved.resumed(step, train.max_steps, how, min_lr=train.min_lr))
 
 
 def _warn_about(model: ModelConfig, train: TrainConfig) -> None:
@@ -258,6 +289,10 @@ def _warn_about(model: ModelConfig, train: TrainConfig) -> None:
         log.warning("with d_model=%d a layer norm maps every vector to +-(1, -1) and erases what the embedding "
                     "learned: the model will answer nothing useful; pass --norm none (the chapter's plain "
                     "residual connection)", model.d_model)
+    if train.warmup_steps >= train.max_steps:
+        log.warning("--warmup-steps %d is not below --max-steps %d: the learning rate climbs for the whole run, "
+                    "ends at %.2e instead of peaking at --lr %g, and never decays; lower --warmup-steps",
+                    train.warmup_steps, train.max_steps, Schedule.of(train).rate(train.max_steps - 1), train.lr)
 
 
 def _prepare(model: ModelConfig, data: DataConfig, train: TrainConfig,
@@ -265,6 +300,9 @@ def _prepare(model: ModelConfig, data: DataConfig, train: TrainConfig,
     """Stage 2: tokenize (or load the cached corpus), size the vocabulary, build the batches."""
     L.seed_everything(train.seed, verbose=False)
     corpus = prepare_corpus(data, model.block_size, progress=Progress(enabled=train.progress and is_rank_zero()))
+    if corpus.looks_like_pairs:
+        log.warning("%s looks like prompt<TAB>answer lines; pass --pairs to train on pairs (it is trained as plain "
+                    "text now)", data.data)
     if resumed is not None:
         check_same_corpus(corpus, resumed.info.get("corpus"), data, resumed.checkpoint, resumed.tokenizer,
                           advice="restore that text (--data PATH if it moved), or start a new run with --out")
@@ -276,15 +314,16 @@ def _prepare(model: ModelConfig, data: DataConfig, train: TrainConfig,
 
 
 def _run_callbacks(train: TrainConfig, out_dir: Path, extra: Sequence[L.Callback], *,
-                   logger: bool) -> tuple[RunCheckpoint, list[L.Callback]]:
-    """Stage 3: best.ckpt, last.ckpt, the time budget, progress, the learning-rate log, the caller's own."""
+                   logger: bool) -> tuple[RunCheckpoint, SaveOnCtrlC, list[L.Callback]]:
+    """Stage 3: best.ckpt, last.ckpt, Ctrl-C, the time budget, progress, the learning-rate log, the caller's own."""
     best = RunCheckpoint(dirpath=out_dir, filename=Path(BEST).stem, monitor="val_loss", mode="min", save_top_k=1,
                          enable_version_counter=False, auto_insert_metric_name=False)
     # last.ckpt from its own callback: Lightning's save_last=True rewrites it only when best.ckpt improves, so
     # once validation stops improving a resume would go back to the best step, not the latest
     last = RunCheckpoint(dirpath=out_dir, filename=Path(LAST).stem, monitor=None, save_top_k=1,
                          enable_version_counter=False, auto_insert_metric_name=False)
-    found: list[L.Callback] = [ValidateOnLastStep(), best, last, *extra]
+    ctrl_c = SaveOnCtrlC(out_dir / LAST, min(train.eval_interval, train.max_steps))
+    found: list[L.Callback] = [ValidateOnLastStep(), best, last, ctrl_c, *extra]
     if train.max_time:
         found.append(SessionTimer(duration={"seconds": train.max_time}, interval="step", verbose=False))
     if train.progress:  # a bar in a terminal; in a log file a bar writes a line per refresh, so short lines there
@@ -292,7 +331,7 @@ def _run_callbacks(train: TrainConfig, out_dir: Path, extra: Sequence[L.Callback
                                                                                      train.max_steps // 10)))
     if logger:
         found.append(LearningRateMonitor(logging_interval="step"))
-    return best, found
+    return best, ctrl_c, found
 
 
 def _trainer(train: TrainConfig, out_dir: Path, callbacks: list[L.Callback], *, logger: bool,
@@ -353,46 +392,42 @@ def _clear_replaced_run(out_dir: Path) -> None:
 
 
 def _fit_until_done(trainer: L.Trainer, module: WordPredictorModule, datamodule: WordDataModule,
-                    last: Optional[Path]) -> None:
-    """Stage 6: Lightning's loop (from ``last`` when resuming); Ctrl-C becomes a KeyboardInterrupt that says
-    where the run stands and how to continue."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
+                    last: Optional[Path], ctrl_c: SaveOnCtrlC) -> None:
+    """Stage 6: Lightning's loop (from ``last`` when resuming); Ctrl-C ends the step under way, saves it and
+    becomes a KeyboardInterrupt that says where the run stands and how to continue."""
+    with ctrl_c.listening():
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last else None, weights_only=True)
         except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after a graceful shutdown
             if not trainer.interrupted:
                 raise
-        finally:
-            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # Lightning ignores further Ctrl-C; undo that
-                signal.signal(signal.SIGINT, signal.default_int_handler)
     if trainer.interrupted:
         out_dir = Path(trainer.default_root_dir)
         if not (out_dir / LAST).exists() and is_rank_zero():  # nothing to resume: no half run that blocks a rerun
             shutil.rmtree(out_dir / "logs", ignore_errors=True)
-        raise KeyboardInterrupt(interrupted_message(trainer.global_step, out_dir))
+        raise KeyboardInterrupt(interrupted_message(trainer.global_step, out_dir, saved_step(out_dir / LAST)))
 
 
 def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path, *, callbacks: Sequence[L.Callback],
-         resume: bool, overwrite: bool, logger: bool) -> TrainResult:
+         resume: bool, resume_schedule: Optional[str], overwrite: bool, logger: bool) -> TrainResult:
     """The body of :func:`train`, once the output folder is checked: six named stages."""
     last = out_dir / LAST
-    resumed = _check_resume(model, data, train, last) if resume else None
+    resumed = _check_resume(model, data, train, last, resume_schedule) if resume else None
     check_cluster(train.num_nodes)
     resolve_accelerator(train.strategy, train.accelerator)  # FSDP without CUDA: refused before any tokenizing
     _warn_about(model, train)
     started = time.perf_counter()
     model, corpus, datamodule = _prepare(model, data, train, resumed)
-    module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer)
+    module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer,
+                                 schedule=resumed.schedule if resumed else None)
     module.corpus_key = corpus.key
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
-    best, all_callbacks = _run_callbacks(train, out_dir, callbacks, logger=logger)
+    best, ctrl_c, all_callbacks = _run_callbacks(train, out_dir, callbacks, logger=logger)
     trainer = _trainer(train, out_dir, all_callbacks, logger=logger, resumed=resumed)
     if overwrite and not resume and is_rank_zero():
         _clear_replaced_run(out_dir)
-    _fit_until_done(trainer, module, datamodule, last if resume else None)
+    _fit_until_done(trainer, module, datamodule, last if resume else None, ctrl_c)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     score = float(best.best_model_score) if best.best_model_score is not None else metrics.get("val_loss", math.nan)
     return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=last, val_loss=score,

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -90,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f".{command.module}", __name__)
         p = sub.add_parser(command.name, help=command.help, description=command.description or command.help)
         getattr(module, f"add_{command.name}")(p)
-        p.set_defaults(handler=getattr(module, f"run_{command.name}"))
+        # precheck_<name> (optional): refusals that need no torch, made before the slow imports
+        p.set_defaults(handler=getattr(module, f"run_{command.name}"),
+                       precheck=getattr(module, f"precheck_{command.name}", None))
     return parser
 
 
@@ -101,7 +104,7 @@ class _QuietLightning(logging.Filter):
         return record.levelno >= logging.WARNING or not record.name.startswith(("lightning", "pytorch_lightning"))
 
 
-def _setup_logging(verbose: bool, trains: bool) -> None:
+def _setup_logging(verbose: bool) -> None:
     # A root handler exists before Lightning is imported, so Lightning propagates to it instead of adding
     # its own handler; the filter then works without importing Lightning here (which costs seconds).
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="wordformer: %(message)s")
@@ -109,6 +112,12 @@ def _setup_logging(verbose: bool, trains: bool) -> None:
         return
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietLightning())
+
+
+def _quiet_libraries(verbose: bool, trains: bool) -> None:
+    """Lightning's console lines and the libraries' warnings stay out of the output unless --verbose."""
+    if verbose:
+        return
     if trains:  # Lightning adds its own console handler when imported: quiet it too
         import lightning  # noqa: F401
 
@@ -121,15 +130,27 @@ def _setup_logging(verbose: bool, trains: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def with_flags(message: str, args: argparse.Namespace) -> str:
+    """Name each value the way the user gave it: the library says ``top_k=0`` (its parameter), the command line
+    was ``--top-k 0``. Only options of the command that ran and that hold a value (config options given on the
+    command line, every other option) are renamed; a value from a --config file keeps its field name."""
+    for dest in vars(args):
+        message = re.sub(rf"(?<![\w-]){re.escape(dest)}=", "--" + dest.replace("_", "-") + " ", message)
+    return message
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one command; returns the exit status (0, 1 for a result that is not a success, 2 for bad input)."""
     args = build_parser().parse_args(argv)
     trains = next(c.trains for c in COMMANDS if c.name == args.command)
     try:
-        _setup_logging(args.verbose, trains)  # imports Lightning for training commands: seconds
+        _setup_logging(args.verbose)
+        if args.precheck is not None:
+            args.precheck(args)  # before the slow imports: a refused --out costs no seconds
+        _quiet_libraries(args.verbose, trains)  # imports Lightning for training commands: seconds
         return int(args.handler(args) or 0)
     except WordformerError as exc:
-        print(f"wordformer: error: {exc}", file=sys.stderr)
+        print(f"wordformer: error: {with_flags(str(exc), args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print(f"wordformer: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)

@@ -86,9 +86,11 @@ def run_download(args: argparse.Namespace) -> int:
         if args.target is not None:
             raise WordformerError("pass either NAME|URL or --list, not both")
         root = download_cache_dir(args.cache_dir)
+        print(f"{'NAME':<20} {'CACHED':<7} DESCRIPTION  <URL>")
         for name, entry in sorted(registry().items()):
-            state = "cached" if (root / entry.filename).is_file() else "-"
+            state = "yes" if (root / entry.filename).is_file() else "no"
             print(f"{name:<20} {state:<7} {entry.description}  <{entry.url}>")
+        print(f"(cached files are in {root})")
         return 0
     if args.target is None:
         raise WordformerError("download needs a NAME or URL; see `wordformer download --list`")

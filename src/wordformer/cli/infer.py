@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..errors import WordformerError, check_int
-from .options import add_checkpoint, add_json, add_prompt, add_sampling, prompt_of
+from .options import add_checkpoint, add_encoding, add_json, add_prompt, add_sampling, prompt_of
 
 
 def add_generate(p: argparse.ArgumentParser) -> None:
@@ -64,6 +64,7 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None,
                    help="held-out text (file or folder; pairs file for pair models); default: the validation split")
     p.add_argument("--batch-size", type=int, default=32, help="windows per batch (default: 32)")
+    add_encoding(p, default="as the model's training corpus was read")
     add_json(p)
 
 
@@ -72,8 +73,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
     from ..streaming import Progress
 
+    if args.data is None and (args.encoding or args.encoding_errors):
+        raise WordformerError("--encoding and --encoding-errors read --data FILE; the validation split is read as the "
+                              "model's corpus was at training")
     loaded = load_checkpoint(args.checkpoint)
-    metrics = evaluate(loaded, args.data, batch_size=args.batch_size, progress=Progress())
+    metrics = evaluate(loaded, args.data, batch_size=args.batch_size, encoding=args.encoding,
+                       encoding_errors=args.encoding_errors, progress=Progress())
     if args.json:
         print(json.dumps(metrics))
     else:

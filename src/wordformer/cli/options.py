@@ -13,7 +13,8 @@ import logging
 from dataclasses import MISSING, fields
 from typing import Any, Optional, Sequence
 
-from ..config import (ACTIVATIONS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, STRATEGIES, TOKENIZERS,
+from ..config import (ACTIVATIONS, ENCODING_ERRORS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, STRATEGIES,
+                      TOKENIZERS,
                       DataConfig, ModelConfig, TrainConfig, build_configs, field_help, field_type, read_config_file)
 
 CHOICES = {
@@ -22,12 +23,15 @@ CHOICES = {
     "activation": ACTIVATIONS,
     "tokenizer": TOKENIZERS,
     "eos": EOS_MODES,
-    "encoding_errors": ("strict", "replace"),
+    "encoding_errors": ENCODING_ERRORS,
     "sampling": SAMPLINGS,
     "strategy": STRATEGIES,
 }
 SKIP = {"vocab_size"}  # set from the tokenizer
-DEFAULT_SHOWN = {"data": "the built-in corpus", "workers": "every core"}  # help text for defaults that read badly as a value
+# help text for defaults that read badly as a value (None, most of all)
+DEFAULT_SHOWN = {"data": "the built-in corpus", "max_vocab": "every word", "max_time": "no limit",
+                 "cache_dir": "$WORDFORMER_CACHE, else ~/.cache/wordformer", "workers": "every core"}
+METAVARS = {"encoding": "NAME", "data": "PATH", "cache_dir": "DIR"}
 
 # options that only one tokenizer or mode reads: given elsewhere they would be dropped without a word
 ONLY_FOR = {"lowercase": ("tokenizer", "word"), "min_freq": ("tokenizer", "word"), "max_vocab": ("tokenizer", "word"),
@@ -57,7 +61,7 @@ def add_config_options(parser: argparse.ArgumentParser, *, skip: Sequence[str] =
             else:
                 group.add_argument(flag(f.name), dest=f.name, type=kind, default=argparse.SUPPRESS,
                                    choices=CHOICES.get(f.name), help=text,
-                                   metavar=None if f.name in CHOICES else f.name.upper())
+                                   metavar=None if f.name in CHOICES else METAVARS.get(f.name, f.name.upper()))
 
 
 def given_config_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,9 +70,10 @@ def given_config_values(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def configs_from_args(args: argparse.Namespace,
-                      base: Optional[dict[str, Any]] = None) -> tuple[ModelConfig, DataConfig, TrainConfig]:
-    """Defaults < ``base`` < YAML file (``--config``) < options given on the command line."""
+def configs_from_args(args: argparse.Namespace, base: Optional[dict[str, Any]] = None, *,
+                      warn: bool = True) -> tuple[ModelConfig, DataConfig, TrainConfig]:
+    """Defaults < ``base`` < YAML file (``--config``) < options given on the command line; ``warn``: say which
+    given options the chosen tokenizer or mode ignores."""
     values: dict[str, Any] = dict(base or {})
     where = "options"
     given = dict(given_config_values(args))
@@ -81,7 +86,7 @@ def configs_from_args(args: argparse.Namespace,
     configs = build_configs(values, where=where)
     data = configs[1]
     for name, (field_name, needed) in ONLY_FOR.items():
-        if name in given and getattr(data, field_name) != needed:
+        if warn and name in given and getattr(data, field_name) != needed:
             what = f"the {needed} tokenizer" if field_name == "tokenizer" else "plain text (not --pairs)"
             logging.getLogger("wordformer").warning("%s is ignored: it applies to %s only", flag(name), what)
     return configs
@@ -89,7 +94,8 @@ def configs_from_args(args: argparse.Namespace,
 
 def add_checkpoint(p: argparse.ArgumentParser, *, required: bool = True, help: Optional[str] = None) -> None:
     """``--checkpoint PATH``: a ``.ckpt`` written by ``wordformer train`` or a ``.safetensors`` export."""
-    text = help or "a checkpoint written by `wordformer train` (.ckpt) or `wordformer export` (.safetensors)"
+    text = help or ("a checkpoint written by `wordformer train` (.ckpt; its run folder means the folder's best.ckpt) "
+                    "or `wordformer export` (.safetensors)")
     p.add_argument("--checkpoint", required=required, default=None, help=text + (" (required)" if required else ""))
 
 
@@ -109,6 +115,14 @@ def add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None,
                    help="sample only from the smallest set with this much probability, in (0, 1] (default: off)")
     p.add_argument("--seed", type=int, default=None, help="random seed for reproducible samples (default: none)")
+
+
+def add_encoding(p: argparse.ArgumentParser, *, default: str) -> None:
+    """``--encoding`` and ``--encoding-errors`` for a command that reads text without the other data options."""
+    helps = field_help(DataConfig)
+    p.add_argument("--encoding", default=None, metavar="NAME", help=f"{helps['encoding']} (default: {default})")
+    p.add_argument("--encoding-errors", default=None, choices=ENCODING_ERRORS,
+                   help=f"{helps['encoding_errors']} (default: {default})")
 
 
 def add_json(p: argparse.ArgumentParser) -> None:

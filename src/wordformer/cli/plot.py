@@ -1,5 +1,5 @@
 """``wordformer plot KIND``: attention maps, positional encodings, the learning-rate schedule, embeddings and
-training curves, written as PNG or SVG by the ``--out`` extension."""
+training curves, written as PNG, SVG, PDF or JPEG by the ``--out`` extension."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ LR_OPTIONS = ("lr", "min_lr", "warmup_steps", "max_steps")
 
 
 def _out(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="image file to write, .png or .svg (replaced if it exists; required)")
-    p.add_argument("--dpi", type=int, default=100, help="resolution of PNG files (default: 100)")
+    p.add_argument("--out", required=True,
+                   help="image file to write: .png, .svg, .pdf or .jpg (replaced if it exists; required)")
+    p.add_argument("--dpi", type=int, default=100, help="resolution of PNG and JPEG files (default: 100)")
 
 
 def add_plot(plot: argparse.ArgumentParser) -> None:
@@ -24,6 +25,9 @@ def add_plot(plot: argparse.ArgumentParser) -> None:
     p = kinds.add_parser("attention", help="attention maps of every layer and head for a prompt")
     add_checkpoint(p)
     add_prompt(p)
+    p.add_argument("--layer", type=int, default=None,
+                   help="only this decoder block, 0-based; negative counts from the end (default: every layer)")
+    p.add_argument("--head", type=int, default=None, help="only this attention head, 0-based (default: every head)")
     _out(p)
 
     model_defaults = ModelConfig()
@@ -72,7 +76,8 @@ def _attention(args: argparse.Namespace) -> Any:
     from ..plots import plot_attention
 
     prompt = prompt_of(args)
-    return plot_attention(load_checkpoint(args.checkpoint), prompt=prompt, append_eos=args.append_eos)
+    return plot_attention(load_checkpoint(args.checkpoint), prompt=prompt, append_eos=args.append_eos,
+                          layer=args.layer, head=args.head)
 
 
 def _positional(args: argparse.Namespace) -> Any:
@@ -94,8 +99,10 @@ def _lr(args: argparse.Namespace) -> Any:
 
     given = {k: getattr(args, k) for k in LR_OPTIONS if getattr(args, k) is not None}
     if args.checkpoint:
-        base = load_checkpoint(args.checkpoint).train_config
-        return plot_lr_schedule(replace(base, **given))  # replace re-validates
+        loaded = load_checkpoint(args.checkpoint)
+        if not given:
+            return plot_lr_schedule(loaded)  # the schedule it trained with, resumes included
+        return plot_lr_schedule(replace(loaded.train_config, **given))  # replace re-validates
     return plot_lr_schedule(TrainConfig(**given))
 
 

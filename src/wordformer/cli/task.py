@@ -143,7 +143,7 @@ def add_task(task: argparse.ArgumentParser) -> None:
     _common(p, REVERSE_OUT)
     add_checkpoint(p, required=False, help="checkpoint to plot (default: OUT/reverse.ckpt)")
     p.add_argument("--seed", type=int, default=0, help="seed of the plotted sequence (default: 0)")
-    p.add_argument("--plot", required=True, help="image to write, .png or .svg (replaced if it exists; required)")
+    p.add_argument("--plot", required=True, help="image to write: .png, .svg, .pdf or .jpg (replaced if it exists; required)")
 
     anomaly = kinds.add_parser("anomaly", help="find the odd image out in sets of 10")
     actions = anomaly.add_subparsers(dest="action", metavar="ACTION", required=True)

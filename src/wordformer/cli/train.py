@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import WordformerError
+from ..schedule import RESUME_SCHEDULES
 from .options import add_config_options, configs_from_args
 
 TRAIN_OUT = "runs/train"
@@ -20,14 +22,36 @@ DEMO_PROMPTS = ("the python", "a function is", "the list")
 
 def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help=f"output folder (default: {TRAIN_OUT})")
-    p.add_argument("--config", default=None, help="YAML file of options; command-line options override it")
+    p.add_argument("--config", default=None,
+                   help="YAML file of options; command-line options override it; relative paths in it (data, "
+                        "cache_dir) are read from the file's folder")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from DIR/last.ckpt")
+    p.add_argument("--resume-schedule", choices=RESUME_SCHEDULES, default=None,
+                   help="with --resume and a new --max-steps, what the learning rate does: continue (its saved "
+                        "schedule; at min_lr once the old --max-steps is passed), decay (a new cosine decay from the "
+                        "rate reached to min_lr by the new --max-steps) or restart (the same from the peak lr) "
+                        "(default: continue)")
     p.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out")
     add_config_options(p)
 
 
+def precheck_train(args: argparse.Namespace) -> None:
+    """What can be refused before torch and Lightning load (seconds): the options, and an --out that already
+    holds a run."""
+    from ..runs import refuse_earlier_run, resume_folder
+
+    if args.resume_schedule is not None and args.resume is None:
+        raise WordformerError("--resume-schedule applies to a resumed run only; give it with --resume DIR")
+    if args.resume is None:
+        configs_from_args(args)
+        refuse_earlier_run(Path(args.out or TRAIN_OUT), resume=False, overwrite=args.overwrite)
+    else:
+        resume_folder(args.resume, args.out)
+
+
 def run_train(args: argparse.Namespace) -> int:
-    from ..runs import resume_folder, saved_options
+    from ..checkpoint import saved_options
+    from ..runs import resume_folder
     from ..training import is_rank_zero, train
 
     if args.resume is not None:
@@ -35,12 +59,13 @@ def run_train(args: argparse.Namespace) -> int:
         configs = configs_from_args(args, saved_options(out))
     else:
         out = Path(args.out or TRAIN_OUT)
-        configs = configs_from_args(args)
+        configs = configs_from_args(args, warn=False)  # precheck_train said what it had to say
     model_cfg, data_cfg, train_cfg = configs
     source = data_cfg.data or "the built-in corpus (Python documentation topics)"
     if is_rank_zero():
         print(f"wordformer: training on {source} with the {data_cfg.tokenizer} tokenizer -> {out}", file=sys.stderr)
-    result = train(model_cfg, data_cfg, train_cfg, out, resume=args.resume is not None, overwrite=args.overwrite)
+    result = train(model_cfg, data_cfg, train_cfg, out, resume=args.resume is not None,
+                   resume_schedule=args.resume_schedule, overwrite=args.overwrite)
     if is_rank_zero():
         report_training(result)
     return 0
@@ -57,8 +82,17 @@ def report_training(result: Any) -> None:
 
 def add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEMO_OUT, help=f"output folder, replaced on each demo (default: {DEMO_OUT})")
-    p.add_argument("--config", default=None, help="YAML file of options overriding the demo's")
+    p.add_argument("--config", default=None,
+                   help="YAML file of options overriding the demo's; relative paths in it are read from its folder")
     add_config_options(p)
+
+
+def precheck_demo(args: argparse.Namespace) -> None:
+    """The options and the --out folder, before torch and Lightning load."""
+    from ..runs import check_demo_out
+
+    configs_from_args(args, DEMO_OPTIONS)
+    check_demo_out(Path(args.out))
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -67,7 +101,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..serve.server import DEMO_CHECKPOINT
     from ..training import train
 
-    model_cfg, data_cfg, train_cfg = configs_from_args(args, DEMO_OPTIONS)
+    model_cfg, data_cfg, train_cfg = configs_from_args(args, DEMO_OPTIONS, warn=False)  # precheck_demo warned
     out = Path(args.out)
     check_demo_out(out)
     print(f"wordformer demo: training a {model_cfg.num_layers}-layer word predictor on the Python documentation "

@@ -168,7 +168,7 @@ def _tune(args: argparse.Namespace) -> int:
     from ..tune.fixed import fixed_options
     from ..tune.objective import CheckpointPruner, ObjectiveSettings, TrainingObjective, check_corpus, first_validation
     from ..tune.report import summary_counts, trial_rows
-    from ..tune.space import load_space
+    from ..tune.space import bound_warmup, load_space
     from ..tune.study import FAIL_REASON, run_study, safe_url, with_default_driver
 
     if args.trials is not None:
@@ -181,6 +181,7 @@ def _tune(args: argparse.Namespace) -> int:
         raise WordformerError("every parameter of the search space is fixed by command-line options; nothing to tune")
     model, data, train = _base_configs(args, space)
     train = dataclasses.replace(train, progress=False, **({"seed": args.tune_seed} if args.tune_seed is not None else {}))
+    space, train, warmup_note = bound_warmup(space, train, warmup_given="train.warmup_steps" in fixed)
     if data.data is not None:
         path = Path(data.data).expanduser()
         if not path.exists():
@@ -221,6 +222,8 @@ def _tune(args: argparse.Namespace) -> int:
         _err(f"wordformer tune: study {settings.study_name!r} in {where}; sampler {settings.sampler}, pruner "
              f"{settings.pruner}, {settings.metric} ({settings.resolved_direction}), "
              f"{n_trials if n_trials is not None else 'unlimited'} trial(s) -> {settings.study_dir}")
+        if warmup_note:  # said once the study opens: a refusal before it stays one line
+            _err(f"wordformer tune: {warmup_note}")
 
     study = run_study(settings, space, objective, callbacks=callbacks, on_open=announce)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import WordformerError
-from ..runs import BEST
+from ..runs import BEST, LAST, run_checkpoint
 
 if TYPE_CHECKING:  # uvicorn and torch load only when a server really starts
     from .registry import ModelRegistry
@@ -30,12 +30,13 @@ def checkpoints_to_serve(given: Optional[list[str]]) -> list[str]:
             raise WordformerError(f"no --checkpoint given and no demo run at {DEMO_CHECKPOINT}; run `make demo` first "
                                   "(or give --checkpoint PATH)")
         paths = [str(DEMO_CHECKPOINT)]
+    paths = [str(run_checkpoint(Path(p).expanduser())) for p in paths]  # a run folder serves its best.ckpt
     for path in map(Path, paths):  # the cheap checks; loading comes after binding
         if not path.expanduser().exists():
             raise WordformerError(f"checkpoint {path} does not exist; train one with `wordformer train --out DIR` "
                                   "(or `make demo`)")
         if path.expanduser().is_dir():
-            hint = " (did you mean DIR/best.ckpt?)" if (path.expanduser() / BEST).exists() else ""
+            hint = f" (it holds no {BEST}; give {path / LAST})" if (path.expanduser() / LAST).is_file() else ""
             raise WordformerError(f"checkpoint {path} is a folder, not a file{hint}")
     return paths
 

@@ -321,6 +321,54 @@ def apply_overrides(
     return built["model"], built["data"], built["train"]
 
 
+WARMUP, MAX_STEPS = "train.warmup_steps", "train.max_steps"
+
+
+def bound_warmup(space: SearchSpace, train: TrainConfig, *,
+                 warmup_given: bool = False) -> tuple[SearchSpace, TrainConfig, Optional[str]]:
+    """Keep every trial's warm-up within half its step budget, and say so (a note, or None when nothing changed).
+
+    A warm-up as long as the run never lets the rate peak nor decay (the built-in space samples up to 200 steps,
+    a study with ``--max-steps 30`` would waste most trials). The budget is the smallest ``max_steps`` the space
+    can give (the fixed one otherwise); a tuned warm-up loses the values above half of it (one value left: it is
+    fixed), and the base warm-up (when not given on the command line) is lowered to it.
+    """
+    budget_param = next((p for p in space.params if p.target == MAX_STEPS), None)
+    values = budget_param.values() if budget_param is not None else None
+    budget = int(min(values)) if values else int(space.fixed.get(MAX_STEPS, train.max_steps))
+    limit = budget // 2
+    notes: list[str] = []
+    param = next((p for p in space.params if p.target == WARMUP), None)
+    if param is not None and param.type in ("int", "categorical"):
+        raw = param.grid_values()
+        kept = [v for v in raw if param.to_value(v) <= limit]
+        if len(kept) < len(raw):
+            shown = f"{param.to_value(raw[0])}..{param.to_value(raw[-1])}" if param.type == "int" else str(raw)
+            others = tuple(p for p in space.params if p is not param)
+            if len(kept) <= 1:
+                value = param.to_value(kept[0]) if kept else limit
+                space = dataclasses.replace(space, params=others, fixed={**space.fixed, WARMUP: value})
+                notes.append(f"warm-up {shown} fixed at {value}")
+            else:
+                if param.type == "int":
+                    default = param.default if param.default is None or param.default <= max(kept) else max(kept)
+                    bounded = dataclasses.replace(param, high=max(kept), default=default)
+                    notes.append(f"warm-up {shown} -> {param.to_value(kept[0])}..{param.to_value(max(kept))}")
+                else:
+                    default = param.default if param.default in kept else None
+                    bounded = dataclasses.replace(param, choices=tuple(kept), default=default)
+                    notes.append(f"warm-up choices {shown} -> {kept}")
+                space = dataclasses.replace(space, params=tuple(bounded if p is param else p for p in space.params))
+    fixed_warmup = space.fixed.get(WARMUP)
+    if param is None and fixed_warmup is None and not warmup_given and train.warmup_steps > limit:
+        notes.append(f"warm-up {train.warmup_steps} -> {limit}")
+        train = dataclasses.replace(train, warmup_steps=limit)
+    if not notes:
+        return space, train, None
+    return space, train, (f"{'; '.join(notes)}: at most half the step budget ({budget} steps, the smallest "
+                          "max_steps of the study)")
+
+
 # ---------------------------------------------------------------------------------------------
 # parsing
 
