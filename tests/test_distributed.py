@@ -93,7 +93,7 @@ def test_a_multi_node_run_without_a_main_address_is_refused_in_one_line(monkeypa
         check_cluster(2)
     code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", tmp_path / "run", "--num-nodes", "2",
                            "--max-steps", "1", "--no-progress")
-    assert_one_line_error(code, err, "num_nodes=2", "--num-nodes 1")
+    assert_one_line_error(code, err, "--num-nodes 2", "--num-nodes 1")
     assert not (tmp_path / "run").exists()
     monkeypatch.setenv("NODE_RANK", "1")
     with pytest.raises(WordformerError, match="NODE_RANK=1 is set but num_nodes=1"):
