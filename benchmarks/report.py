@@ -16,11 +16,12 @@ from typing import Any, Optional
 from .common import RESULTS, ROOT
 
 OUT = ROOT / "BENCHMARKS.md"
-ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp")
+ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp", "recipe")
 TITLES = {"train": "1. Training throughput (CPU)", "generate": "2. Generation (CPU)", "memory": "3. Peak memory (RSS)",
           "quality": "4. Quality: validation loss after 2000 steps", "scaling": "5. Scaling and fraction of matmul peak",
           "gpu": "6. GPU: GPT-2 small, bf16, compiled",
-          "omp": "7. Supplementary: OpenMP wait policy (what `import wordformer` sets)"}
+          "omp": "7. Supplementary: OpenMP wait policy (what `import wordformer` sets)",
+          "recipe": "8. Time to quality: Muon, RoPE, RMSNorm, QK-norm, ReLU², SwiGLU, WSD (issue 15)"}
 
 
 def load_results() -> dict[str, dict[str, Any]]:
@@ -268,6 +269,12 @@ def section_quality(r: dict[str, Any]) -> list[str]:
     return lines + [""] + provenance(r)
 
 
+def section_recipe(r: dict[str, Any]) -> list[str]:
+    from .bench_recipe import section  # its own module renders it: the tables follow the benchmark's plan
+
+    return section(r)
+
+
 def section_scaling(r: dict[str, Any]) -> list[str]:
     c = r["config"]
     lines = [f"{c['num_layers']} layers, {c['num_heads']} heads, batch {c['batch_size']}, float32; {c['loop']}; "
@@ -360,7 +367,7 @@ def goal_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         for g in r.get("goals", []):
             value = g["value"]
             shown = "—" if value is None else (f"{value * 100:+.1f}%" if "overhead" in g["goal"] else f"{value:.3f}"
-                                                 if name == "quality" else f"{value:.2f}")
+                                                 if name in ("quality", "recipe") else f"{value:.2f}")
             if g.get("note"):
                 shown += f" ({g['note']})"
             rows.append([g["goal"], g["target"], shown, met(g["met"])])
@@ -418,11 +425,12 @@ def render(path: Path = OUT) -> str:
             lines += [f"Not run yet: `python -m benchmarks.bench_{name}`."]
         else:
             lines += {"train": section_train, "generate": section_generate, "memory": section_memory,
-                      "quality": section_quality, "scaling": section_scaling, "omp": section_omp}[name](r)
+                      "quality": section_quality, "scaling": section_scaling, "omp": section_omp,
+                      "recipe": section_recipe}[name](r)
         lines.append("")
     if (ROOT / "benchmarks" / "TUNE.md").is_file():
         tune = (ROOT / "benchmarks" / "TUNE.md").read_text().strip().splitlines()
-        lines += ["## 8. Hyperparameter tuning (issue: `wordformer tune`)", "",
+        lines += ["## 9. Hyperparameter tuning (issue: `wordformer tune`)", "",
                   "Written by `python -m benchmarks.bench_tune` (about 30 minutes; not part of `make bench`), "
                   "copied from [benchmarks/TUNE.md](benchmarks/TUNE.md).", ""]
         lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln for ln in tune[1:]] + [""]

@@ -17,8 +17,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .config import (ACTIVATIONS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, TOKENIZERS, build_configs, field_help,
-                     field_type, read_config_file)
+from .config import (ACTIVATIONS, EOS_MODES, NORM_TYPES, NORMS, OPTIMIZERS, POSITIONALS, SAMPLINGS, SCHEDULES, SECTIONS,
+                     TOKENIZERS, build_configs, field_help, field_type, read_config_file)
 from .errors import WordformerError
 
 CHOICES = {
@@ -29,12 +29,20 @@ CHOICES = {
     "eos": EOS_MODES,
     "encoding_errors": ("strict", "replace"),
     "sampling": SAMPLINGS,
+    "norm_type": NORM_TYPES,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
 }
 SKIP = {"vocab_size"}  # set from the tokenizer
 
 
 def add_config_options(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
     """One option per config field, defaulting to "not given" so YAML values are not overridden."""
+    from .presets import preset_names
+
+    parser.add_argument("--preset", default=None, choices=preset_names(),
+                        help="a named bundle of options (`wordformer presets` lists them); options given beside it, "
+                             "here or in --config, override it (default: chapter)")
     titles = {"model": "model options", "data": "data options", "train": "training options"}
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(titles[section])
@@ -66,12 +74,19 @@ ONLY_FOR = {"lowercase": ("tokenizer", "word"), "min_freq": ("tokenizer", "word"
 
 
 def configs_from_args(args: argparse.Namespace, base: Optional[dict[str, Any]] = None):
-    """Defaults < ``base`` < YAML file (``--config``) < options given on the command line."""
+    """Defaults < ``base`` < preset (``--preset``, else the file's ``preset:``) < YAML file (``--config``) < options
+    given on the command line."""
+    from .presets import preset_values
+
     values: dict[str, Any] = dict(base or {})
     where = "options"
     given = dict(given_config_values(args))
+    from_file = read_config_file(args.config) if getattr(args, "config", None) else {}
+    in_file = from_file.pop("preset", None)
+    preset = getattr(args, "preset", None) or in_file
+    if preset is not None:
+        values.update(preset_values(str(preset)))
     if getattr(args, "config", None):
-        from_file = read_config_file(args.config)
         values.update(from_file)
         given = {**from_file, **given}
         where = f"{args.config} or options"
@@ -271,6 +286,7 @@ def _optional_registrars() -> list[Registrar]:
         ("wordformer.plots_cli", "add_plot_parser"),
         ("wordformer.explain_cli", "add_explain_parser"),
         ("wordformer.export", "add_export_parser"),
+        ("wordformer.presets_cli", "add_parser"),
     ):
         try:
             mod = __import__(module, fromlist=[name])

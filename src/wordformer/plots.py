@@ -208,6 +208,9 @@ def positional_table(
             raise WordformerError("give either a model or block_size/d_model, not both")
         cfg = model.config
         pe = model.positional_encoding
+        if cfg.positional == "rope":
+            raise WordformerError("this model uses rotary positions (RoPE): they rotate queries and keys and add no "
+                                  "table to the embedding; plot its attention instead (wordformer plot attention)")
         if cfg.positional == "learned":
             table = pe.table.weight.detach().float().cpu()  # type: ignore[union-attr]
             return table, f"learned positional encoding ({cfg.block_size} positions x d_model {cfg.d_model})"
@@ -281,7 +284,7 @@ def plot_positional_encoding(
 
 
 def plot_lr_schedule(train_config: Union[TrainConfig, LoadedModel], *, steps: Optional[int] = None) -> Figure:
-    """The learning rate of every optimiser step: linear warm-up, then cosine decay to ``min_lr``.
+    """The learning rate of every optimiser step: linear warm-up, then cosine (or WSD) decay to ``min_lr``.
 
     Values come from :func:`wordformer.schedule.learning_rate`, the function training uses;
     ``steps`` (default ``max_steps``) sets how many steps are drawn.
@@ -293,7 +296,8 @@ def plot_lr_schedule(train_config: Union[TrainConfig, LoadedModel], *, steps: Op
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise WordformerError(f"steps={n!r} must be an integer >= 1")
     x = np.arange(n)
-    y = [learning_rate(int(s), lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
+    y = [learning_rate(int(s), lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
+                       schedule=cfg.schedule, cooldown_fraction=cfg.cooldown_fraction)
          for s in x]
     fig = Figure(figsize=(7, 3.8), layout="constrained")
     ax = fig.subplots()
@@ -304,7 +308,9 @@ def plot_lr_schedule(train_config: Union[TrainConfig, LoadedModel], *, steps: Op
     ax.axhline(cfg.min_lr, color="tab:orange", linestyle="--", linewidth=1, label=f"min_lr {cfg.min_lr:g}")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("learning rate")
-    ax.set_title(f"warm-up {cfg.warmup_steps} steps, cosine decay {cfg.lr:g} → {cfg.min_lr:g} "
+    decay = ("cosine decay" if cfg.schedule == "cosine"
+             else f"constant, then linear decay over the last {cfg.cooldown_fraction:.0%}")
+    ax.set_title(f"warm-up {cfg.warmup_steps} steps, {decay} {cfg.lr:g} → {cfg.min_lr:g} "
                  f"by step {cfg.max_steps}", fontsize=10)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.grid(alpha=0.3)

@@ -36,7 +36,7 @@ from .config import DataConfig, ModelConfig, TrainConfig
 from .data import WordDataModule, check_same_corpus, prepare_corpus
 from .errors import WordformerError, make_folder
 from .model import WordPredictor
-from .schedule import learning_rate
+from .optim import build_optimizer, build_scheduler
 from .tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class NonFiniteLossError(WordformerError):
 
 
 class WordPredictorModule(L.LightningModule):
-    """Trains a :class:`WordPredictor` with AdamW and a warm-up + cosine learning-rate schedule."""
+    """Trains a :class:`WordPredictor` with AdamW (or Muon) and a warm-up + cosine (or WSD) learning-rate schedule."""
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig, *,
                  data_config: Optional[DataConfig] = None, tokenizer: Optional[Tokenizer] = None):
@@ -109,27 +109,10 @@ class WordPredictorModule(L.LightningModule):
             self.log("val_ppl", torch.exp(torch.as_tensor(float(val_loss))))  # from the synced val_loss
 
     def configure_optimizers(self) -> Any:
-        cfg = self.train_config
-        # weight decay on weight matrices only (and embeddings); biases and norms are left alone
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        # fused AdamW (one kernel for all parameters) on CUDA and CPU. Lightning refuses to clip the gradients
-        # of a fused optimizer under mixed precision; bf16 is clipped here instead (configure_gradient_clipping),
-        # fp16 with its loss scaler uses the multi-tensor (foreach) implementation
+        # AdamW, or Muon for the hidden matrices + AdamW for the rest; warm-up then cosine or WSD (wordformer.optim)
         precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
-        if precision == "16-mixed" and cfg.grad_clip > 0:
-            impl: dict[str, bool] = {"foreach": True}
-        else:
-            impl = {"fused": True} if self.device.type in ("cuda", "cpu") else {}
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **impl)
-
-        def factor(step: int) -> float:
-            return learning_rate(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
-                                 max_steps=cfg.max_steps) / cfg.lr
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        optimizer = build_optimizer(self.model, self.train_config, device_type=self.device.type, precision=precision)
+        scheduler = build_scheduler(optimizer, self.train_config)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,
@@ -394,7 +377,9 @@ def check_batch_fits(model: ModelConfig, batch_size: int, accelerator: str) -> N
             "keeps the effective batch)")
 
 
-RESTORED_OPTIMIZER = ("lr", "beta1", "beta2", "weight_decay")  # Lightning restores these with the optimizer state
+RESTORED_OPTIMIZER = ("lr", "beta1", "beta2", "weight_decay",  # Lightning restores these with the optimizer state
+                      "optimizer", "muon_lr", "muon_momentum", "muon_momentum_start", "muon_momentum_warmup",
+                      "muon_weight_decay", "muon_split_qkv")
 
 
 def check_same_optimizer(train: TrainConfig, saved: TrainConfig, checkpoint: Path) -> None:
