@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from .common import (SIZES, alternate, base_parser, char_corpus, copy_into_peer, finish, log, peer_attention,
+from .common import (SIZES, alternate, base_parser, char_corpus, copy_into_peer, log, peer_attention,
                      peer_model, quiet_libraries, set_threads, start, wordformer_model)
+from .report import finish
 from .derive import derive_generate
 
 NAME = "generate"
@@ -38,7 +39,7 @@ def prompt_ids(corpus) -> list[int]:
 
 
 def wordformer_generate(model, prompt: list[int], new: int, *, use_cache: bool) -> list[int]:
-    from wordformer.generate import generate_ids
+    from wordformer.generation import generate_ids
 
     return generate_ids(model, [prompt], max_new_tokens=new, temperature=0.0, use_cache=use_cache)[0]
 

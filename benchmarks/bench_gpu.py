@@ -22,8 +22,9 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from .common import (OPTIM, SEED, alternate, base_parser, finish, flops_per_token, goal, log, paired, peer_attention,
+from .common import (OPTIM, SEED, alternate, base_parser, flops_per_token, goal, log, paired, peer_attention,
                      peer_model, quiet_libraries, start, summarize, wordformer_model)
+from .report import finish
 
 NAME = "gpu"
 MODULE = "benchmarks.bench_gpu"

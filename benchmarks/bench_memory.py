@@ -49,7 +49,7 @@ def child(case: str, inputs: Path, steps: int, threads: int) -> None:
     if case == "train_wordformer_trainer":
         import wordformer.training  # noqa: F401
     elif "wordformer" in case:
-        import wordformer.generate  # noqa: F401
+        import wordformer.generation  # noqa: F401
         import wordformer.model  # noqa: F401
     else:
         from transformers import GPT2Config, GPT2LMHeadModel  # noqa: F401
@@ -135,6 +135,7 @@ def run_child(case: str, inputs: Path, steps: int, threads: int) -> dict[str, An
 
 def main(argv: list[str] | None = None) -> int:
     from . import common
+    from .report import finish
 
     p = common.base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=None, help="training steps per training case (default 100, quick 10)")
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                     1.0, higher_is_better=False,
                     note=f"{med['generate_wordformer_cache']:.0f} vs {med['generate_peer']:.0f} MiB"),
     ]
-    common.finish(NAME, MODULE, args, started, {
+    finish(NAME, MODULE, args, started, {
         "config": {"training": {**common.SIZES, "steps": steps, "positional": "learned",
                                 "trainer": "wordformer.training.train, default loggers and progress bar"},
                    "generation": {"block_size": BLOCK, "prompt_tokens": PROMPT_TOKENS, "new_tokens": new_tokens},

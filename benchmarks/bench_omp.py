@@ -76,6 +76,7 @@ def run_child(policy: str, threads: int, steps: int, *, competitor: bool) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     from . import common
+    from .report import finish
     from .derive import pair, quiet_rounds, ratio_fn
 
     p = common.base_parser(__doc__.split("\n\n")[0])
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratios": {f"{what}_{pol}_over_default": pair(rr, pol, "default", ratio_fn, quiet)
                        for what, rr in (("train", runs), ("generate", gen_runs)) for pol in POLICIES if pol != "default"},
             "runs": runs}
-    common.finish(NAME, MODULE, args, started, {
+    finish(NAME, MODULE, args, started, {
         "config": {"threads": args.threads, "timed_steps": steps, "repeats": repeats, "policies": POLICIES,
                    "method": "one child process per measurement, policies alternating",
                    "competitor": f"python -c '{BUSY_LOOP}' running during the child",

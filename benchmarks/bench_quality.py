@@ -37,8 +37,9 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from .common import (DATA, ROOT, SEED, SIZES, PlainStepper, base_parser, batch_list, char_corpus, finish, goal, load1,
+from .common import (DATA, ROOT, SEED, SIZES, PlainStepper, base_parser, batch_list, char_corpus, goal, load1,
                      loadavg, log, peer_logits, peer_model, set_threads, start, summarize)
+from .report import finish
 
 NAME = "quality"
 MODULE = "benchmarks.bench_quality"
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     steps, eval_batches = (60, 10) if args.quick else (2000, 200)
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()][: 1 if args.quick else None]
     suffix = "-quick" if args.quick else ""
-    from wordformer.training import cpu_has_native_bf16
+    from wordformer.hardware import cpu_has_native_bf16
 
     set_threads(args.threads)
     settings = [("sinusoidal (default)", [], "runs/quality")]

@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .common import DATA, DOCS, RESULTS, ROOT, base_parser, finish, goal, load1, loadavg, log, start, summarize, write_json
+from .common import DATA, DOCS, RESULTS, ROOT, base_parser, goal, load1, loadavg, log, start, summarize, write_json
+from .report import finish, table
 
 NAME = "recipe"
 MODULE = "benchmarks.bench_recipe"
@@ -337,7 +338,7 @@ def budget_specs(seeds: tuple[int, ...], budgets: tuple[int, ...], steps: int) -
 
 
 def word_specs(seeds: tuple[int, ...], steps: int) -> list[dict[str, Any]]:
-    from wordformer.cli import DEMO_OPTIONS
+    from wordformer.cli.train import DEMO_OPTIONS
 
     demo = dict(DEMO_OPTIONS)
     base_model = {k: demo[k] for k in ("block_size", "d_model", "num_heads", "num_layers", "dropout")}  # else defaults
@@ -573,9 +574,7 @@ def _cell(s: Optional[dict[str, Any]], digits: int = 3) -> str:
 
 
 def section(r: dict[str, Any]) -> list[str]:
-    """The "Time to quality" section of BENCHMARKS.md."""
-    from .report import provenance, table
-
+    """The "Time to quality" section of BENCHMARKS.md, without its provenance lines (report.py adds those)."""
     s = r["summary"]
     lines = [f"At nanoGPT's CPU config (char-level tinyshakespeare, 4 layers, 4 heads, d_model 128, block 64, batch 12, "
              f"no dropout; validation: the same 200 batches as section 4). Every run is a full `wordformer.train` run in "
@@ -635,7 +634,7 @@ def section(r: dict[str, Any]) -> list[str]:
             lines += [f"### {title}", "", *table(["case", "seeds", "val loss", "training s", "tokens/s"], [
                 [name, str(v["n"]), _cell(v["val_loss"]), _cell(v["train_s"], 0), f"{v['tokens_per_s']['median']:,.0f}"]
                 for name, v in s[key].items()]), ""]
-    return lines + provenance(r)
+    return lines
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -661,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         global RUNS, BUDGETS, SEEDS  # noqa: PLW0603 - the quick run's smaller plan
         RUNS = RESULTS / "quick" / "recipe"
         BUDGETS, SEEDS = (30, 45, 60), (1337,)
-    from wordformer.training import cpu_has_native_bf16
+    from wordformer.hardware import cpu_has_native_bf16
 
     phases = (("sweep", "ablation", "fast", "budgets", "word", "bf16", "cost") if args.phase == "all"
               else (args.phase,))
@@ -693,14 +692,16 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize_runs(steps)
     if not args.quick:
         plot(summary)
-    finish(NAME, MODULE, args, started, {
+    data = {
         "config": {"model": BASE_MODEL, "train": BASE_TRAIN, "steps": steps, "seeds": list(SEEDS),
                    "budgets": list(BUDGETS), "target": TARGET, "lr_sweep": list(LR_SWEEP),
                    "muon_lr_sweep": list(MUON_LR_SWEEP)},
         "runs_missing": left, "summary": summary, "step_cost": cost, "goals": goals(summary),
         "results": [{"id": r["id"], "date": r["date"], "load_before": r["load_before"], "load_after": r["load_after"],
                      "omp_wait_policy": r["omp_wait_policy"]} for r in all_runs()],
-    })
+    }
+    data["section"] = section({**data, "threads": int(os.environ.get("RECIPE_THREADS", "2"))})
+    finish(NAME, MODULE, args, started, data)
     return 0
 
 

@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from .common import (DOCS, ROOT, SIZES, PlainStepper, base_parser, batch_list, char_corpus, finish, flops_per_token,
+from .common import (DOCS, ROOT, SIZES, PlainStepper, base_parser, batch_list, char_corpus, flops_per_token,
                      interleave, log, peer_logits, peer_model, quiet_libraries, set_threads, start, wordformer_logits,
                      wordformer_model)
+from .report import finish
 from .derive import derive_scaling_row
 
 NAME = "scaling"

@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
-from .common import (DATA, OPTIM, SEED, SIZES, PlainStepper, base_parser, batch_list, bf16_autocast, char_corpus, finish,
-                     load1, log,
+from .common import (DATA, OPTIM, SEED, SIZES, PlainStepper, base_parser, batch_list, bf16_autocast, char_corpus, load1, log,
                      peer_attention, peer_logits, peer_model, quiet_libraries, same_function, set_threads, start,
                      wordformer_logits, wordformer_model)
+from .report import finish
 from .derive import derive_train
 
 NAME = "train"
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             "peer_plain_fused": lean["runs"]["peer_plain_fused"], "peer_plain_gelu_new": lean["runs"]["peer_plain_gelu_new"],
             "wordformer_trainer_default": dflt["runs"]["trainer"],
             "wordformer_plain_phase2": dflt["runs"]["wordformer_plain"], "peer_plain_phase2": dflt["runs"]["peer_plain"]}
-    from wordformer.training import cpu_has_native_bf16
+    from wordformer.hardware import cpu_has_native_bf16
 
     native_bf16 = cpu_has_native_bf16()
     if native_bf16:  # elsewhere bf16 is emulated and slower: nothing to measure

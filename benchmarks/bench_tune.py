@@ -335,7 +335,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     torch.set_num_threads(args.threads)
     quiet()
-    import dataclasses
 
     from wordformer.config import DataConfig, ModelConfig, TrainConfig
     from wordformer.data import prepare_corpus

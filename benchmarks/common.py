@@ -187,31 +187,6 @@ def write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def finish(name: str, module: str, args: argparse.Namespace, started: dict[str, Any], data: dict[str, Any]) -> Path:
-    """Write ``results/NAME.json`` (or ``results/quick/NAME.json``) and re-render BENCHMARKS.md."""
-    payload = {
-        "name": name,
-        "command": command_line(module),
-        "date": started["date"],
-        "duration_s": round(time.perf_counter() - started["t0"], 1),
-        "quick": bool(args.quick),
-        "machine": machine_info(),
-        "threads": torch.get_num_threads(),
-        "load": {"start": started["load"], "end": loadavg()},
-        **data,
-    }
-    folder = QUICK_RESULTS if args.quick else RESULTS
-    path = folder / f"{name}.json"
-    write_json(path, payload)
-    log(f"wrote {path.relative_to(ROOT)}")
-    if not args.quick and not args.no_report:
-        from .report import render
-
-        render()
-        log("updated BENCHMARKS.md")
-    return path
-
-
 def start() -> dict[str, Any]:
     return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "t0": time.perf_counter(),
             "load": loadavg()}

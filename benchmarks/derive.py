@@ -9,7 +9,7 @@ i.e. no case of the round was visibly slowed. The filter is symmetric (each case
 so it does not favour either side of a ratio. Goals use the quiet rounds when there are at least
 ``MIN_QUIET`` of them, else all rounds, and say which.
 
-``python -m benchmarks.report --rescore`` re-derives these fields in existing result files.
+``python -m benchmarks.rescore`` re-derives these fields in existing result files.
 """
 
 from __future__ import annotations

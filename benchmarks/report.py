@@ -8,20 +8,23 @@ from __future__ import annotations
 
 from . import _env  # noqa: F401  (first: OMP settings must precede torch)
 
+import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .common import RESULTS, ROOT
+from .common import QUICK_RESULTS, RESULTS, ROOT, command_line, loadavg, log, machine_info, write_json
 
 OUT = ROOT / "BENCHMARKS.md"
-ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp", "recipe")
+ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp", "serve", "recipe")
 TITLES = {"train": "1. Training throughput (CPU)", "generate": "2. Generation (CPU)", "memory": "3. Peak memory (RSS)",
           "quality": "4. Quality: validation loss after 2000 steps", "scaling": "5. Scaling and fraction of matmul peak",
           "gpu": "6. GPU: GPT-2 small, bf16, compiled",
           "omp": "7. Supplementary: OpenMP wait policy (what `import wordformer` sets)",
-          "recipe": "8. Time to quality: Muon, RoPE, RMSNorm, QK-norm, ReLU², SwiGLU, WSD (issue 15)"}
+          "serve": "8. Serving: `wordformer serve` against `transformers serve`",
+          "recipe": "10. Time to quality: Muon, RoPE, RMSNorm, QK-norm, ReLU², SwiGLU, WSD (issue 15)"}
 
 
 def load_results() -> dict[str, dict[str, Any]]:
@@ -124,6 +127,10 @@ def run_loads(r: dict[str, Any]) -> list[float]:
         loads += [res["load_before"][0], res["load_after"][0]]
     for res in (r.get("conditions") or {}).values():
         loads += [m["load1"] for rs in res["runs"].values() for m in rs if "load1" in m]
+    for size in (r.get("sizes") or {}).values():  # bench_serve: per size, one client and concurrent clients
+        loads += [m["load1"] for rs in size["runs"]["single"].values() for m in rs if "load1" in m]
+        loads += [m["load1"] for by_clients in size["runs"]["concurrency"].values() for rs in by_clients.values()
+                  for m in rs if "load1" in m]
     return loads
 
 
@@ -270,9 +277,9 @@ def section_quality(r: dict[str, Any]) -> list[str]:
 
 
 def section_recipe(r: dict[str, Any]) -> list[str]:
-    from .bench_recipe import section  # its own module renders it: the tables follow the benchmark's plan
-
-    return section(r)
+    # bench_recipe renders its own tables (they follow its plan) into the result file: importing it here would
+    # make an import circle, as it writes its results through this module
+    return list(r.get("section", [])) + provenance(r)
 
 
 def section_scaling(r: dict[str, Any]) -> list[str]:
@@ -347,6 +354,50 @@ def section_omp(r: dict[str, Any]) -> list[str]:
                   *table(["policy", "training tokens/s: median [IQR]", "generation tokens/s: median [IQR]"], rows), "",
                   *table(["ratio (per repeat)", "median [IQR]"],
                          [[key.replace("_", " "), all_cell(val, 2)] for key, val in res["ratios"].items()]), ""]
+    return lines + provenance(r)
+
+
+def section_serve(r: dict[str, Any]) -> list[str]:
+    c = r["config"]
+    lines = [f"Both servers run as their own processes on the same weights (GPT-2 architecture, {c['weights']}; "
+             f"block_size {c['block_size']} so prompt + new tokens fit without wordformer sliding its window or GPT-2 "
+             f"running past its positions), the client is a third process on the same machine. Peer: `transformers "
+             f"serve FOLDER --device cpu` (the folder written by `wordformer.gpt2.to_hf_model`, with a `tokenizers` "
+             f"tokenizer of the same vocabulary), plain and with `--continuous-batching`, OMP threads "
+             f"{c['peer_threads']}. One client: the official `openai` "
+             f"client, greedy, {c['new_tokens']} new tokens, {c['repeats']} repeats alternating between the servers; "
+             f"per-token latency = (last chunk - first chunk) / (tokens - 1). Concurrent clients: "
+             f"{c.get('concurrent_client', 'AsyncOpenAI')}, each asking {c['requests_per_client']} streamed completions "
+             f"of {c['concurrent_new_tokens']} tokens one after another (temperature 0.8, own seeds); aggregate "
+             f"tokens/s over the phase; latency percentiles over every gap between two chunks of a stream and over "
+             f"every time to first token; {c['rounds']} rounds, the servers alternating.", ""]
+    names = {"wordformer": "`wordformer serve`", "peer": "`transformers serve` (peer)",
+             "peer_cb": "`transformers serve --continuous-batching` (peer)"}
+    for size, e in r["sizes"].items():
+        o = e["options"]
+        lines += [f"**{size} size**: {o['num_layers']} layers, {o['num_heads']} heads, d_model {o['d_model']}, "
+                  f"{o['tokenizer']} tokenizer, vocabulary {e['vocab_size']:,}, {e['parameters']:,} parameters; prompt "
+                  f"{e['prompt_tokens']} tokens. Same greedy text from both servers: {e['same_greedy_text']}.", "",
+                  *table(["one streaming client", "time to first token, ms: median [IQR]",
+                          "per-token latency, ms: median [IQR]"],
+                         [[names[k], all_cell(v["ttft_ms"], 2), all_cell(v["per_token_ms"], 2)]
+                          for k, v in e["single"].items()]),
+                  "", f"Per-token latency, wordformer / the faster peer ({names[e.get('best_peer', 'peer')]}), per "
+                      f"repeat: {all_cell(e['per_token_ratio'], 2)}.", ""]
+        rows = []
+        for name, by_clients in e["concurrency"].items():
+            for clients in ("1", "4", "16"):
+                v = by_clients.get(clients)
+                if not v:
+                    continue
+                rows.append([names[name], clients, all_cell(v["tokens_per_s"]), num(v["gap_p50_ms"]["median"], 2),
+                             num(v["gap_p99_ms"]["median"], 2), num(v["ttft_p50_ms"]["median"], 1),
+                             num(v["ttft_p99_ms"]["median"], 1)])
+        lines += [*table(["server", "clients", "aggregate tokens/s: median [IQR]", "gap p50 ms", "gap p99 ms",
+                          "TTFT p50 ms", "TTFT p99 ms"], rows), ""]
+        scale = {n: v.get("scaling_16_over_1") for n, v in e["concurrency"].items()}
+        lines += ["Aggregate tokens/s at 16 clients / 1 client (medians): " + ", ".join(
+            f"{names[n]} {num(v, 2)}" for n, v in scale.items()) + ".", ""]
     return lines + provenance(r)
 
 
@@ -426,7 +477,7 @@ def render(path: Path = OUT) -> str:
         else:
             lines += {"train": section_train, "generate": section_generate, "memory": section_memory,
                       "quality": section_quality, "scaling": section_scaling, "omp": section_omp,
-                      "recipe": section_recipe}[name](r)
+                      "serve": section_serve, "recipe": section_recipe}[name](r)
         lines.append("")
     if (ROOT / "benchmarks" / "TUNE.md").is_file():
         tune = (ROOT / "benchmarks" / "TUNE.md").read_text().strip().splitlines()
@@ -434,6 +485,11 @@ def render(path: Path = OUT) -> str:
                   "Written by `python -m benchmarks.bench_tune` (about 30 minutes; not part of `make bench`), "
                   "copied from [benchmarks/TUNE.md](benchmarks/TUNE.md).", ""]
         lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln for ln in tune[1:]] + [""]
+    if (ROOT / "benchmarks" / "SPOT.md").is_file():  # written by bench_spot.py (issue 17)
+        spot = (ROOT / "benchmarks" / "SPOT.md").read_text().strip().splitlines()
+        lines += ["## 9. Tuning against spotpython's SPOT (issue 17)", "",
+                  "Written by `python -m benchmarks.bench_spot`, copied from [benchmarks/SPOT.md](benchmarks/SPOT.md).", ""]
+        lines += spot[1:] + [""]
     text = "\n".join(lines).rstrip() + "\n"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -441,32 +497,32 @@ def render(path: Path = OUT) -> str:
     return text
 
 
-def rescore() -> None:
-    """Re-derive summaries, ratios and goals of the result files from their raw measurements."""
-    from . import derive
-    from .common import write_json
 
-    for name, r in load_results().items():
-        if name == "train":
-            r.update(derive.derive_train(r["runs"]))
-        elif name == "generate":
-            r.update(derive.derive_generate(r["runs"]))
-        elif name == "scaling":
-            from .bench_scaling import PLOT, plot
+def finish(name: str, module: str, args: argparse.Namespace, started: dict[str, Any], data: dict[str, Any]) -> Path:
+    """Write ``results/NAME.json`` (or ``results/quick/NAME.json``) and re-render BENCHMARKS.md."""
+    import torch
 
-            for row in r["rows"]:
-                derive.derive_scaling_row(row, r["matmul_peak_gflops"])
-            plot(r["rows"], r["matmul_peak_gflops"], PLOT, omp_policy=r["machine"].get("omp_wait_policy"))
-        else:
-            continue
-        write_json(RESULTS / f"{name}.json", r)
-        print(f"re-derived {name}.json")
+    payload = {
+        "name": name,
+        "command": command_line(module),
+        "date": started["date"],
+        "duration_s": round(time.perf_counter() - started["t0"], 1),
+        "quick": bool(args.quick),
+        "machine": machine_info(),
+        "threads": torch.get_num_threads(),
+        "load": {"start": started["load"], "end": loadavg()},
+        **data,
+    }
+    folder = QUICK_RESULTS if args.quick else RESULTS
+    path = folder / f"{name}.json"
+    write_json(path, payload)
+    log(f"wrote {path.relative_to(ROOT)}")
+    if not args.quick and not args.no_report:
+        render()
+        log("updated BENCHMARKS.md")
+    return path
 
 
 if __name__ == "__main__":
-    import sys
-
-    if "--rescore" in sys.argv[1:]:
-        rescore()
     render()
     print(f"wrote {OUT}")

@@ -3,8 +3,10 @@
     python -m benchmarks.run_all [--quick] [--only train,generate] [--skip quality]
 
 Order: train, generate, memory, scaling, quality (four 2000-step CLI runs), gpu (exits at once
-without a CUDA device), omp (supplementary: the OpenMP wait policy wordformer sets), recipe (the longest: about
-a hundred training runs, hours on 2 cores; resumable, it skips runs whose results are stored). A failing benchmark is reported and the others still run; the exit status is 1 if
+without a CUDA device), omp (supplementary: the OpenMP wait policy wordformer sets), serve (`wordformer serve`
+against `transformers serve`), spot, recipe (the longest: about a hundred training runs, hours on 2 cores;
+resumable, it skips runs whose results are stored). A failing benchmark is reported and the others still run;
+the exit status is 1 if
 any failed. Not part of ``make test``.
 """
 
@@ -19,7 +21,7 @@ import time
 
 from .common import ROOT, loadavg, log
 
-BENCHMARKS = ("train", "generate", "memory", "scaling", "quality", "gpu", "omp", "recipe")
+BENCHMARKS = ("train", "generate", "memory", "scaling", "quality", "gpu", "omp", "serve", "spot", "recipe")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -384,7 +384,7 @@ def kill_during_save(work: Path, data: Path, reference: Path, steps: int) -> Fau
 
 def kill_during_atomic_write(work: Path) -> Fault:
     """A forked process killed inside atomic_write_bytes after fsync: the target keeps its old bytes."""
-    from wordformer.checkpoint import atomic_write_bytes
+    from wordformer.files import atomic_write_bytes
 
     path = work / "atomic.bin"
     atomic_write_bytes(b"old", path)
@@ -413,14 +413,14 @@ def kill_during_atomic_write(work: Path) -> Fault:
 
 def full_disk(work: Path, data: Path) -> Fault:
     """ENOSPC half-way through the step-12 checkpoint write."""
-    import wordformer.checkpoint as ck
+    import wordformer.files as ck
 
-    real_write, calls = ck.atomic_write_bytes, [0]
+    real_write, calls = ck.atomic_write, [0]
 
-    def filling(payload: bytes, path) -> None:
+    def filling(path, write):
         calls[0] += 1
         if calls[0] <= 2:
-            return real_write(payload, path)
+            return real_write(path, write)
 
         class Full:
             def __getattr__(self, name):
@@ -439,16 +439,16 @@ def full_disk(work: Path, data: Path) -> Fault:
 
         ck.os = Full()
         try:
-            return real_write(payload, path)
+            return real_write(path, write)
         finally:
             ck.os = os
 
     out = work / "full-disk"
-    ck.atomic_write_bytes = filling
+    ck.atomic_write = filling
     try:
         outcome = run(["train", "--data", data, "--out", out, *TINY_TRAIN])
     finally:
-        ck.atomic_write_bytes = real_write
+        ck.atomic_write = real_write
     step = checkpoint_step(out / "last.ckpt")
     tmp = list(out.glob(".*.tmp"))
     ok = outcome.one_line_error() and step == 6 and not tmp

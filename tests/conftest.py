@@ -90,3 +90,13 @@ def trained_run(tmp_path_factory) -> Path:
     code = main(["train", "--data", str(data), "--out", str(out), "--cache-dir", str(root / "cache"), *TINY_TRAIN])
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def reverse_run(tmp_path_factory):
+    """One short reverse-task training run (3 epochs, ~2 s), shared by the task tests."""
+    from wordformer.tasks import ReverseConfig, train_reverse
+
+    out = tmp_path_factory.mktemp("reverse")
+    config = ReverseConfig(train_size=4800, val_size=256, test_size=1000, batch_size=64, lr=1e-2, warmup=10)
+    return train_reverse(out, epochs=3, seed=0, config=config, accelerator="cpu")  # 1.0 for seeds 0-5

@@ -3,7 +3,7 @@
 Each case goes through the command line (``wordformer.cli.main``; a few through a real subprocess). For
 every case: exit code 2 (or 0 where the input is defined to work), exactly one ``wordformer: error:``
 line, no traceback, and the checkpoints of an earlier run in ``--out`` byte-for-byte unchanged.
-Cases already covered in ``test_cli.py`` are repeated only where the "nothing overwritten" check adds to them.
+This file is the one matrix of user errors; other test files test behaviour that works.
 """
 
 from __future__ import annotations
@@ -172,6 +172,7 @@ YAML_CASES = {
     "string for bool": ("model:\n  tie_weights: maybe\n", ["tie_weights"]),
     "invalid YAML": ("model:\n  d_model: [16\n", ["not valid YAML", "line"]),
     "not a mapping": ("just a sentence\n", ["mapping"]),
+    "a list": ("- 1\n- 2\n", ["mapping"]),
     "negative size": ("model:\n  num_layers: -1\n", ["num_layers=-1"]),
 }
 
@@ -464,7 +465,7 @@ def test_temperature_zero_is_greedy(trained_run, capsys):
     ids = tok.encode("the cat")
     new: list[int] = []
     with torch.no_grad():
-        for _ in range(6):  # 2 + 6 tokens: the window never slides (see generate.py's context policy)
+        for _ in range(6):  # 2 + 6 tokens: the window never slides (see generation.py's context policy)
             logits = model(torch.tensor([(ids + new)[-model.config.block_size:]]))[0, -1]
             new.append(int(logits.argmax()))
             if new[-1] == tok.eos_id:
@@ -490,6 +491,7 @@ def test_max_new_tokens_zero_prints_only_the_prompt(trained_run, capsys):
 # ------------------------------------------------------------------------------------------ through a real process
 
 
+@pytest.mark.slow
 def test_the_console_reports_bad_input_in_one_line(trained_run, tmp_path):
     """Three bad inputs through ``python -m wordformer.cli`` at once: exit 2, one line, no traceback."""
     truncated = tmp_path / "cut.ckpt"

@@ -12,7 +12,7 @@ import torch
 
 import wordformer.data as data
 from wordformer.config import DataConfig
-from wordformer.data import Corpus, WordDataModule, cache_root, load_pairs, load_texts, prepare_corpus
+from wordformer.data import Corpus, WordDataModule, load_pairs, load_texts, prepare_corpus
 from wordformer.errors import WordformerError
 
 TOY_PAIRS = "what is statquest\tawesome\nstatquest is what\tawesome\n"
@@ -132,15 +132,6 @@ def test_changing_an_option_or_the_text_misses_the_cache(tmp_path: Path):
     prepare_corpus(text_cfg(tmp_path), block_size=8)
     assert not prepare_corpus(text_cfg(tmp_path, min_freq=2), block_size=8).from_cache
     assert not prepare_corpus(text_cfg(tmp_path, "other text. " * 100), block_size=8).from_cache
-
-
-def test_cache_dir_defaults_follow_env_then_xdg(monkeypatch, tmp_path: Path):
-    monkeypatch.setenv("WORDFORMER_CACHE", str(tmp_path / "wf"))
-    assert cache_root() == tmp_path / "wf"
-    assert cache_root(str(tmp_path / "explicit")) == tmp_path / "explicit"
-    monkeypatch.delenv("WORDFORMER_CACHE")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache_root() == tmp_path / "xdg" / "wordformer"
 
 
 def test_unwritable_cache_falls_back_to_no_cache(tmp_path: Path, caplog):

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from wordformer import download as dl
+from wordformer.cli.files import run_download
 from wordformer.errors import WordformerError
 
 PAYLOAD = bytes(range(256)) * 1000  # 256 kB: several chunks, so the progress loop really iterates
@@ -261,18 +262,6 @@ def test_bad_offline_env_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         dl.download("http://127.0.0.1:1/x.bin", cache_dir=tmp_path)
 
 
-def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert dl.cache_root() == tmp_path / "xdg" / "wordformer" / "downloads"
-    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # invalid per the XDG spec
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert dl.cache_root() == tmp_path / "home" / ".cache" / "wordformer" / "downloads"
-    monkeypatch.setenv("WORDFORMER_CACHE", str(tmp_path / "wf"))
-    assert dl.cache_root() == tmp_path / "wf" / "downloads"
-    assert dl.cache_root(tmp_path / "explicit") == tmp_path / "explicit"
-    assert dl.cache_root(str(tmp_path / "explicit")) == tmp_path / "explicit"
-
-
 def test_env_cache_is_used_and_cache_dir_wins(server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORDFORMER_CACHE", str(tmp_path / "wf"))
     via_env = dl.download(server.url("data.bin"), progress=False)
@@ -334,15 +323,15 @@ def test_url_filenames_are_sanitised_and_kept_apart(server: FakeServer, tmp_path
 
 
 def cli_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wordformer")
-    dl.add_download_parser(parser.add_subparsers(dest="command"))
-    return parser
+    from wordformer.cli import build_parser
+
+    return build_parser()
 
 
 def test_cli_prints_path(server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = cli_parser().parse_args(["download", server.url("data.bin"), "--cache-dir", str(tmp_path), "--no-progress"])
-    assert args.func is dl.run_download
-    assert dl.run_download(args) == 0
+    assert args.handler is run_download
+    assert run_download(args) == 0
     out, err = capsys.readouterr()
     assert Path(out.strip()).read_bytes() == PAYLOAD
     assert err == ""
@@ -350,11 +339,11 @@ def test_cli_prints_path(server: FakeServer, tmp_path: Path, capsys: pytest.Capt
 
 def test_cli_list_and_missing_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = cli_parser()
-    assert dl.run_download(parser.parse_args(["download", "--list", "--cache-dir", str(tmp_path)])) == 0
+    assert run_download(parser.parse_args(["download", "--list", "--cache-dir", str(tmp_path)])) == 0
     out = capsys.readouterr().out
     assert "tutorial6-reverse" in out and "tutorial6-anomaly" in out
     with pytest.raises(WordformerError, match="NAME or URL"):
-        dl.run_download(parser.parse_args(["download"]))
+        run_download(parser.parse_args(["download"]))
 
 
 def test_cli_help_shows_defaults() -> None:

@@ -13,7 +13,7 @@ from wordformer.checkpoint import wordformer_entry
 from wordformer.cli import main
 from wordformer.errors import WordformerError
 from wordformer.explain import explain_prompt, explain_token, format_explanation
-from wordformer.generate import never_generated, next_token_probabilities, predict_next, suppress
+from wordformer.generation import never_generated, next_token_probabilities, predict_next, suppress
 
 TOY = ["what is statquest <eos> awesome <eos>", "statquest is what <eos> awesome <eos>"]
 
@@ -89,7 +89,7 @@ def test_every_step_equals_the_forward_pass(tok, monkeypatch, norm, layer, head,
     torch.testing.assert_close(e.query, rec["q"][0, head, t], **close)  # 1
     torch.testing.assert_close(e.keys, rec["k"][0, head, : t + 1], **close)  # 2
     scale = options.get("attn_scale", 1 / math.sqrt(2))
-    assert e.scale == pytest.approx(scale)
+    assert e.score_factor == pytest.approx(scale)
     torch.testing.assert_close(e.scores, e.keys @ e.query * scale, **close)  # 3
     torch.testing.assert_close(e.weights, attentions[layer][0, head, t, : t + 1], **close)  # 4
     torch.testing.assert_close(e.weights, rec["weights"][0, head, t, : t + 1], **close)

@@ -11,7 +11,7 @@ transformers = pytest.importorskip("transformers")
 
 from wordformer.config import ModelConfig  # noqa: E402
 from wordformer.errors import WordformerError  # noqa: E402
-from wordformer.generate import generate_ids  # noqa: E402
+from wordformer.generation import generate_ids  # noqa: E402
 from wordformer.gpt2 import (  # noqa: E402
     GPT2_PRESETS,
     from_hf_model,

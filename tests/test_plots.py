@@ -116,6 +116,7 @@ def test_embedding_scatter_is_the_2d_embedding_with_token_labels(tok):
     assert len(plot_embeddings(model, tok, max_tokens=3).axes[0].collections[0].get_offsets()) == 3
 
 
+@pytest.mark.slow
 def test_wide_embeddings_are_projected_by_pca(tok):
     from sklearn.decomposition import PCA
 
@@ -169,6 +170,7 @@ def run_cli(capsys, *argv):
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_cli_plots_every_kind_from_a_checkpoint(tok, tmp_path, capsys, trained_run):
     ckpt = save_checkpoint(random_model(tok, d_model=2, num_heads=1), tok, tmp_path / "model.ckpt")
     jobs = {
@@ -195,7 +197,7 @@ def test_cli_plots_every_kind_from_a_checkpoint(tok, tmp_path, capsys, trained_r
     (["curves", "--run", "{tmp}", "--out", "{tmp}/c.png"], ["metrics.csv"]),
     (["lr", "--lr", "0.001", "--min-lr", "0.01", "--out", "{tmp}/l.png"], ["min_lr"]),
     (["positional", "--d-model", "0", "--out", "{tmp}/p.png"], ["d_model"]),
-    (["lr", "--out", "{tmp}/notes.txt/l.png"], ["notes.txt is a file, not a folder", "another path"]),
+    (["lr", "--out", "{tmp}/notes.txt/l.png"], ["notes.txt is a file, not a folder", "choose another --out"]),
     (["curves", "--run", "{tmp}/weights.ckpt", "--out", "{tmp}/c.png"], ["weights.ckpt is not a CSV log", "--out folder"]),
     (["lr", "--out", "{tmp}/notes.txt/deeper/l.png"], ["notes.txt is a file, not a folder"]),
 ])

@@ -10,7 +10,8 @@ import torch
 
 from conftest import TINY_TRAIN, assert_one_line_error, run_cli
 from wordformer import ModelConfig, TrainConfig, WordPredictor, load_checkpoint
-from wordformer.cli import build_parser, configs_from_args
+from wordformer.cli import build_parser
+from wordformer.cli.options import configs_from_args
 from wordformer.config import DataConfig, build_configs, read_config_file
 from wordformer.errors import WordformerError
 from wordformer.presets import PRESETS, preset_values, preset_yaml

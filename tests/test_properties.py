@@ -21,7 +21,7 @@ from wordformer.attention import causal_mask, scaled_dot_product
 from wordformer.checkpoint import load_checkpoint, wordformer_entry
 from wordformer.config import DataConfig, ModelConfig, TrainConfig
 from wordformer.errors import WordformerError
-from wordformer.generate import generate_ids
+from wordformer.generation import generate_ids
 from wordformer.model import WordPredictor
 from wordformer.tokenizers import EOS, BPETokenizer, CharTokenizer, WordTokenizer
 

@@ -18,7 +18,7 @@ from wordformer.block import FeedForward, feed_forward_hidden
 from wordformer.checkpoint import wordformer_entry
 from wordformer.config import build_configs, read_config_file
 from wordformer.errors import WordformerError
-from wordformer.generate import generate_ids
+from wordformer.generation import generate_ids
 from wordformer.positional import RotaryPositionalEncoding, rotate
 from wordformer.tokenizers import WordTokenizer
 
@@ -315,7 +315,8 @@ def test_bad_training_options_name_the_field_and_value(kwargs, words):
 
 
 def test_cli_flags_and_yaml_keys_reach_the_configs(tmp_path):
-    from wordformer.cli import build_parser, configs_from_args
+    from wordformer.cli import build_parser
+    from wordformer.cli.options import configs_from_args
 
     args = build_parser().parse_args([
         "train", "--positional", "rope", "--rope-base", "500", "--norm-type", "rmsnorm", "--qk-norm",

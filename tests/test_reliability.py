@@ -23,9 +23,10 @@ import pytest
 import torch
 
 from conftest import SMALL_TEXT, TINY_TRAIN, assert_one_line_error, run_cli, one_thread_env
-from wordformer import checkpoint as ckpt_module
+from wordformer import files as files_module
 from wordformer import load_checkpoint
-from wordformer.checkpoint import LoadedModel, atomic_torch_save, atomic_write_bytes, wordformer_entry
+from wordformer.checkpoint import LoadedModel, wordformer_entry
+from wordformer.files import atomic_torch_save, atomic_write_bytes
 from wordformer.cli import main
 from wordformer.config import DataConfig, ModelConfig, TrainConfig
 from wordformer.errors import WordformerError
@@ -122,6 +123,7 @@ def test_malicious_checkpoint_is_refused_by_every_command(tmp_path, trained_run,
     assert not (tmp_path / "out.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_malicious_checkpoint_is_refused_through_the_console(tmp_path, trained_run):
     marker = tmp_path / "pwned"
     evil = evil_checkpoint(tmp_path / "evil.ckpt", Shell(f"touch {marker}"), trained_run / "last.ckpt")
@@ -187,7 +189,7 @@ def test_export_loads_back_with_identical_logits(trained_run, tmp_path, capsys):
 @pytest.mark.parametrize("kind, tie, positional", [("char", False, "learned"), ("bpe", True, "learned"),
                                                    ("word", False, "sinusoidal")])
 def test_export_round_trips_every_tokenizer_and_untied_weights(tmp_path, kind, tie, positional):
-    from wordformer.export import load_safetensors, save_safetensors
+    from wordformer.checkpoint import load_safetensors, save_safetensors
 
     loaded = tiny_loaded(kind, tie=tie, positional=positional)
     path = save_safetensors(loaded, tmp_path / "m.safetensors")
@@ -271,7 +273,7 @@ def test_export_into_proc_names_the_os_reason_not_disk_space(trained_run, capsys
 def test_bad_safetensors_files_get_one_line(tmp_path, capsys):
     from safetensors.torch import save_file
 
-    from wordformer.export import safetensors_bytes
+    from wordformer.checkpoint import safetensors_bytes
 
     loaded = tiny_loaded("word")
     good = safetensors_bytes(loaded)
@@ -334,7 +336,7 @@ def test_a_failed_save_keeps_the_old_checkpoint_and_no_temp_file(tmp_path, monke
                 raise KeyboardInterrupt  # Ctrl-C between writing and renaming
             return os.replace(src, dst)
 
-    monkeypatch.setattr(ckpt_module, "os", Proxy())
+    monkeypatch.setattr(files_module, "os", Proxy())
     expected = KeyboardInterrupt if fault == "interrupt" else WordformerError
     with pytest.raises(expected) as info:
         atomic_torch_save({"step": 2, "w": torch.zeros(1000)}, path)
@@ -345,6 +347,7 @@ def test_a_failed_save_keeps_the_old_checkpoint_and_no_temp_file(tmp_path, monke
     assert torch.load(path, weights_only=True)["step"] == 1
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_save_leaves_the_previous_file(tmp_path):
     """A process killed between fsync and rename: the old file is untouched, the new bytes sit in a temp file."""
     path = tmp_path / "last.ckpt"
@@ -378,7 +381,7 @@ def test_sigkill_during_a_save_leaves_the_previous_file(tmp_path):
 
 def test_saved_files_get_the_permissions_open_would_give(tmp_path):
     """mkstemp creates 0600 files; a checkpoint or export renamed into place must not stay private by accident."""
-    from wordformer.export import save_safetensors
+    from wordformer.checkpoint import save_safetensors
 
     mask = os.umask(0o022)
     try:
@@ -420,6 +423,7 @@ def train_losses(run: Path) -> dict[int, str]:
         return {int(r["step"]): r["train_loss"] for r in csv.DictReader(fh) if r.get("train_loss")}
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bitwise_identical_loss_curves_and_weights(reference_runs):
     a, b, _ = reference_runs
     losses = train_losses(a)
@@ -455,6 +459,7 @@ def kill_after_checkpoint(argv: list[str], out: Path, step: int) -> Path:
     return last
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_the_uninterrupted_run(reference_runs, tmp_path, capsys):
     """SIGKILL ``wordformer train`` after its step-10 checkpoint, resume, and land on the same weights.
 
@@ -557,17 +562,16 @@ def test_an_unwritable_output_folder_gets_one_line(small_text, tmp_path, capsys)
 
 def test_a_disk_that_fills_during_training_keeps_the_good_checkpoint(small_text, tmp_path, capsys, monkeypatch):
     """The step-12 save hits ENOSPC half-way: one line, the step-6 files untouched, no temp file left."""
-    real_write = ckpt_module.atomic_write_bytes
+    real_write = files_module.atomic_write
     snapshots: dict[Path, str] = {}
     calls = [0]
 
-    def filling(data: bytes, path) -> None:
+    def filling(path, write):
         calls[0] += 1
         if calls[0] <= 2:  # best.ckpt and last.ckpt at step 6
-            return real_write(data, path)
+            return real_write(path, write)
         path = Path(path)
         snapshots[path] = digest(path) if path.exists() else ""
-        half = data[: len(data) // 2]
 
         class Full:
             def __getattr__(self, name):
@@ -577,20 +581,20 @@ def test_a_disk_that_fills_during_training_keeps_the_good_checkpoint(small_text,
                 fh = os.fdopen(fd, mode)
                 real = fh.write
 
-                def write(chunk):
-                    real(half)
+                def half(chunk):
+                    real(chunk[: len(chunk) // 2])
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-                fh.write = write
+                fh.write = half
                 return fh
 
-        monkeypatch.setattr(ckpt_module, "os", Full())
+        monkeypatch.setattr(files_module, "os", Full())
         try:
-            return real_write(data, path)
+            return real_write(path, write)
         finally:
-            monkeypatch.setattr(ckpt_module, "os", os)
+            monkeypatch.setattr(files_module, "os", os)
 
-    monkeypatch.setattr(ckpt_module, "atomic_write_bytes", filling)
+    monkeypatch.setattr(files_module, "atomic_write", filling)
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", out, *TINY_TRAIN)
     assert_one_line_error(code, err, "could not write checkpoint", "No space left on device")

@@ -106,6 +106,7 @@ def test_resume_refuses_new_optimizer_settings_it_would_silently_ignore(small_te
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_max_time_is_a_budget_per_session(small_text, tmp_path, capsys):
     """Lightning carries the time used over a resume: a run stopped by --max-time resumed into nothing."""
     out = tmp_path / "run"
@@ -168,7 +169,7 @@ def test_the_checkpoint_callback_re_roots_its_state_in_a_moved_folder(tmp_path):
     """Lightning alone drops best_model_score when dirpath changed; the first evaluation would then win."""
     import torch
 
-    from wordformer.training import RunCheckpoint
+    from wordformer.callbacks import RunCheckpoint
 
     old, new = tmp_path / "old", tmp_path / "new"
     cb = RunCheckpoint(dirpath=new, filename="best", monitor="val_loss", mode="min", save_top_k=1)
@@ -255,9 +256,9 @@ def test_demo_replaces_its_own_folder_but_never_a_training_run(small_text, tmp_p
 
 def test_a_batch_whose_output_layer_cannot_fit_is_refused_before_training(small_text, tmp_path, capsys, monkeypatch):
     """Instead of the kernel's OOM killer ending the process without a word."""
-    from wordformer import training
+    from wordformer import hardware
 
-    monkeypatch.setattr(training, "memory_available", lambda: 64 * 2**20)  # 64 MiB free
+    monkeypatch.setattr(hardware, "memory_available", lambda: 64 * 2**20)  # 64 MiB free
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", out, *TINY_TRAIN, "--batch-size", "100000",
                            "--accelerator", "cpu")
@@ -287,6 +288,7 @@ def test_a_damaged_log_on_resume_is_one_line(small_text, tmp_path, capsys):
     assert_one_line_error(code, err, "cannot keep the training history", "move that file away")
 
 
+@pytest.mark.slow
 def test_two_processes_report_one_validation_loss(small_text, tmp_path):
     """With several devices every rank scores its share of the validation batches; all must see their mean."""
     import json
@@ -309,3 +311,73 @@ def test_two_processes_report_one_validation_loss(small_text, tmp_path):
     results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
     assert [r["rank"] for r in results] == ["0", "1"], proc.stdout[-2000:] + proc.stderr[-2000:]
     assert results[0]["val_loss"] == results[1]["val_loss"] and results[0]["val_acc"] == results[1]["val_acc"]
+
+
+# ------------------------------------------------------------------------------------------ runs.py, directly
+
+
+def test_the_guards_refuse_before_any_work_and_say_what_to_do(tmp_path):
+    from wordformer import runs
+    from wordformer.errors import WordformerError
+
+    out = tmp_path / "run"
+    runs.check_out_dir(out, resume=False, overwrite=False)  # a new folder is made and writable
+    (out / runs.LAST).write_bytes(b"x")
+    with pytest.raises(WordformerError, match=f"already holds a run \\(last.ckpt\\); continue it with --resume {out}"):
+        runs.check_out_dir(out, resume=False, overwrite=False)
+    runs.check_out_dir(out, resume=True, overwrite=False)
+    runs.check_out_dir(out, resume=False, overwrite=True)
+    with pytest.raises(WordformerError, match="holds a training run that `wordformer demo` did not make"):
+        runs.check_demo_out(out)
+    runs.mark_demo(out)
+    runs.check_demo_out(out)  # the demo's own folder: it may replace it
+    runs.claim_for_training(out)
+    with pytest.raises(WordformerError, match="did not make"):
+        runs.check_demo_out(out)
+    with pytest.raises(WordformerError, match="drop --out"):
+        runs.resume_folder(str(out), str(tmp_path / "elsewhere"))
+    assert runs.resume_folder(str(out), None) == out
+    with pytest.raises(WordformerError, match="nothing to resume in ' '"):
+        runs.resume_folder(" ", None)
+
+
+def test_only_the_temporary_files_of_this_runs_checkpoints_are_removed(tmp_path):
+    from wordformer import runs
+
+    theirs = [tmp_path / n for n in (".best.ckpt.abc.tmp", ".last.ckpt.x1y2.tmp")]
+    kept = [tmp_path / n for n in (".notes.txt.abc.tmp", "best.ckpt", ".best.ckpt.abc.part", "last.ckpt.tmp")]
+    for path in theirs + kept:
+        path.write_bytes(b"")
+    assert sorted(runs.remove_stale_temp_checkpoints(tmp_path)) == sorted(theirs)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in theirs)
+
+
+def test_resume_guards_name_every_changed_setting():
+    from wordformer import runs
+    from wordformer.config import DataConfig, ModelConfig, TrainConfig
+    from wordformer.errors import WordformerError
+
+    saved = (ModelConfig(d_model=16, num_heads=2), TrainConfig(lr=1e-3))
+    with pytest.raises(WordformerError, match=r"d_model 16 -> 32, num_heads 2 -> 4"):
+        runs.check_resumable(ModelConfig(d_model=32, num_heads=4), DataConfig(), TrainConfig(lr=1e-3), saved, 5,
+                             Path("last.ckpt"))
+    with pytest.raises(WordformerError, match=r"lr 0.001 -> 0.01"):
+        runs.check_resumable(saved[0], DataConfig(), TrainConfig(lr=1e-2), saved, 5, Path("last.ckpt"))
+    with pytest.raises(WordformerError, match="already at step 2000; .* --max-steps above 2000"):
+        runs.check_resumable(saved[0], DataConfig(), saved[1], saved, 2000, Path("last.ckpt"))
+    with pytest.raises(WordformerError, match="which is gone"):
+        runs.check_resumable(saved[0], DataConfig(data="/no/such/text.txt"), saved[1], saved, 5, Path("last.ckpt"))
+
+
+def test_progress_in_a_log_file_is_a_short_line_every_so_often(small_text, tmp_path, capsys):
+    """stderr here is not a terminal: no bar redrawn line by line, no 'Validation DataLoader' lines."""
+    options = [o for o in TINY_TRAIN if o != "--no-progress"]
+    code, _, err = run_cli(capsys, "train", "--data", small_text, "--out", tmp_path / "run", *options,
+                           "--max-steps", "40", "--log-every", "2")
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    steps = [ln for ln in lines if ln.startswith("step ")]
+    assert "DataLoader" not in err and "\r" not in err and "it/s" not in err
+    assert any("train_loss" in ln for ln in steps) and any("val_loss" in ln for ln in steps)
+    assert len(lines) <= 20, err  # every 10% of 40 steps and each of the validations, not one per batch
+    assert steps[-1].startswith("step 40/40")

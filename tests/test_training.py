@@ -119,7 +119,7 @@ def test_pairs_mode_trains_the_chapter_toy_example(toy_pairs, tmp_path):
     result = train(model, data, cfg, tmp_path / "toy")
     loaded = load_checkpoint(result.best_checkpoint)
     assert loaded.pairs
-    from wordformer.generate import encode_prompt, generate_ids
+    from wordformer.generation import encode_prompt, generate_ids
 
     tok = loaded.tokenizer
     assert sorted(t for t in (tok.id_to_token(i) for i in range(tok.vocab_size)) if not t.startswith("<")) == [
@@ -167,3 +167,17 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_slower(small_text, t
     with caplog.at_level("WARNING", logger="wordformer.training"):
         train(model, data, cfg, tmp_path / "run", logger=False)
     assert any("no native bf16" in r.getMessage() for r in caplog.records)
+
+
+def test_d_model_two_under_a_layer_norm_is_named_when_the_run_starts(toy_pairs, tmp_path, caplog):
+    """A layer norm over two numbers maps every vector to +-(1, -1): the chapter's toy would answer nothing."""
+    data = DataConfig(data=str(toy_pairs), pairs=True)
+    settings = TrainConfig(max_steps=2, eval_interval=2, eval_batches=1, batch_size=2, warmup_steps=0, progress=False)
+    with caplog.at_level("WARNING", logger="wordformer.training"):
+        train(ModelConfig(d_model=2, num_heads=1, num_layers=1, block_size=8), data, settings, tmp_path / "a")
+    assert any("--norm none" in r.getMessage() and "d_model=2" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wordformer.training"):
+        train(ModelConfig(d_model=2, num_heads=1, num_layers=1, block_size=8, norm="none"), data, settings,
+              tmp_path / "b")
+    assert not any("--norm none" in r.getMessage() for r in caplog.records)

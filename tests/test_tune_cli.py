@@ -11,7 +11,13 @@ import optuna
 import pytest
 
 from wordformer.errors import WordformerError
-from wordformer.tune.cli import build_parser, main
+from wordformer.cli import build_parser
+from wordformer.cli import main as wordformer_main
+
+
+def main(argv: list[str]) -> int:
+    """``wordformer tune ARGV``."""
+    return wordformer_main(["tune", *argv])
 
 SPACE = """
 params:
@@ -44,10 +50,10 @@ def test_tune_parses_options_directly_and_report_as_action() -> None:
 
 
 def test_main_cli_registers_tune() -> None:
-    from wordformer.cli import build_parser as main_parser
+    from wordformer.cli.tune import run_tune
 
-    args = main_parser().parse_args(["tune", "report", "--study", "x"])
-    assert args.action == "report" and args.study == "x" and callable(args.func)
+    args = build_parser().parse_args(["tune", "report", "--study", "x"])
+    assert args.action == "report" and args.study == "x" and args.handler is run_tune
 
 
 def test_invalid_space_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -55,7 +61,7 @@ def test_invalid_space_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Capt
     bad.write_text("params: {x: {target: train.lr, type: float, low: 0.0, high: 1.0, log: true}}")
     assert main(["--space", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"wordformer tune: error: {bad}: entry 'x': log scale needs low > 0, got low=0.0"]
+    assert err == [f"wordformer: error: {bad}: entry 'x': log scale needs low > 0, got low=0.0"]
     assert not (tmp_path / "o" / "study.db").exists()
 
 
@@ -79,6 +85,7 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_tune_report_and_retrain_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = tiny_text(tmp_path / "tiny.txt")
@@ -110,7 +117,11 @@ def test_tune_report_and_retrain_end_to_end(tmp_path: Path, capsys: pytest.Captu
     assert main(["report", *common]) == 0
     printed = capsys.readouterr().out
     assert "rank" in printed and "checkpoint" in printed
+    assert "hyperparameters (range, type, transform, default" in printed and "importance" in printed
     report = out / "tiny" / "report"
+    params = list(csv.DictReader((report / "params.csv").open()))
+    assert [r["name"] for r in params] == list(best.params) and all(r["tuned"] for r in params)
+    assert (report / "params.txt").read_text().startswith(f"study tiny: best trial {best.number}")
     rows = list(csv.DictReader((report / "trials.csv").open()))
     assert len(rows) == 3 and rows[0]["rank"] == "1" and int(rows[0]["trial"]) == best.number
     assert {p.name for p in report.glob("*.png")} == {
@@ -138,12 +149,12 @@ params:
 
 def one_error_line(err: str) -> str:
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("wordformer tune: error: ") and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("wordformer: error: ") and "Traceback" not in err, err
     return lines[0]
 
 
 def test_heads_that_do_not_divide_the_default_width_are_fine_when_head_size_is_tuned(tmp_path: Path) -> None:
-    from wordformer.tune.cli import _base_configs
+    from wordformer.cli.tune import _base_configs
     from wordformer.tune.space import load_space
 
     space_file = tmp_path / "space.yaml"

@@ -277,3 +277,9 @@ def test_combinations_are_checked_against_the_base_config_when_tuning_starts() -
     rope.check_heads(ModelConfig(d_model=16, num_heads=2))
     with pytest.raises(WordformerError, match="head size 3"):
         rope.check_heads(ModelConfig(d_model=12, num_heads=4))
+
+
+def test_a_stepped_float_defaults_to_the_middle_step_despite_rounding():
+    space = parse_space({"params": {"dropout": {"target": "model.dropout", "type": "float", "low": 0.0, "high": 0.3,
+                                                "step": 0.05}}})
+    assert space.params[0].default_raw() == 0.15  # (0.3 - 0.0) / 0.05 is 5.999...; int() of half gave 0.1

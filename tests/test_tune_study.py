@@ -64,6 +64,7 @@ def settings(tmp_path: Path, **kw: Any) -> StudySettings:
     return StudySettings(**base)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_samplers_are_seeded_and_reproducible(tmp_path: Path, sampler: str) -> None:
     space = GRID_SPACE if sampler == "grid" else SPACE
@@ -254,6 +255,7 @@ def test_no_completed_trial_is_a_clear_error(tmp_path: Path) -> None:
         best_trial(study)
 
 
+@pytest.mark.slow
 def test_report_writes_table_csv_and_plots(tmp_path: Path) -> None:
     objective = cheap_objective(SPACE)
 
@@ -442,6 +444,7 @@ def test_missing_driver_names_its_package(monkeypatch: pytest.MonkeyPatch, tmp_p
 TEXT = "The quick brown fox.\nA second line of text.\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec,message,when_reading", [
     ("sqlite:///{file}/x.db", r"cannot make folder .*: .*data.txt is a file, not a folder", r"unable to open database"),
     ("journal:{file}/j.log", r"cannot make folder .*: .*data.txt is a file, not a folder", r"no journal file at"),

@@ -15,9 +15,12 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pg import postgres_server, postgres_url  # noqa: E402,F401  (fixtures)
+
+pytestmark = pytest.mark.slow  # real processes and servers: make test runs it, make test-fast does not
 
 ROOT = Path(__file__).resolve().parents[1]
 HEARTBEAT = 1  # seconds between heartbeats

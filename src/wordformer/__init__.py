@@ -42,16 +42,15 @@ _EXPORTS = {
     "Tokenizer": "tokenizers",
     "WordTokenizer": "tokenizers",
     "build_tokenizer": "tokenizers",
+    "generate": "generation",
+    "generate_ids": "generation",
+    "predict_next": "generation",
     "TrainResult": "training",
     "WordPredictorModule": "training",
     "train": "training",
 }
 
-# The function ``generate`` shares its name with the module ``wordformer.generate``: importing that module
-# would rebind the package attribute to the module, so these are imported eagerly (torch, not Lightning).
-from .generate import generate, generate_ids, predict_next  # noqa: E402
-
-__all__ = sorted([*_EXPORTS, "generate", "generate_ids", "predict_next"])
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
@@ -72,6 +71,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .checkpoint import LoadedModel, load_checkpoint
     from .config import DataConfig, ModelConfig, TrainConfig
     from .errors import WordformerError
+    from .generation import generate, generate_ids, predict_next
     from .model import WordPredictor
     from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer, build_tokenizer
     from .training import TrainResult, WordPredictorModule, train

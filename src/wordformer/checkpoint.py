@@ -1,20 +1,25 @@
-"""Checkpoints: written atomically, read without running pickled code.
+"""Checkpoints in two formats, both read without running code: Lightning's ``.ckpt`` and ``.safetensors``.
 
 A wordformer checkpoint is a Lightning checkpoint with one extra entry, ``"wordformer"``: the format
 version, the three configs and the tokenizer as plain JSON-like data. The checkpoint alone is enough
 to rebuild the model and tokenizer and generate. Reading uses ``torch.load(weights_only=True)``, which
-refuses any pickled object other than tensors and plain containers.
+refuses any pickled object other than tensors and plain containers. Writing goes through
+:func:`wordformer.files.atomic_torch_save` (temporary file, fsync, rename).
+
+A safetensors export (:func:`export_checkpoint`, ``wordformer export``) is a JSON header and raw tensor
+bytes, so loading it cannot execute anything even in principle. Its tensors are the model's ``state_dict``
+(no ``model.`` prefix); its header metadata holds ``{"wordformer": json.dumps(entry)}``, ``entry`` being the
+same block a ``.ckpt`` stores under ``checkpoint["wordformer"]``. Tied weights (output layer = token
+embedding) are stored once, because safetensors refuses tensors that share memory, and re-tied on load.
 """
 
 from __future__ import annotations
 
-import io
+import json
 import os
 import pickle
 import re
-import stat
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -22,64 +27,16 @@ import torch
 
 from .config import DataConfig, ModelConfig, TrainConfig, from_dict
 from .errors import WordformerError
+from .files import file_in_the_way, save_bytes
 from .model import WordPredictor
 from .tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
-KEY = "wordformer"
+KEY = "wordformer"  # the checkpoint entry (and safetensors metadata key) holding configs and tokenizer
+SAFETENSORS = ".safetensors"  # load_checkpoint chooses the reader by this suffix
+TIED_KEY = "output_layer.weight"  # left out of exports when tied: it is the token embedding itself
+EMBEDDING_KEY = "token_embedding.weight"
 PathLike = Union[str, os.PathLike]
-
-
-def _file_mode(path: Path) -> int:
-    """An existing file's permissions, else what ``open()`` would give a new file (0o666 minus the umask)."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
-def atomic_write_bytes(data: bytes, path: PathLike) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never half.
-
-    The bytes go to a temporary file in the same folder, are flushed to disk (fsync), and the file is
-    renamed over the target; a failure (full disk, kill) removes the temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)  # mkstemp makes 0600 files
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on folders
-        pass
-
-
-def atomic_torch_save(obj: Any, path: PathLike) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    try:
-        atomic_write_bytes(buffer.getvalue(), path)
-    except OSError as exc:
-        raise WordformerError(f"could not write checkpoint {path}: {exc.strerror or exc}; free disk space or choose another --out") from None
 
 
 def load_error_reason(message: str, limit: int = 200) -> str:
@@ -102,7 +59,7 @@ def load_error_reason(message: str, limit: int = 200) -> str:
         kept = kept[:limit].rsplit(" ", 1)[0] + " ..."
     if not re.search(r"[A-Za-z]", kept):  # torch says only a number (a bad magic number) for foreign files
         return "not a file that torch.save wrote"
-    return kept.rstrip(".")
+    return kept if kept.endswith(" ...") else kept.rstrip(".")  # the sentence's full stop, never the cut mark
 
 
 def read_checkpoint(path: PathLike) -> dict[str, Any]:
@@ -150,13 +107,13 @@ class LoadedModel:
         return bool(self.data_config.pairs)
 
     def generate(self, prompt: str, **kwargs: Any) -> str:
-        from .generate import generate
+        from .generation import generate
 
         kwargs.setdefault("append_eos", self.pairs)
         return generate(self.model, self.tokenizer, prompt, **kwargs)
 
     def predict_next(self, prompt: str, k: int = 5, **kwargs: Any) -> list[tuple[str, float]]:
-        from .generate import predict_next
+        from .generation import predict_next
 
         kwargs.setdefault("append_eos", self.pairs)
         return predict_next(self.model, self.tokenizer, prompt, k, **kwargs)
@@ -165,8 +122,6 @@ class LoadedModel:
 def wordformer_entry(model_config: ModelConfig, data_config: DataConfig, train_config: TrainConfig,
                      tokenizer: Tokenizer, **info: Any) -> dict[str, Any]:
     """The plain-data block stored under ``checkpoint["wordformer"]``."""
-    from dataclasses import asdict
-
     return {
         "format_version": FORMAT_VERSION,
         "model_config": asdict(model_config),
@@ -210,9 +165,7 @@ def model_state_dict(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
 def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = "cpu") -> LoadedModel:
     """Rebuild model and tokenizer from a checkpoint written by ``wordformer train`` (or ``export``)."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from .export import load_safetensors
-
+    if path.suffix == SAFETENSORS:
         return load_safetensors(path, map_location=map_location)
     raw = read_checkpoint(path)
     return build_loaded(path, raw, model_state_dict(raw), map_location=map_location)
@@ -228,8 +181,8 @@ def build_loaded(path: Path, raw: dict[str, Any], state: dict[str, torch.Tensor]
             "the file is inconsistent"
         )
     model = WordPredictor(model_config)
-    if model_config.tie_weights and "output_layer.weight" not in state and "token_embedding.weight" in state:
-        state = {**state, "output_layer.weight": state["token_embedding.weight"]}  # stored once, shared
+    if model_config.tie_weights and TIED_KEY not in state and EMBEDDING_KEY in state:
+        state = {**state, TIED_KEY: state[EMBEDDING_KEY]}  # stored once, shared
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -237,3 +190,90 @@ def build_loaded(path: Path, raw: dict[str, Any], state: dict[str, torch.Tensor]
         raise WordformerError(f"{path}: the weights do not match the stored architecture ({first})") from None
     model.to(map_location).eval()
     return LoadedModel(model, tokenizer, model_config, data_config, train_config, path, info)
+
+
+# ---------------------------------------------------------------------------------------- safetensors
+
+
+def _tensors(model: WordPredictor) -> dict[str, torch.Tensor]:
+    """The state dict as contiguous CPU tensors, the tied output matrix left out (it is the embedding)."""
+    state = model.state_dict()
+    if model.config.tie_weights and TIED_KEY in state:
+        if state[TIED_KEY].data_ptr() != state[EMBEDDING_KEY].data_ptr():  # pragma: no cover - model invariant
+            raise WordformerError("the model says its weights are tied but the output layer has its own matrix")
+        del state[TIED_KEY]
+    return {name: t.detach().to("cpu").contiguous() for name, t in state.items()}
+
+
+def safetensors_bytes(loaded: LoadedModel) -> bytes:
+    """The complete safetensors file of ``loaded`` (weights + JSON metadata) as bytes."""
+    from safetensors.torch import save
+
+    entry = wordformer_entry(loaded.model_config, loaded.data_config, loaded.train_config, loaded.tokenizer,
+                             **dict(loaded.info))
+    try:
+        metadata = json.dumps(entry, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise WordformerError(f"the checkpoint's metadata cannot be written as JSON ({exc})") from None
+    return save(_tensors(loaded.model), metadata={KEY: metadata, "format": "pt"})
+
+
+def _check_target(to: Path, *, overwrite: bool) -> None:
+    """Refuse a target that would lose data or that ``load_checkpoint`` would not recognise."""
+    if to.suffix != SAFETENSORS:
+        raise WordformerError(f"--to {to} must end in {SAFETENSORS} (load_checkpoint picks the reader by suffix)")
+    if to.is_dir():
+        raise WordformerError(f"--to {to} is a folder; give a file name such as {to / ('model' + SAFETENSORS)}")
+    if to.exists() and not overwrite:
+        raise WordformerError(f"{to} already exists; choose another --to or pass --overwrite to replace it")
+    blocker = file_in_the_way(to.parent)
+    if blocker is not None:  # checked before the slow read; mkdir alone would only say "File exists"
+        raise WordformerError(f"cannot write --to {to}: {blocker} is a file, not a folder; choose another --to")
+
+
+def save_safetensors(loaded: LoadedModel, to: PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``loaded`` to ``to`` atomically: a crash or a full disk leaves any earlier file intact."""
+    to = Path(to)
+    _check_target(to, overwrite=overwrite)
+    return save_bytes(safetensors_bytes(loaded), to, advice="choose another --to")
+
+
+def export_checkpoint(checkpoint: PathLike, to: PathLike, *, overwrite: bool = False) -> Path:
+    """Convert a training checkpoint (read with ``weights_only=True``) into a safetensors file."""
+    to = Path(to)
+    _check_target(to, overwrite=overwrite)  # before the (possibly slow) read: fail fast
+    return save_safetensors(load_checkpoint(checkpoint, map_location="cpu"), to, overwrite=overwrite)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, with one-line errors for anything else."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.exists():
+        raise WordformerError(f"checkpoint {path} does not exist; write one with `wordformer export --to {path}`")
+    if path.is_dir():
+        raise WordformerError(f"checkpoint {path} is a folder, not a file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or ["unreadable"])[0]
+        raise WordformerError(f"{path} is not a readable safetensors file ({first}); it may be truncated "
+                              "or another kind of file") from None
+    return tensors, metadata
+
+
+def load_safetensors(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> LoadedModel:
+    """Rebuild model and tokenizer from a file written by :func:`save_safetensors` (never runs code)."""
+    path = Path(path)
+    tensors, metadata = _read_safetensors(path)
+    raw_entry = metadata.get(KEY)
+    if raw_entry is None:
+        raise WordformerError(f"{path} is a safetensors file but not a wordformer export (no '{KEY}' "
+                              "metadata); write one with `wordformer export`")
+    try:
+        entry = json.loads(raw_entry)
+    except json.JSONDecodeError as exc:
+        raise WordformerError(f"{path}: the '{KEY}' metadata is not valid JSON ({exc.msg})") from None
+    return build_loaded(path, {KEY: entry}, tensors, map_location=map_location)

@@ -6,12 +6,10 @@ combination fails before any tensor is allocated.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Optional
 
-from .errors import WordformerError
-from .tokenizers import MIN_BPE_VOCAB
+from .errors import WordformerError, check_choice, check_int, check_number
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "relu2", "swiglu")
 NORMS = ("pre", "post", "none")
@@ -24,29 +22,12 @@ EOS_MODES = ("auto", "line", "document", "none")
 SAMPLINGS = ("random", "epoch")
 
 
+MIN_BPE_VOCAB = 256 + 2  # the BPE tokenizer's floor: every byte plus <pad> and <eos>
+
+
 def _check_positive(obj: Any, *names: str) -> None:
     for name in names:
-        value = getattr(obj, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise WordformerError(f"{name}={value!r} must be an integer >= 1")
-
-
-def _check_choice(obj: Any, name: str, choices: tuple[str, ...]) -> None:
-    value = getattr(obj, name)
-    if value not in choices:
-        raise WordformerError(f"{name}={value!r} must be one of: {', '.join(choices)}")
-
-
-def _check_number(obj: Any, name: str, low: float, high: float, *, high_open: bool = True, low_open: bool = False) -> None:
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # value != value: NaN
-        raise WordformerError(f"{name}={value!r} must be a number")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise WordformerError(f"{name}={value!r} must lie in {lo}{low}, {high}{hi}")
+        check_int(name, getattr(obj, name))
 
 
 @dataclass
@@ -85,22 +66,22 @@ class ModelConfig:
                 f"num_heads={self.num_heads} must divide d_model={self.d_model}: "
                 f"choose num_heads from {[h for h in range(1, self.d_model + 1) if self.d_model % h == 0][:8]}"
             )
-        _check_choice(self, "positional", POSITIONALS)
-        _check_choice(self, "norm", NORMS)
-        _check_choice(self, "activation", ACTIVATIONS)
-        _check_number(self, "dropout", 0.0, 1.0)
-        _check_number(self, "layer_norm_eps", 0.0, 1.0, low_open=True)
+        check_choice("positional", self.positional, POSITIONALS)
+        check_choice("norm", self.norm, NORMS)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_number("dropout", self.dropout, 0.0, 1.0)
+        check_number("layer_norm_eps", self.layer_norm_eps, 0.0, 1.0, low_open=True)
         for name in ("tie_weights", "bias", "qk_norm", "zero_init_residual", "zero_init_output"):
             if not isinstance(getattr(self, name), bool):
                 raise WordformerError(f"{name}={getattr(self, name)!r} must be true or false")
-        _check_choice(self, "norm_type", NORM_TYPES)
-        _check_number(self, "rope_base", 1.0, 1e12, low_open=True)
+        check_choice("norm_type", self.norm_type, NORM_TYPES)
+        check_number("rope_base", self.rope_base, 1.0, 1e12, low_open=True)
         if self.positional == "rope" and self.head_size % 2:
             raise WordformerError(f"positional='rope' rotates pairs of numbers, so the head size must be even; "
                                   f"d_model={self.d_model} / num_heads={self.num_heads} = {self.head_size}")
         if self.attn_scale is not None:
-            _check_number(self, "attn_scale", 0.0, 1e6, low_open=True)
-        _check_number(self, "logit_softcap", 0.0, 1e6)
+            check_number("attn_scale", self.attn_scale, 0.0, 1e6, low_open=True)
+        check_number("logit_softcap", self.logit_softcap, 0.0, 1e6)
         if self.zero_init_output and self.tie_weights:
             raise WordformerError("zero_init_output=True needs tie_weights=False: a tied output layer is the token "
                                   "embedding, which must not start at zero")
@@ -128,17 +109,17 @@ class DataConfig:
     encoding_errors: str = "strict"  # "strict" refuses non-UTF-8 input; "replace" decodes with U+FFFD
 
     def __post_init__(self) -> None:
-        _check_choice(self, "tokenizer", TOKENIZERS)
-        _check_choice(self, "eos", EOS_MODES)
+        check_choice("tokenizer", self.tokenizer, TOKENIZERS)
+        check_choice("eos", self.eos, EOS_MODES)
         _check_positive(self, "min_freq", "bpe_vocab_size")
         if self.tokenizer == "bpe" and self.bpe_vocab_size < MIN_BPE_VOCAB:  # the BPE trainer's floor, said up front
             raise WordformerError(f"bpe_vocab_size={self.bpe_vocab_size} is below {MIN_BPE_VOCAB} (256 bytes + <pad> + "
                                   "<eos>); raise it")
         if self.max_vocab is not None:
             _check_positive(self, "max_vocab")
-        _check_number(self, "val_fraction", 0.0, 0.5, low_open=True, high_open=False)
-        _check_choice(self, "encoding_errors", ("strict", "replace"))
-        _check_choice(self, "sampling", SAMPLINGS)
+        check_number("val_fraction", self.val_fraction, 0.0, 0.5, low_open=True, high_open=False)
+        check_choice("encoding_errors", self.encoding_errors, ("strict", "replace"))
+        check_choice("sampling", self.sampling, SAMPLINGS)
 
     def eos_mode(self) -> str:
         """Resolve "auto": word-level text ends each line with <eos>, char and BPE only each document."""
@@ -185,32 +166,28 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_every")
-        _check_number(self, "lr", 0.0, 10.0, low_open=True)
-        _check_number(self, "min_lr", 0.0, 10.0)
+        check_number("lr", self.lr, 0.0, 10.0, low_open=True)
+        check_number("min_lr", self.min_lr, 0.0, 10.0)
         if self.min_lr > self.lr:
             raise WordformerError(f"min_lr={self.min_lr} must not exceed lr={self.lr}")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise WordformerError(f"warmup_steps={self.warmup_steps!r} must be an integer >= 0")
-        _check_number(self, "weight_decay", 0.0, 10.0)
-        _check_number(self, "beta1", 0.0, 1.0)
-        _check_number(self, "beta2", 0.0, 1.0)
-        _check_number(self, "grad_clip", 0.0, 1e9)
+        check_int("warmup_steps", self.warmup_steps, 0)
+        check_number("weight_decay", self.weight_decay, 0.0, 10.0)
+        check_number("beta1", self.beta1, 0.0, 1.0)
+        check_number("beta2", self.beta2, 0.0, 1.0)
+        check_number("grad_clip", self.grad_clip, 0.0, 1e9)
         if self.max_time is not None:
-            _check_number(self, "max_time", 0.0, 1e12, low_open=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise WordformerError(f"seed={self.seed!r} must be an integer in [0, 2**32)")
+            check_number("max_time", self.max_time, 0.0, 1e12, low_open=True)
+        check_int("seed", self.seed, 0, 2**32 - 1)
         if self.devices != "auto" and not (str(self.devices).isdigit() and int(self.devices) >= 1):
             raise WordformerError(f"devices={self.devices!r} must be 'auto' or an integer >= 1")
-        _check_choice(self, "schedule", SCHEDULES)
-        _check_number(self, "cooldown_fraction", 0.0, 1.0, low_open=True, high_open=False)
-        _check_choice(self, "optimizer", OPTIMIZERS)
-        _check_number(self, "muon_lr", 0.0, 10.0, low_open=True)
-        _check_number(self, "muon_momentum", 0.0, 1.0)
-        _check_number(self, "muon_momentum_start", 0.0, 1.0)
-        if (isinstance(self.muon_momentum_warmup, bool) or not isinstance(self.muon_momentum_warmup, int)
-                or self.muon_momentum_warmup < 0):
-            raise WordformerError(f"muon_momentum_warmup={self.muon_momentum_warmup!r} must be an integer >= 0")
-        _check_number(self, "muon_weight_decay", 0.0, 10.0)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_number("cooldown_fraction", self.cooldown_fraction, 0.0, 1.0, low_open=True, high_open=False)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_number("muon_lr", self.muon_lr, 0.0, 10.0, low_open=True)
+        check_number("muon_momentum", self.muon_momentum, 0.0, 1.0)
+        check_number("muon_momentum_start", self.muon_momentum_start, 0.0, 1.0)
+        check_int("muon_momentum_warmup", self.muon_momentum_warmup, 0)
+        check_number("muon_weight_decay", self.muon_weight_decay, 0.0, 10.0)
         if not isinstance(self.muon_split_qkv, bool):
             raise WordformerError(f"muon_split_qkv={self.muon_split_qkv!r} must be true or false")
 
@@ -220,10 +197,6 @@ SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": 
 
 def field_names(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
 
 
 def from_dict(cls: type, values: dict[str, Any], *, where: str = "") -> Any:
@@ -259,6 +232,12 @@ def field_type(cls: type, name: str) -> type:
         if scalar.__name__ in annotation:
             return scalar
     return str
+
+
+def field_optional(cls: type, name: str) -> bool:
+    """Whether a field may hold None (``Optional[float]``: ``attn_scale``, ``max_time``, ...)."""
+    annotation = str({f.name: f.type for f in fields(cls)}[name])
+    return "Optional" in annotation or "None" in annotation
 
 
 def coerce(cls: type, values: dict[str, Any], *, where: str) -> dict[str, Any]:

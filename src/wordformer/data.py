@@ -12,23 +12,22 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .batches import IGNORE_INDEX, FixedBatches, PairBatches, SeededBatches, TextBatches, as_tensor, pad_pairs, text_windows
+from .batches import FixedBatches, PairBatches, SeededBatches, TextBatches, as_tensor, pad_pairs, text_windows
 from .config import DataConfig
-from .errors import WordformerError
+from .errors import WordformerError, check_int
+from .files import atomic_write, corpus_cache_dir
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_dict
 
-__all__ = ["IGNORE_INDEX", "Corpus", "WordDataModule", "cache_root", "id_dtype", "load_pairs", "load_texts",
-           "pad_pairs", "prepare_corpus"]
+__all__ = ["Corpus", "WordDataModule", "id_dtype", "load_pairs", "load_texts", "prepare_corpus", "text_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,16 +135,6 @@ def id_dtype(vocab_size: int) -> type:
     return np.uint16 if vocab_size <= 2**16 else np.uint32
 
 
-def cache_root(cache_dir: Optional[str] = None) -> Path:
-    """``cache_dir``, else ``$WORDFORMER_CACHE``, else ``$XDG_CACHE_HOME/wordformer`` or ``~/.cache/wordformer``."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("WORDFORMER_CACHE"):
-        return Path(os.environ["WORDFORMER_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "wordformer"
-
-
 def _tokenizer_options(cfg: DataConfig) -> dict[str, Any]:
     """Only the options the chosen tokenizer uses, so unrelated changes keep the cache valid."""
     if cfg.tokenizer == "word":
@@ -165,25 +154,13 @@ def _cache_key(cfg: DataConfig, mode: str, pieces: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Write to a temporary file beside ``path`` and rename it, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_cache(entry: Path, key: str, tokenizer: Tokenizer, arrays: dict[str, np.ndarray]) -> None:
     entry.mkdir(parents=True, exist_ok=True)
     for name, arr in arrays.items():
-        _atomic_write(entry / f"{name}.npy", lambda f, a=arr: np.save(f, a))
-    _atomic_write(entry / "tokenizer.json", lambda f: f.write(json.dumps(tokenizer.to_dict()).encode()))
+        atomic_write(entry / f"{name}.npy", lambda f, a=arr: np.save(f, a))
+    atomic_write(entry / "tokenizer.json", lambda f: f.write(json.dumps(tokenizer.to_dict()).encode()))
     meta = {"format": CACHE_FORMAT, "key": key, "arrays": sorted(arrays)}
-    _atomic_write(entry / "meta.json", lambda f: f.write(json.dumps(meta).encode()))  # last: entry complete
+    atomic_write(entry / "meta.json", lambda f: f.write(json.dumps(meta).encode()))  # last: entry complete
 
 
 def _load_cache(entry: Path, key: str) -> Optional[tuple[Tokenizer, dict[str, np.ndarray]]]:
@@ -202,7 +179,7 @@ def _load_cache(entry: Path, key: str) -> Optional[tuple[Tokenizer, dict[str, np
     return tokenizer, arrays
 
 
-def _text_stream(tokenizer: Tokenizer, texts: list[str], eos_mode: str) -> np.ndarray:
+def text_stream(tokenizer: Tokenizer, texts: list[str], eos_mode: str) -> np.ndarray:
     """All documents as one id stream, (N,), with ``<eos>`` after each non-empty line, document or never."""
     pieces = [ln for t in texts for ln in t.split("\n") if ln.strip()] if eos_mode == "line" else texts
     eos = np.array([tokenizer.eos_id], dtype=np.int64)
@@ -292,7 +269,7 @@ def prepare_corpus(cfg: DataConfig, block_size: int) -> Corpus:
     else:
         texts = load_texts(cfg.data, encoding_errors=cfg.encoding_errors)
     key = _cache_key(cfg, mode, texts)
-    entry = cache_root(cfg.cache_dir) / f"corpus-{key}"
+    entry = corpus_cache_dir(cfg.cache_dir) / f"corpus-{key}"
     cache_path: Optional[Path] = entry
     cached = _load_cache(entry, key)
     if cached is not None:
@@ -301,7 +278,7 @@ def prepare_corpus(cfg: DataConfig, block_size: int) -> Corpus:
     else:
         tokenizer = build_tokenizer(cfg.tokenizer, texts, **_tokenizer_options(cfg))
         arrays = _pair_arrays(tokenizer, pairs) if mode == "pairs" else _split_text(
-            _text_stream(tokenizer, texts, cfg.eos_mode()), cfg.val_fraction)
+            text_stream(tokenizer, texts, cfg.eos_mode()), cfg.val_fraction)
         try:
             _save_cache(entry, key, tokenizer, arrays)
         except OSError as exc:
@@ -319,12 +296,6 @@ def prepare_corpus(cfg: DataConfig, block_size: int) -> Corpus:
 # ------------------------------------------------------------------------------------------ batches
 
 
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise WordformerError(f"{name}={value!r} must be an integer >= 1")
-
-
 class WordDataModule(L.LightningDataModule):
     """Training and validation batches of a :class:`Corpus` for Lightning.
 
@@ -335,7 +306,9 @@ class WordDataModule(L.LightningDataModule):
     def __init__(self, corpus: Corpus, block_size: int, batch_size: int, *, seed: int = 1337,
                  eval_batches: int = 20, grad_accum: int = 1, sampling: str = "random") -> None:
         super().__init__()
-        _check_positive(block_size=block_size, batch_size=batch_size, eval_batches=eval_batches, grad_accum=grad_accum)
+        for name, value in (("block_size", block_size), ("batch_size", batch_size), ("eval_batches", eval_batches),
+                            ("grad_accum", grad_accum)):
+            check_int(name, value)
         self.corpus, self.block_size, self.batch_size = corpus, block_size, batch_size
         self.seed, self.eval_batches, self.grad_accum = seed, eval_batches, grad_accum
         if corpus.mode == "text":

@@ -23,7 +23,6 @@ Only the standard library (``urllib``) and ``tqdm`` (progress bar on stderr) are
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import glob
 import hashlib
@@ -44,18 +43,16 @@ from typing import Any, NamedTuple, Optional, Union
 
 from tqdm import tqdm
 
-from .errors import WordformerError, make_folder
+from .errors import WordformerError
+from .files import atomic_write_bytes, download_cache_dir, fsync_dir, make_folder
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "RegistryEntry",
     "TUTORIAL6_BASE_URL",
-    "add_download_parser",
-    "cache_root",
     "download",
     "registry",
-    "run_download",
 ]
 
 
@@ -115,30 +112,6 @@ def registry() -> dict[str, RegistryEntry]:
     }
     entries.update(_WORDFORMER_RELEASES)
     return entries
-
-
-def cache_root(cache_dir: Union[str, Path, None] = None) -> Path:
-    """The directory downloaded files live in (an explicit ``cache_dir`` is used as is).
-
-    Precedence: ``cache_dir`` > ``$WORDFORMER_CACHE/downloads`` > ``$XDG_CACHE_HOME/wordformer/downloads``
-    > ``~/.cache/wordformer/downloads``. Nothing is created here.
-    """
-    if cache_dir is not None and str(cache_dir) != "":
-        return Path(cache_dir).expanduser()
-    env_root = os.environ.get("WORDFORMER_CACHE", "")
-    if env_root:
-        return Path(env_root).expanduser() / "downloads"
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    # The XDG spec says relative paths are invalid and must be ignored.
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / "wordformer" / "downloads"
-    try:
-        home = Path.home()
-    except RuntimeError as exc:
-        raise WordformerError(
-            "cannot find your home directory for the download cache; set WORDFORMER_CACHE or pass --cache-dir"
-        ) from exc
-    return home / ".cache" / "wordformer" / "downloads"
 
 
 class _Source(NamedTuple):
@@ -234,14 +207,11 @@ def _read_sidecar(sidecar: Path) -> Optional[str]:
 
 def _write_sidecar(sidecar: Path, digest: str, filename: str) -> None:
     """Record a digest atomically (``sha256sum`` format) so a crash never leaves half a sidecar."""
-    tmp = sidecar.with_name(f".{sidecar.name}.part-{secrets.token_hex(6)}")
     try:
-        tmp.write_text(f"{digest}  {filename}\n", encoding="utf-8")
-        os.replace(tmp, sidecar)
+        atomic_write_bytes(f"{digest}  {filename}\n".encode("utf-8"), sidecar)
     except OSError as exc:
         # The file itself is fine; it just won't be verified by digest next time.
         logger.warning("could not record checksum in %s: %s", sidecar, exc)
-        tmp.unlink(missing_ok=True)
 
 
 def _clean_stale_parts(directory: Path, filename: str) -> None:
@@ -423,20 +393,6 @@ def _mismatch_hint(expected_from: str) -> str:
     return "the registry entry may be out of date; report it, or pass a URL and --sha256"
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; not every platform lets you open a directory, so best effort."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def download(
     name_or_url: str,
     *,
@@ -451,7 +407,7 @@ def download(
     Args:
         name_or_url: a name from :func:`registry` (case-insensitive) or an http(s) URL.
         sha256: expected hex digest; overrides the registry's and the recorded one.
-        cache_dir: directory to keep files in (see :func:`cache_root` for the default).
+        cache_dir: directory to keep files in (see :func:`wordformer.files.download_cache_dir`).
         offline: only read the cache; None means ``$WORDFORMER_OFFLINE``.
         progress: show a tqdm bar on stderr while downloading.
         timeout: seconds to wait for the connection and for each read.
@@ -466,7 +422,7 @@ def download(
     if not timeout > 0:
         raise WordformerError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
-    directory = cache_root(cache_dir) / source.subdir if source.subdir else cache_root(cache_dir)
+    directory = download_cache_dir(cache_dir) / source.subdir if source.subdir else download_cache_dir(cache_dir)
     target = directory / source.filename
     sidecar = directory / f"{source.filename}.sha256"
     recorded = _read_sidecar(sidecar)
@@ -503,63 +459,6 @@ def download(
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise WordformerError(f"could not save {target}: {_one_line(exc)}; pass a writable --cache-dir") from exc
-    _fsync_dir(directory)
+    fsync_dir(directory)
     _write_sidecar(sidecar, actual, source.filename)
     return target
-
-
-# --------------------------------------------------------------------------------------------- CLI glue
-
-
-def add_download_parser(subparsers: Any) -> None:
-    """Add ``download`` to the main CLI's subparsers (its handler is :func:`run_download`)."""
-    parser = subparsers.add_parser(
-        "download",
-        help="fetch a pretrained file into the local cache and print its path",
-        description="Fetch a registry file or URL into the cache (reused when already there) and print its path.",
-    )
-    parser.add_argument(
-        "target", nargs="?", default=None, metavar="NAME|URL",
-        help="registry name (see --list) or http(s) URL (default: none; required unless --list)",
-    )
-    parser.add_argument(
-        "--sha256", default=None, metavar="HEX",
-        help="expected sha256 of the file (default: the registry's, else the one recorded on first download)",
-    )
-    parser.add_argument(
-        "--cache-dir", default=None, metavar="DIR",
-        help="directory to keep downloads in (default: $WORDFORMER_CACHE/downloads, else "
-             "$XDG_CACHE_HOME/wordformer/downloads, else ~/.cache/wordformer/downloads)",
-    )
-    parser.add_argument(
-        "--offline", action="store_true", default=None,
-        help="only use the cache, never the network (default: off, unless WORDFORMER_OFFLINE=1)",
-    )
-    parser.add_argument("--list", action="store_true", help="list the registry names and exit (default: off)")
-    parser.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar on stderr (default: shown)",
-    )
-    parser.set_defaults(func=run_download)
-
-
-def run_download(args: argparse.Namespace) -> int:
-    """Print the cached file's path (or the registry) to stdout; errors propagate as WordformerError."""
-    if getattr(args, "list", False):
-        if args.target is not None:
-            raise WordformerError("pass either NAME|URL or --list, not both")
-        root = cache_root(args.cache_dir)
-        for name, entry in sorted(registry().items()):
-            state = "cached" if (root / entry.filename).is_file() else "-"
-            print(f"{name:<20} {state:<7} {entry.description}  <{entry.url}>")
-        return 0
-    if args.target is None:
-        raise WordformerError("download needs a NAME or URL; see `wordformer download --list`")
-    path = download(
-        args.target,
-        sha256=args.sha256,
-        cache_dir=args.cache_dir,
-        offline=args.offline,
-        progress=not args.no_progress,
-    )
-    print(path)
-    return 0

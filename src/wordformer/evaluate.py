@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import replace
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from .checkpoint import LoadedModel
-from .data import IGNORE_INDEX, _text_stream, check_same_corpus, load_pairs, load_texts, pad_pairs, prepare_corpus
-from .errors import WordformerError
+from .batches import IGNORE_INDEX, pad_pairs
+from .data import check_same_corpus, load_pairs, load_texts, prepare_corpus, text_stream
+from .errors import WordformerError, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
 
     Returns loss (mean cross entropy per target token), perplexity, accuracy and the token count.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise WordformerError(f"batch_size={batch_size!r} must be an integer >= 1")
+    check_int("batch_size", batch_size)
     block = loaded.model_config.block_size
     cfg = loaded.data_config
     tok = loaded.tokenizer
@@ -73,7 +72,7 @@ def evaluate(loaded: LoadedModel, data: Optional[str] = None, *, batch_size: int
                 for p, a in pairs]
         return _score(loaded.model, [pad_pairs(seqs[i : i + batch_size], tok.pad_id) for i in range(0, len(seqs), batch_size)])
     texts = load_texts(data, encoding_errors=cfg.encoding_errors)
-    ids = torch.from_numpy(_text_stream(tok, texts, cfg.eos_mode()).astype("int64"))
+    ids = torch.from_numpy(text_stream(tok, texts, cfg.eos_mode()).astype("int64"))
     if tok.unk_id is not None and len(ids) > 1:
         unknown = float((ids[1:] == tok.unk_id).float().mean())
         if unknown > 0.2:  # predicting <unk> is easy and says nothing about the text

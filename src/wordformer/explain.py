@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checkpoint import LoadedModel
-from .errors import WordformerError
-from .generate import encode_prompt, never_generated, suppress, top_k_allowed
+from .errors import WordformerError, check_int
+from .generation import encode_prompt, never_generated, suppress, top_k_allowed
 from .model import WordPredictor
 from .positional import rotate
 from .tokenizers import Tokenizer
@@ -57,7 +57,8 @@ class Explanation:
     attention_input: Tensor  # (t+1, C) what attention reads: norm1(block_input) with pre-norm, else block_input
     query: Tensor  # (D,) step 1: the query step 3 uses (after qk_norm and RoPE, when on)
     keys: Tensor  # (t+1, D) step 2: the keys step 3 uses
-    scores: Tensor  # (t+1,) step 3: q . k * scale
+    dot_products: Tensor  # (t+1,) step 3 before scaling: q . k
+    scores: Tensor  # (t+1,) step 3: q . k * score_factor (1/sqrt(D) unless attn_scale says otherwise)
     weights: Tensor  # (t+1,) step 4: softmax(scores)
     values: Tensor  # (t+1, D) step 5
     weighted: Tensor  # (t+1, D) step 6: weights * values
@@ -72,7 +73,7 @@ class Explanation:
     positional: str = "sinusoidal"  # with "rope" nothing is added in step 0 (position is zero)
     qk_norm: bool = False  # queries and keys RMS-normalised per head before step 3
     norm_type: str = "layernorm"  # the block's norms: "layernorm" or "rmsnorm"
-    scale: float = 0.0  # step 3's factor on q . k: 1/sqrt(D) unless attn_scale says otherwise (0: not recorded)
+    score_factor: float = 0.0  # step 3's factor on q . k: 1/sqrt(D) unless attn_scale says otherwise (0: not recorded)
     query_stages: list[tuple[str, Tensor]] = field(default_factory=list)  # (what, (D,)) before the final query
     keys_stages: list[tuple[str, Tensor]] = field(default_factory=list)  # (what, (t+1, D)) before the final keys
     projections: dict[str, tuple[Tensor, Optional[Tensor]]] = field(default_factory=dict)
@@ -88,8 +89,14 @@ class Explanation:
         return self.tokens[: self.token + 1]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain lists and numbers, for JSON."""
-        out: dict[str, Any] = {}
+        """Plain lists and numbers, for JSON (``wordformer explain --json`` and the page's seven-steps view).
+
+        Every tensor field by its name, plus ``head_size``, ``d_model`` and ``scale`` (step 3's divisor: sqrt of
+        the head size, or 1 / attn_scale); ``top`` is a list of ``{"token", "probability"}``.
+        """
+        divisor = 1 / self.score_factor if self.score_factor else math.sqrt(self.head_size)
+        out: dict[str, Any] = {"head_size": self.head_size, "d_model": int(self.block_input.size(-1)),
+                               "scale": divisor}
         for name, value in self.__dict__.items():
             if isinstance(value, Tensor):
                 out[name] = value.tolist()
@@ -172,8 +179,7 @@ def explain_token(
     layer = _check_index("layer", layer, cfg.num_layers, "the model has {} layer{}")
     head = _check_index("head", head, cfg.num_heads, "the model has {} head{} per layer")
     t = _check_index("token", token, len(ids), "the prompt has {} token{}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise WordformerError(f"top_k={top_k!r} must be an integer >= 1")
+    check_int("top_k", top_k)
 
     block = model.blocks[layer]
     attention = block.attention
@@ -208,16 +214,17 @@ def explain_token(
     d = attention.head_size
     factor = cfg.attn_scale if cfg.attn_scale is not None else 1 / math.sqrt(d)
 
-    def steps(h: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def steps(h: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         query = q[0, h, t]  # (D,)
         keys = k[0, h, : t + 1]  # (t+1, D): the token and every one before it (the mask hides the rest)
-        scores = keys @ query / math.sqrt(d) if cfg.attn_scale is None else keys @ query * factor  # (t+1,)
+        dots = keys @ query  # (t+1,)
+        scores = dots / math.sqrt(d) if cfg.attn_scale is None else dots * factor  # (t+1,)
         weights = F.softmax(scores, dim=-1)  # (t+1,)
         values = v[0, h, : t + 1]  # (t+1, D)
         weighted = weights[:, None] * values  # (t+1, D)
-        return query, keys, scores, weights, values, weighted, weighted.sum(dim=0)  # summed: (D,)
+        return query, keys, dots, scores, weights, values, weighted, weighted.sum(dim=0)  # summed: (D,)
 
-    query, keys, scores, weights, values, weighted, summed = steps(head)
+    query, keys, dots, scores, weights, values, weighted, summed = steps(head)
     head_outputs = torch.cat([steps(h)[-1] for h in range(cfg.num_heads)])  # (C,)
     attention_output = attention.out(head_outputs)  # (C,)
     residual = x[t] + attention_output  # the residual connection values
@@ -247,7 +254,7 @@ def explain_token(
         positional=cfg.positional,
         qk_norm=cfg.qk_norm,
         norm_type=cfg.norm_type,
-        scale=float(factor),
+        score_factor=float(factor),
         query_stages=[(what, sq[0, head, t].cpu()) for what, sq, _ in stages],
         keys_stages=[(what, sk[0, head, : t + 1].cpu()) for what, _, sk in stages],
         position=(torch.zeros(t + 1, cfg.d_model) if model.rotary
@@ -256,6 +263,7 @@ def explain_token(
         attention_input=attn_in[: t + 1].cpu(),
         query=query.cpu(),
         keys=keys.cpu(),
+        dot_products=dots.cpu(),
         scores=scores.cpu(),
         weights=weights.cpu(),
         values=values.cpu(),
@@ -377,16 +385,17 @@ def format_explanation(e: Explanation, *, decimals: int = 4, max_dims: Optional[
     for i in range(e.token + 1):
         lines.append(row(i, f"k = {vec(e.keys[i])}"))
     what = "the rotated query with each rotated key" if rope else "the query with each key"
-    if not e.scale or math.isclose(e.scale, 1 / math.sqrt(dk), rel_tol=1e-9):
+    if not e.score_factor or math.isclose(e.score_factor, 1 / math.sqrt(dk), rel_tol=1e-9):
         lines.append(f"3. dot products of {what}, scaled by 1/sqrt({dk}) = {1 / math.sqrt(dk):.{decimals}f}")
-        label = f"q . k / sqrt({dk})"
+        label = f"/ sqrt({dk})"
     else:
-        lines.append(f"3. dot products of {what}, scaled by attn_scale = {e.scale:.{decimals}g}")
-        label = f"q . k x {e.scale:.{decimals}g}"
+        lines.append(f"3. dot products of {what}, scaled by attn_scale = {e.score_factor:.{decimals}g}")
+        label = f"x {e.score_factor:.{decimals}g}"
     if rope:
         lines.append("   (both rotated by their positions: each product depends only on how far apart the tokens are)")
     for i in range(e.token + 1):
-        lines.append(row(i, f"{label} = {_num(float(e.scores[i]), decimals)}"))
+        lines.append(row(i, f"q . k = {_num(float(e.dot_products[i]), decimals)}, "
+                            f"{label} = {_num(float(e.scores[i]), decimals)}"))
     lines.append("4. softmax of the scaled dot products = attention weights (they sum to 1)")
     for i in range(e.token + 1):
         lines.append(row(i, _num(float(e.weights[i]), decimals)))

@@ -20,7 +20,7 @@ calls work offline too (set ``HF_HUB_OFFLINE=1`` to be sure nothing is fetched).
 ``GPT2LMHeadModel.save_pretrained(DIR)`` (plus ``GPT2TokenizerFast.save_pretrained(DIR)`` for the
 tokenizer) loads the same way: ``load_pretrained_gpt2(DIR)``. Without tokenizer files pass
 ``with_tokenizer=False``; ``m.tokenizer`` is then None and you feed token ids to
-:func:`wordformer.generate.generate_ids` yourself. The GPT-2 tokenizer has no ``<pad>`` or ``<eos>``:
+:func:`wordformer.generation.generate_ids` yourself. The GPT-2 tokenizer has no ``<pad>`` or ``<eos>``:
 ``<|endoftext|>`` (id 50256) plays both parts, and the literal text ``<eos>`` is ordinary text to it.
 
 Other conversions: :func:`from_hf_model`, :func:`from_hf_state_dict` / :func:`to_hf_state_dict`

@@ -23,8 +23,9 @@ from torch import Tensor
 
 from .checkpoint import LoadedModel
 from .config import ModelConfig, TrainConfig
-from .errors import WordformerError, make_folder
-from .generate import encode_prompt
+from .errors import WordformerError, check_int
+from .files import file_in_the_way, save_bytes
+from .generation import encode_prompt
 from .model import WordPredictor
 from .positional import sinusoidal_table
 from .schedule import learning_rate
@@ -72,12 +73,19 @@ def token_label(token: str) -> str:
     return text.replace("$", r"\$") or "∅"
 
 
-def check_image_path(path: Union[str, os.PathLike]) -> str:
-    """The image format for ``path`` from its extension; anything but .png/.svg is refused early."""
+def check_image_path(path: Union[str, os.PathLike], option: str = "--out") -> str:
+    """The image format for ``path`` from its extension. Refused before any work: another extension, a
+    folder, and a path through a file (``option`` names the flag that gave it)."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         shown = f"'{suffix}'" if suffix else "no extension"
         raise WordformerError(f"cannot write an image to {path} ({shown}): use a file name ending in .png or .svg")
+    if Path(path).is_dir():
+        raise WordformerError(f"cannot write {option} {path}: it is a folder; choose a file name ending in {suffix}")
+    blocker = file_in_the_way(Path(path).parent)
+    if blocker is not None:
+        raise WordformerError(f"cannot write {option} {path}: {blocker} is a file, not a folder; choose another "
+                              f"{option}")
     return FORMATS[suffix]
 
 
@@ -94,18 +102,7 @@ def save_figure(fig: Figure, path: Union[str, os.PathLike], *, dpi: int = 100) -
     metadata: dict[str, Any] = {"Date": None} if fmt == "svg" else {"Software": None}
     with matplotlib.rc_context({"svg.hashsalt": "wordformer", "svg.fonttype": "path"}):
         fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    make_folder(path.parent, advice="choose another path for the image")
-    try:
-        with open(tmp, "wb") as fh:  # a plain open: the file gets the usual permissions (umask)
-            fh.write(buffer.getvalue())
-        os.replace(tmp, path)  # readers never see half an image
-    except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:  # e.g. the parent is a file: no temp file was made
-            pass
-        raise WordformerError(f"cannot write {path}: {exc.strerror or exc}; choose another path for the image") from None
+    save_bytes(buffer.getvalue(), path, advice="choose another path for the image")  # readers never see half
     return path
 
 
@@ -226,8 +223,7 @@ def positional_table(
     block_size = defaults.block_size if block_size is None else block_size
     d_model = defaults.d_model if d_model is None else d_model
     for name, value in (("block_size", block_size), ("d_model", d_model)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise WordformerError(f"{name}={value!r} must be an integer >= 1")
+        check_int(name, value)
     title = f"sinusoidal positional encoding ({block_size} positions x d_model {d_model})"
     return sinusoidal_table(block_size, d_model), title
 
@@ -293,8 +289,7 @@ def plot_lr_schedule(train_config: Union[TrainConfig, LoadedModel], *, steps: Op
     if not isinstance(cfg, TrainConfig):
         raise WordformerError(f"expected a TrainConfig or a LoadedModel, got {type(train_config).__name__}")
     n = cfg.max_steps if steps is None else steps
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise WordformerError(f"steps={n!r} must be an integer >= 1")
+    check_int("steps", n)
     x = np.arange(n)
     y = [learning_rate(int(s), lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
                        schedule=cfg.schedule, cooldown_fraction=cfg.cooldown_fraction)
@@ -348,8 +343,7 @@ def plot_embeddings(
     in similar contexts end up close together; special tokens are drawn in grey.
     """
     model, tok, _ = _model_and_tokenizer(source, tokenizer)
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise WordformerError(f"max_tokens={max_tokens!r} must be an integer >= 1")
+    check_int("max_tokens", max_tokens)
     weight = model.token_embedding.weight  # (V, C)
     coords, xlabel, ylabel = embedding_coordinates(weight)
     n = min(max_tokens, weight.size(0))

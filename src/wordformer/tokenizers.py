@@ -13,7 +13,6 @@ tokenizer, so checkpoints carry their vocabulary with them.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from abc import ABC, abstractmethod
@@ -22,6 +21,7 @@ from typing import Any, ClassVar, Iterable, Optional, Sequence
 
 import numpy as np
 
+from .config import MIN_BPE_VOCAB
 from .errors import WordformerError
 
 logger = logging.getLogger(__name__)
@@ -300,7 +300,6 @@ class CharTokenizer(Tokenizer):
 
 # --------------------------------------------------------------------------------------------------- BPE
 
-MIN_BPE_VOCAB = 256 + 2  # every byte plus <pad> and <eos>
 BPE_CHUNK_CHARS = 16_384  # the Rust encoder slows down on very long inputs; feed it pieces this size
 _SAFE_CUT = re.compile(r"(?<=\S) (?=\S)")  # a lone space between non-spaces starts a new pre-token
 
@@ -458,11 +457,3 @@ def tokenizer_from_dict(d: Any) -> Tokenizer:
         reason = (str(exc).splitlines() or [""])[0]
         raise WordformerError(f"saved {kind} tokenizer is malformed ({type(exc).__name__}: {reason}); re-save it") from None
 
-
-def tokenizer_from_json(text: str) -> Tokenizer:
-    """Rebuild a tokenizer from the JSON text of :meth:`Tokenizer.to_dict`."""
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WordformerError(f"saved tokenizer is not valid JSON ({exc}); re-save it") from None
-    return tokenizer_from_dict(d)

@@ -8,14 +8,14 @@ Shape legend: B = batch, T = tokens, V = vocabulary.
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import math
 import shutil
 import signal
+import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -23,24 +23,26 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
-from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics.classification import MulticlassAccuracy
 
-from .checkpoint import KEY, atomic_torch_save, parse_entry, read_checkpoint, wordformer_entry
+from .batches import IGNORE_INDEX
+from .callbacks import (AtomicCheckpointIO, LineProgress, RunCheckpoint, RunCSVLogger, SessionTimer, StepProgressBar,
+                        ValidateOnLastStep)
+from .checkpoint import KEY, parse_entry, read_checkpoint, wordformer_entry
 from .config import DataConfig, ModelConfig, TrainConfig
-from .data import WordDataModule, check_same_corpus, prepare_corpus
-from .errors import WordformerError, make_folder
+from .data import Corpus, WordDataModule, check_same_corpus, prepare_corpus
+from .errors import WordformerError
+from .hardware import check_batch_fits, cpu_has_native_bf16, resolve_precision
 from .model import WordPredictor
 from .optim import build_optimizer, build_scheduler
+from .runs import (BEST, LAST, METRICS_CSV, TENSORBOARD, check_out_dir, check_resumable, claim_for_training,
+                   interrupted_message, remove_stale_temp_checkpoints)
 from .tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
-IGNORE_INDEX = -100  # targets at padding positions (prompt/answer pairs) carry no error
 
 
 class NonFiniteLossError(WordformerError):
@@ -152,110 +154,6 @@ class WordPredictorModule(L.LightningModule):
         self._resume_rng = None
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O that replaces files atomically (temp file, fsync, rename)."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
-        atomic_torch_save(checkpoint, path)
-
-
-class _KeepingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes ``metrics.csv`` whenever it opens a folder that has one; a resumed run
-    keeps the rows up to its checkpoint's step instead, and appends after them."""
-
-    def __init__(self, log_dir: str, keep_until: int) -> None:
-        self._keep_until = keep_until
-        super().__init__(log_dir)
-
-    def _check_log_dir_exists(self) -> None:
-        path = Path(self.metrics_file_path)
-        if not path.exists():
-            return
-        try:
-            with open(path, newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                fields, rows = list(reader.fieldnames or []), list(reader)
-            kept = [r for r in rows if r.get("step") not in (None, "") and float(r["step"]) <= self._keep_until]
-        except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-            raise WordformerError(f"cannot keep the training history in {path} ({exc}); move that file away and "
-                                  "resume again") from None
-        with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(kept)
-        self.metrics_keys = fields  # so save() appends under the same header (or rewrites it for new keys)
-
-
-class RunCSVLogger(CSVLogger):
-    """``logs/csv/metrics.csv`` of a run; with ``keep_until`` (a resume) the earlier history stays."""
-
-    def __init__(self, *args: Any, keep_until: Optional[int] = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._keep_until = keep_until
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = (ExperimentWriter(self.log_dir) if self._keep_until is None
-                                else _KeepingWriter(self.log_dir, self._keep_until))
-        return self._experiment
-
-
-class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that survives a moved or copied run folder. Lightning forgets the best score when the
-    folder's path changed since the checkpoint, so the first evaluation after ``--resume`` would replace
-    ``best.ckpt`` with whatever it scores; here the saved state is re-rooted in the current folder instead."""
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved_dir = state_dict.get("dirpath")
-        if saved_dir is None or self.dirpath is None or saved_dir == self.dirpath:
-            return super().load_state_dict(state_dict)
-
-        def here(path: Optional[str]) -> str:
-            return str(Path(self.dirpath) / Path(path).name) if path else ""
-
-        moved = dict(state_dict, dirpath=self.dirpath, best_model_path=here(state_dict.get("best_model_path")),
-                     kth_best_model_path=here(state_dict.get("kth_best_model_path")),
-                     last_model_path=here(state_dict.get("last_model_path")),
-                     best_k_models={here(k): v for k, v in (state_dict.get("best_k_models") or {}).items()})
-        super().load_state_dict(moved)
-
-
-class SessionTimer(Timer):
-    """``max_time`` counts this session's training only: Lightning's own timer carries the time used before a
-    ``--resume`` over, so a run stopped by its time budget resumed into nothing at all."""
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        pass
-
-
-class ValidateOnLastStep(L.Callback):
-    """Stop (and so validate and checkpoint) on the final step, even between evaluation intervals."""
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
-            trainer.should_stop = True
-
-
-class StepProgressBar(TQDMProgressBar):
-    """Progress in batches out of ``max_steps`` (the training loader is endless), without Lightning's v_num."""
-
-    @property
-    def total_train_batches(self) -> int | float:
-        return self.trainer.max_steps * self.trainer.accumulate_grad_batches
-
-    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description("training")
-
-    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        items = super().get_metrics(trainer, pl_module)
-        items.pop("v_num", None)
-        return items
-
-
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -268,142 +166,10 @@ class TrainResult:
     num_parameters: int
 
 
-def resolve_precision(precision: str) -> str:
-    """"auto" is bf16-mixed on GPUs that support it and 32-true elsewhere, CPUs included (bit-for-bit the
-    chapter's float32 arithmetic; ask for bf16-mixed on CPUs with native bf16, see cpu_has_native_bf16)."""
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AVX512-BF16 or AMX, where bf16 matmuls run natively and bf16-mixed trains faster than
-    float32 (1.3x at the benchmark sizes on an AMD EPYC); elsewhere bf16 is emulated and slower."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # older torch: no way to tell
-        return False
-
-
-DEMO_MARK = ".wordformer-demo"  # `wordformer demo` marks the folders it may replace on its next run
-
-
 def is_rank_zero() -> bool:
     """False in the extra processes Lightning starts for multi-device training (they re-run the command): those
     neither check the output folder nor print reports, so both happen once."""
     return rank_zero_only.rank == 0
-
-
-def check_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber an earlier run, and an output folder that cannot be written."""
-    existing = [p for p in (out_dir / "best.ckpt", out_dir / "last.ckpt", out_dir / "logs" / "csv" / "metrics.csv")
-                if p.exists()]
-    tensorboard = out_dir / "logs" / "tensorboard"
-    if not existing and tensorboard.is_dir() and any(tensorboard.iterdir()):
-        existing = [tensorboard]
-    if existing and not resume and not overwrite:
-        go_on = f"continue it with --resume {out_dir}, " if (out_dir / "last.ckpt").is_file() else ""
-        raise WordformerError(
-            f"{out_dir} already holds a run ({existing[0].relative_to(out_dir)}); {go_on}"
-            "choose another --out, or pass --overwrite to replace it"
-        )
-    make_folder(out_dir, advice="choose another --out")
-    try:
-        probe = out_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise WordformerError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}; choose another --out") from None
-
-
-def remove_stale_temp_checkpoints(out_dir: Path) -> list[Path]:
-    """Delete the temp files of checkpoint saves that a killed process never renamed into place.
-
-    Only the names ``atomic_write_bytes`` makes for this run's checkpoints (``.best.ckpt.*.tmp``,
-    ``.last.ckpt.*.tmp``); the checkpoints themselves were never touched by a half-finished save.
-    """
-    removed = []
-    for name in ("best.ckpt", "last.ckpt"):
-        for tmp in out_dir.glob(f".{name}.*.tmp"):
-            try:
-                tmp.unlink()
-                removed.append(tmp)
-            except OSError:  # gone already, or not ours to remove: harmless either way
-                pass
-    if removed:
-        log.info("removed %d unfinished checkpoint save(s) in %s", len(removed), out_dir)
-    return removed
-
-
-def interrupted_message(step: int, last: Path, out_dir: Path) -> str:
-    """Where an interrupted run stands: what was reached, what is saved, how to go on."""
-    try:
-        saved = int(read_checkpoint(last)[KEY]["info"]["step"]) if last.is_file() else None
-    except (WordformerError, KeyError, TypeError, ValueError):
-        saved = None
-    if saved is None:
-        return f"at step {step}, before the first checkpoint; nothing was saved"
-    return (f"at step {step}; {last} holds step {saved} (a lower --eval-interval saves more often) — continue "
-            f"with: wordformer train --resume {out_dir}")
-
-
-def memory_available() -> Optional[int]:
-    """Bytes this machine can still give (Linux's MemAvailable), or None where that is unknown."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def check_batch_fits(model: ModelConfig, batch_size: int, accelerator: str) -> None:
-    """Refuse, on CPU, a batch whose activations cannot fit in memory: the kernel's OOM killer would end the
-    process without a word. A lower bound in float32: logits with their softmax and gradient (3V per token),
-    and per layer the ~18 d_model-sized tensors a block keeps for its backward pass."""
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
-                                      and not torch.backends.mps.is_available())
-    free = memory_available() if on_cpu else None
-    per_token = 3 * model.vocab_size + (18 * model.num_layers + 2) * model.d_model
-    need = 4 * batch_size * model.block_size * per_token
-    if free is not None and need > free:
-        raise WordformerError(
-            f"batch_size={batch_size} x block_size={model.block_size} needs at least {need / 2**30:.1f} GiB for "
-            f"activations, more than the {free / 2**30:.1f} GiB free here; use a smaller --batch-size (--grad-accum N "
-            "keeps the effective batch)")
-
-
-RESTORED_OPTIMIZER = ("lr", "beta1", "beta2", "weight_decay",  # Lightning restores these with the optimizer state
-                      "optimizer", "muon_lr", "muon_momentum", "muon_momentum_start", "muon_momentum_warmup",
-                      "muon_weight_decay", "muon_split_qkv")
-
-
-def check_same_optimizer(train: TrainConfig, saved: TrainConfig, checkpoint: Path) -> None:
-    """The optimizer resumes with its saved settings; a new value would be recorded but never used."""
-    changed = [f"{k} {getattr(saved, k)!r} -> {getattr(train, k)!r}" for k in RESTORED_OPTIMIZER
-               if getattr(train, k) != getattr(saved, k)]
-    if changed:
-        raise WordformerError(f"cannot change the optimizer when resuming ({', '.join(changed)}): it continues with "
-                              f"the settings saved in {checkpoint}; drop those options, or start a new run with --out")
-
-
-def check_same_model(model: ModelConfig, saved: ModelConfig, checkpoint: Path) -> None:
-    """A resumed run keeps its architecture: other sizes would not load, and some (heads) would load and
-    silently reinterpret the weights."""
-    mine, theirs = asdict(model), asdict(saved)
-    changed = [f"{k} {theirs[k]!r} -> {mine[k]!r}" for k in mine if k != "vocab_size" and mine[k] != theirs[k]]
-    if changed:
-        raise WordformerError(f"cannot change the model when resuming ({', '.join(changed)}); {checkpoint} was "
-                              "trained with the former: drop those options, or start a new run with --out")
-
-
-def config_from_checkpoint(path: Path) -> tuple[ModelConfig, DataConfig, TrainConfig]:
-    model_config, data_config, train_config, _, _ = parse_entry(read_checkpoint(path), path)
-    return model_config, data_config, train_config
 
 
 def train(
@@ -429,7 +195,7 @@ def train(
     if is_rank_zero():
         check_out_dir(out_dir, resume=resume, overwrite=overwrite)
         remove_stale_temp_checkpoints(out_dir)
-        (out_dir / DEMO_MARK).unlink(missing_ok=True)  # the folder now holds this run: `demo` must not replace it
+        claim_for_training(out_dir)  # the folder now holds this run: `demo` must not replace it
     try:
         return _fit(model, data, train, out_dir, callbacks=callbacks, resume=resume, overwrite=overwrite,
                     logger=logger)
@@ -440,57 +206,76 @@ def train(
         raise
 
 
-def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path, *, callbacks: Sequence[L.Callback],
-         resume: bool, overwrite: bool, logger: bool) -> TrainResult:
-    """The body of :func:`train`, once the output folder is checked."""
-    last = out_dir / "last.ckpt"
-    if resume and not last.exists():
-        raise WordformerError(f"nothing to resume in {out_dir}: there is no last.ckpt")
-    recorded: Optional[dict[str, Any]] = None
-    done: Optional[int] = None  # the step a resumed run continues from
-    if resume:
-        # one clear line for a damaged or code-carrying file, before any work
-        saved_model, _, saved_train, saved_tokenizer, recorded = parse_entry(read_checkpoint(last), last)
-        check_same_model(model, saved_model, last)
-        check_same_optimizer(train, saved_train, last)
-        done = int(recorded.get("step", 0))
-        if train.max_steps <= done:
-            raise WordformerError(f"{last} is already at step {done}; to train further, resume with --max-steps "
-                                  f"above {done}")
-    if resume and data.data and not Path(data.data).exists():
-        raise WordformerError(f"{last} was trained on {data.data}, which is gone; resume with --data PATH pointing "
-                              "at the same text")
-    started = time.perf_counter()
+@dataclass
+class _Resumed:
+    """What a resumed run continues from: the step, and what its checkpoint recorded of the corpus."""
+
+    checkpoint: Path
+    step: int
+    info: dict[str, Any]
+    tokenizer: Tokenizer
+
+
+def _check_resume(model: ModelConfig, data: DataConfig, train: TrainConfig, last: Path) -> _Resumed:
+    """Stage 1 of a resume: one clear line for a damaged file or a changed setting, before any work."""
+    if not last.exists():
+        raise WordformerError(f"nothing to resume in {last.parent}: there is no {LAST}")
+    saved_model, _, saved_train, saved_tokenizer, info = parse_entry(read_checkpoint(last), last)
+    step = int(info.get("step", 0))
+    check_resumable(model, data, train, (saved_model, saved_train), step, last)
+    return _Resumed(last, step, info, saved_tokenizer)
+
+
+def _warn_about(model: ModelConfig, train: TrainConfig) -> None:
+    """Settings that train without an error but not as the user hopes."""
+    if model.d_model <= 2 and model.norm != "none":
+        log.warning("with d_model=%d a layer norm maps every vector to +-(1, -1) and erases what the embedding "
+                    "learned: the model will answer nothing useful; pass --norm none (the chapter's plain "
+                    "residual connection)", model.d_model)
+
+
+def _prepare(model: ModelConfig, data: DataConfig, train: TrainConfig,
+             resumed: Optional[_Resumed]) -> tuple[ModelConfig, Corpus, WordDataModule]:
+    """Stage 2: tokenize (or load the cached corpus), size the vocabulary, build the batches."""
     L.seed_everything(train.seed, verbose=False)
     corpus = prepare_corpus(data, model.block_size)
-    if recorded is not None:
-        check_same_corpus(corpus, recorded.get("corpus"), data, last, saved_tokenizer,
+    if resumed is not None:
+        check_same_corpus(corpus, resumed.info.get("corpus"), data, resumed.checkpoint, resumed.tokenizer,
                           advice="restore that text (--data PATH if it moved), or start a new run with --out")
     model = replace(model, vocab_size=corpus.tokenizer.vocab_size)
     check_batch_fits(model, train.batch_size, train.accelerator)
-    module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer)
-    module.corpus_key = corpus.key
     datamodule = WordDataModule(corpus, model.block_size, train.batch_size, seed=train.seed,
                                 eval_batches=train.eval_batches, grad_accum=train.grad_accum, sampling=data.sampling)
-    if torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+    return model, corpus, datamodule
 
-    best_cb = RunCheckpoint(dirpath=out_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
-                            enable_version_counter=False, auto_insert_metric_name=False)
+
+def _run_callbacks(train: TrainConfig, out_dir: Path, extra: Sequence[L.Callback], *,
+                   logger: bool) -> tuple[RunCheckpoint, list[L.Callback]]:
+    """Stage 3: best.ckpt, last.ckpt, the time budget, progress, the learning-rate log, the caller's own."""
+    best = RunCheckpoint(dirpath=out_dir, filename=Path(BEST).stem, monitor="val_loss", mode="min", save_top_k=1,
+                         enable_version_counter=False, auto_insert_metric_name=False)
     # last.ckpt from its own callback: Lightning's save_last=True rewrites it only when best.ckpt improves, so
     # once validation stops improving a resume would go back to the best step, not the latest
-    last_cb = RunCheckpoint(dirpath=out_dir, filename="last", monitor=None, save_top_k=1,
-                            enable_version_counter=False, auto_insert_metric_name=False)
-    loggers: Any = False
-    all_callbacks: list[L.Callback] = [ValidateOnLastStep(), best_cb, last_cb, *callbacks]
+    last = RunCheckpoint(dirpath=out_dir, filename=Path(LAST).stem, monitor=None, save_top_k=1,
+                         enable_version_counter=False, auto_insert_metric_name=False)
+    found: list[L.Callback] = [ValidateOnLastStep(), best, last, *extra]
     if train.max_time:
-        all_callbacks.append(SessionTimer(duration={"seconds": train.max_time}, interval="step", verbose=False))
-    if train.progress:
-        all_callbacks.append(StepProgressBar())
+        found.append(SessionTimer(duration={"seconds": train.max_time}, interval="step", verbose=False))
+    if train.progress:  # a bar in a terminal; in a log file a bar writes a line per refresh, so short lines there
+        found.append(StepProgressBar() if sys.stderr.isatty() else LineProgress(max(train.log_every,
+                                                                                     train.max_steps // 10)))
     if logger:
-        loggers = [RunCSVLogger(out_dir, name="logs", version="csv", keep_until=done),
-                   TensorBoardLogger(out_dir, name="logs", version="tensorboard")]
-        all_callbacks.append(LearningRateMonitor(logging_interval="step"))
+        found.append(LearningRateMonitor(logging_interval="step"))
+    return best, found
+
+
+def _trainer(train: TrainConfig, out_dir: Path, callbacks: list[L.Callback], *, logger: bool,
+             resumed_step: Optional[int]) -> L.Trainer:
+    """Stage 4: the Lightning Trainer, its set-up errors turned into one line."""
+    loggers: Any = False
+    if logger:
+        loggers = [RunCSVLogger(out_dir, name="logs", version=METRICS_CSV.parent.name, keep_until=resumed_step),
+                   TensorBoardLogger(out_dir, name="logs", version=TENSORBOARD.name)]
     eval_interval = min(train.eval_interval, train.max_steps)
     try:
         trainer = L.Trainer(
@@ -507,9 +292,9 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
             log_every_n_steps=train.log_every,
             deterministic=train.deterministic,
             logger=loggers,
-            callbacks=all_callbacks,
+            callbacks=callbacks,
             plugins=[AtomicCheckpointIO()],
-            enable_progress_bar=train.progress,
+            enable_progress_bar=train.progress and sys.stderr.isatty(),
             enable_model_summary=False,
             default_root_dir=out_dir,
         )
@@ -520,19 +305,28 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
             and not cpu_has_native_bf16()):
         log.warning("this CPU has no native bf16 (AVX512-BF16 or AMX): --precision %s will train slower than "
                     "32-true here", trainer.precision)
-    if overwrite and not resume and is_rank_zero():
-        # everything checked, training starts: the replaced run goes now, so its curves never mix with this
-        # run's and an interruption before the first checkpoint cannot point --resume at the old run
-        for folder in ("csv", "tensorboard"):
-            shutil.rmtree(out_dir / "logs" / folder, ignore_errors=True)
-        for name in ("best.ckpt", "last.ckpt"):
-            (out_dir / name).unlink(missing_ok=True)
+    return trainer
+
+
+def _clear_replaced_run(out_dir: Path) -> None:
+    """Stage 5 (``--overwrite``): everything is checked and training starts, so the replaced run goes now; its
+    curves never mix with this run's, and an interruption before the first checkpoint cannot point
+    ``--resume`` at the old run."""
+    for folder in (METRICS_CSV.parent, TENSORBOARD):
+        shutil.rmtree(out_dir / folder, ignore_errors=True)
+    for name in (BEST, LAST):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def _fit_until_done(trainer: L.Trainer, module: WordPredictorModule, datamodule: WordDataModule,
+                    last: Optional[Path]) -> None:
+    """Stage 6: Lightning's loop (from ``last`` when resuming); Ctrl-C becomes a KeyboardInterrupt that says
+    where the run stands and how to continue."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*IterableDataset.*__len__.*")
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None,
-                        weights_only=True)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last else None, weights_only=True)
         except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after a graceful shutdown
             if not trainer.interrupted:
                 raise
@@ -540,18 +334,32 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
             if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # Lightning ignores further Ctrl-C; undo that
                 signal.signal(signal.SIGINT, signal.default_int_handler)
     if trainer.interrupted:
-        if not last.exists() and is_rank_zero():  # nothing to resume: leave no half run that blocks a rerun
+        out_dir = Path(trainer.default_root_dir)
+        if not (out_dir / LAST).exists() and is_rank_zero():  # nothing to resume: no half run that blocks a rerun
             shutil.rmtree(out_dir / "logs", ignore_errors=True)
-        raise KeyboardInterrupt(interrupted_message(trainer.global_step, last, out_dir))
+        raise KeyboardInterrupt(interrupted_message(trainer.global_step, out_dir))
+
+
+def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path, *, callbacks: Sequence[L.Callback],
+         resume: bool, overwrite: bool, logger: bool) -> TrainResult:
+    """The body of :func:`train`, once the output folder is checked: six named stages."""
+    last = out_dir / LAST
+    resumed = _check_resume(model, data, train, last) if resume else None
+    _warn_about(model, train)
+    started = time.perf_counter()
+    model, corpus, datamodule = _prepare(model, data, train, resumed)
+    module = WordPredictorModule(model, train, data_config=data, tokenizer=corpus.tokenizer)
+    module.corpus_key = corpus.key
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+    best, all_callbacks = _run_callbacks(train, out_dir, callbacks, logger=logger)
+    trainer = _trainer(train, out_dir, all_callbacks, logger=logger,
+                       resumed_step=resumed.step if resumed else None)
+    if overwrite and not resume and is_rank_zero():
+        _clear_replaced_run(out_dir)
+    _fit_until_done(trainer, module, datamodule, last if resume else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
-    best = float(best_cb.best_model_score) if best_cb.best_model_score is not None else metrics.get("val_loss", math.nan)
-    return TrainResult(
-        out_dir=out_dir,
-        best_checkpoint=out_dir / "best.ckpt",
-        last_checkpoint=last,
-        val_loss=best,
-        metrics=metrics,
-        steps=int(trainer.global_step),
-        seconds=time.perf_counter() - started,
-        num_parameters=module.model.num_parameters(),
-    )
+    score = float(best.best_model_score) if best.best_model_score is not None else metrics.get("val_loss", math.nan)
+    return TrainResult(out_dir=out_dir, best_checkpoint=out_dir / BEST, last_checkpoint=last, val_loss=score,
+                       metrics=metrics, steps=int(trainer.global_step), seconds=time.perf_counter() - started,
+                       num_parameters=module.model.num_parameters())

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import WordformerError
+from ..errors import WordformerError, check_int
 from .checkpoints import TaskCheckpoint, check_task_out, load_task_checkpoint, save_task_checkpoint
 from .encoder import EncoderConfig
 from .features import FeatureSplit, cifar100_features, digits_split, import_torchvision
@@ -31,11 +31,6 @@ PathLike = Union[str, Path]
 SOURCES = ("digits", "cifar100")
 TEST_SEED = 42  # the tutorial's seed for pre-generating the test sets
 CHECKPOINT_NAME = "anomaly.ckpt"
-
-
-def _check_int(name: str, value: Any, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise WordformerError(f"{name}={value!r} must be an integer >= {low}")
 
 
 @dataclass
@@ -57,9 +52,9 @@ class AnomalyConfig:
     split_seed: int = 0  # digits only: which images land in which split
 
     def __post_init__(self) -> None:
-        _check_int("set_size", self.set_size, low=2)
-        _check_int("batch_size", self.batch_size)
-        _check_int("split_seed", self.split_seed, low=0)
+        check_int("set_size", self.set_size, 2)
+        check_int("batch_size", self.batch_size)
+        check_int("split_seed", self.split_seed, 0)
         if isinstance(self.gradient_clip, bool) or not isinstance(self.gradient_clip, (int, float)) or self.gradient_clip < 0:
             raise WordformerError(f"gradient_clip={self.gradient_clip!r} must be a number >= 0 (0 turns clipping off)")
         self.model_config(input_dim=1)  # validates the architecture fields
@@ -91,7 +86,7 @@ class SetAnomalyDataset(Dataset):
             raise WordformerError(
                 f"features {tuple(features.shape)} and labels {tuple(labels.shape)} must be (N, F) and (N,) for the same N"
             )
-        _check_int("set_size", set_size, low=2)
+        check_int("set_size", set_size, 2)
         self.features = features
         self.labels = labels.cpu().numpy()
         self.set_size = set_size
@@ -178,8 +173,8 @@ def train_anomaly(
     ``wordformer[vision]`` and ``data_dir`` (with ``download=True`` to fetch CIFAR-100 there).
     An existing ``anomaly.ckpt`` is refused before training unless ``overwrite``.
     """
-    _check_int("epochs", epochs)
-    _check_int("seed", seed, low=0)
+    check_int("epochs", epochs)
+    check_int("seed", seed, 0)
     cfg = config or AnomalyConfig()
     if source not in SOURCES:
         raise WordformerError(f"source={source!r} must be one of: {', '.join(SOURCES)}")
@@ -267,18 +262,18 @@ def evaluate_anomaly(
     digits split recorded in one of our checkpoints; CIFAR-100 test images through ResNet-34 (the
     tutorial's ``SetAnomalyTask.ckpt``; needs ``wordformer[vision]`` and ``data_dir``).
     """
-    _check_int("batch_size", batch_size)
+    check_int("batch_size", batch_size)
     module, loaded = load_anomaly_module(checkpoint_path)
     data = loaded.data
     set_size = data.get("set_size", 10)  # a damaged file may hold anything: checked like the rest
-    _check_int("set_size", set_size, low=2)
+    check_int("set_size", set_size, 2)
     if features is not None:
         test_x, test_y = _features_file(features, data_dir, download)
     elif data.get("source") == "digits":
         cfg = data.get("config", {})
         if not isinstance(cfg, dict):
             raise WordformerError(f"{checkpoint_path} is damaged: its data config must be a mapping; retrain it")
-        _check_int("split_seed", cfg.get("split_seed", 0), low=0)
+        check_int("split_seed", cfg.get("split_seed", 0), low=0)
         stats = [data.get(k) if isinstance(data.get(k), Tensor) else None for k in ("feature_mean", "feature_std")]
         split = digits_split(
             test_fraction=cfg.get("test_fraction", 0.2),

@@ -13,8 +13,8 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from ..checkpoint import atomic_torch_save
-from ..errors import WordformerError, file_in_the_way, make_folder
+from ..errors import WordformerError
+from ..files import atomic_torch_save, check_writable_folder, file_in_the_way, make_folder
 from .encoder import EncoderConfig, EncoderPredictor
 from .loading import safe_load
 from .tutorial import import_tutorial, is_tutorial_checkpoint
@@ -60,10 +60,7 @@ def check_task_out(out_dir: PathLike, name: str, *, task: str, overwrite: bool) 
             f"{out} already holds {with_article(task)} checkpoint ({name}); choose another --out, "
             "or pass --overwrite to replace it"
         )
-    from ..training import check_out_dir  # lazy: the word-model trainer is heavy to import
-
-    # Only its folder creation and write probe: the best/last.ckpt of a word-model run are not ours to refuse.
-    check_out_dir(out, resume=False, overwrite=True)
+    check_writable_folder(out, advice="choose another --out")  # before the training it would otherwise waste
     return target
 
 

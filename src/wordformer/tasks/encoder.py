@@ -17,13 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..attention import scaled_dot_product
-from ..errors import WordformerError
+from ..errors import WordformerError, check_int
 from ..positional import sinusoidal_table
-
-
-def _check_int(name: str, value: Any, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise WordformerError(f"{name}={value!r} must be an integer >= {low}")
 
 
 def _check_prob(name: str, value: Any) -> None:
@@ -48,7 +43,7 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         for name in ("input_dim", "model_dim", "num_classes", "num_heads", "num_layers", "max_len", "ff_mult"):
-            _check_int(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         if self.model_dim % self.num_heads:
             raise WordformerError(f"num_heads={self.num_heads} must divide model_dim={self.model_dim}: pick a divisor")
         _check_prob("dropout", self.dropout)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ..errors import WordformerError
+from ..errors import WordformerError, check_int
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,7 @@ def extract_features(
     works as the backbone (the tutorial's is :func:`resnet34_backbone`). The backbone's training
     mode is restored afterwards.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise WordformerError(f"batch_size={batch_size!r} must be an integer >= 1")
+    check_int("batch_size", batch_size)
     if not isinstance(backbone, nn.Module):
         raise WordformerError(f"backbone must be a torch.nn.Module, got {type(backbone).__name__}")
     if device is None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..errors import WordformerError
+from ..errors import WordformerError, check_int
 from .encoder import EncoderConfig, EncoderPredictor
 
 
@@ -39,10 +39,8 @@ class TaskModule(L.LightningModule):
         super().__init__()
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             raise WordformerError(f"lr={lr!r} must be a positive number")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise WordformerError(f"warmup={warmup!r} must be an integer >= 0")
-        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-            raise WordformerError(f"max_iters={max_iters!r} must be an integer >= 1")
+        check_int("warmup", warmup, 0)
+        check_int("max_iters", max_iters)
         self.save_hyperparameters({"model_config": dict(model_config), "lr": lr, "warmup": warmup, "max_iters": max_iters})
         self.model = EncoderPredictor(EncoderConfig.from_dict(model_config))
 

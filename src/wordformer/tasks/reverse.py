@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import WordformerError
+from ..errors import WordformerError, check_int
 from .checkpoints import check_task_out, load_task_checkpoint, save_task_checkpoint
 from .encoder import EncoderConfig
 from .module import TaskModule, evaluate_module, fit
@@ -33,11 +33,6 @@ CHECKPOINT_NAME = "reverse.ckpt"
 def _stream_seed(seed: int, stream: int) -> int:
     """Independent seeds for the train/val/test streams of one run (no overlap for neighbouring seeds)."""
     return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-
-
-def _check_int(name: str, value: Any, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise WordformerError(f"{name}={value!r} must be an integer >= {low}")
 
 
 @dataclass
@@ -61,7 +56,7 @@ class ReverseConfig:
 
     def __post_init__(self) -> None:
         for name in ("num_categories", "seq_len", "train_size", "val_size", "test_size", "batch_size"):
-            _check_int(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         if self.train_size < self.batch_size:
             raise WordformerError(f"train_size={self.train_size} is below batch_size={self.batch_size}: no full batch to train on")
         if isinstance(self.gradient_clip, bool) or not isinstance(self.gradient_clip, (int, float)) or self.gradient_clip < 0:
@@ -133,8 +128,8 @@ def train_reverse(
     An existing ``reverse.ckpt`` is refused before training unless ``overwrite``: a short run must not
     silently replace a better model.
     """
-    _check_int("epochs", epochs)
-    _check_int("seed", seed, low=0)
+    check_int("epochs", epochs)
+    check_int("seed", seed, 0)
     cfg = config or ReverseConfig()
     out = Path(out_dir)
     target = check_task_out(out, CHECKPOINT_NAME, task="reverse", overwrite=overwrite)
@@ -186,11 +181,11 @@ def evaluate_reverse(
 
     ``seq_len`` defaults to the length the model was trained on (16 for the tutorial's checkpoint).
     """
-    _check_int("num_test", num_test)
-    _check_int("batch_size", batch_size)
+    check_int("num_test", num_test)
+    check_int("batch_size", batch_size)
     module, data = load_reverse_module(checkpoint_path)
     length = seq_len if seq_len is not None else data.get("seq_len", 16)  # a damaged file may hold anything
-    _check_int("seq_len", length)
+    check_int("seq_len", length)
     test_set = ReverseDataset(module.model.config.input_dim, length, num_test, _stream_seed(seed, 2))
     result = evaluate_module(module, DataLoader(test_set, batch_size=batch_size), device)
     return {"accuracy": result["accuracy"], "loss": result["loss"], "num_sequences": float(num_test)}

@@ -5,7 +5,9 @@
 * :mod:`.study` - storages (SQLite, any SQLAlchemy URL, journal files), samplers, pruners, heartbeats.
 * :mod:`.objective` - one trial = one ``wordformer.training.train`` run, failures recorded with a reason.
 * :mod:`.report` - ranked table, CSV, PNG (and HTML with plotly) plots.
-* :mod:`.cli` - ``wordformer tune`` and ``wordformer tune report``.
+* :mod:`.choices` - the metrics, samplers and pruners a study can use (no Optuna import).
+
+The command line (``wordformer tune``) is :mod:`wordformer.cli.tune`.
 
 Names are loaded lazily so that importing the package does not import Optuna, torch or Lightning.
 """
@@ -20,11 +22,10 @@ _EXPORTS = {
     "power_2": "space", "sample_configs": "space", "apply_overrides": "space",
     "StudySettings": "study", "TrialFailed": "study", "fail_trial": "study", "open_storage": "study",
     "open_study": "study", "load_existing_study": "study", "make_sampler": "study", "make_pruner": "study",
-    "run_study": "study", "best_trial": "study", "METRICS": "study", "SAMPLERS": "study", "PRUNERS": "study",
+    "run_study": "study", "best_trial": "study", "METRICS": "choices", "SAMPLERS": "choices", "PRUNERS": "choices",
     "ObjectiveSettings": "objective", "TrainingObjective": "objective", "StepPruningCallback": "objective",
     "CheckpointPruner": "objective", "retrain": "objective", "trial_configs": "objective",
     "Report": "report", "write_report": "report", "trial_rows": "report",
-    "add_tune_parser": "cli", "handle_tune": "cli",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,8 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from ..config import DataConfig, ModelConfig, TrainConfig, from_dict
-from ..errors import WordformerError
-from .space import SearchSpace
+from ..errors import WordformerError, check_int
+from .space import SearchSpace, apply_overrides
 from .study import DIR_ATTR, FAIL_REASON, METRICS, check_study_name, fail_trial
 
 CONFIG_ATTR = "config"  # trial user attr: the three configs the trial trained, as dicts
@@ -243,8 +243,7 @@ def retrain(
 ) -> Any:
     """Train a trial's configuration again for ``max_steps`` steps; returns train()'s result."""
     model, data, train = trial_configs(trial)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise WordformerError(f"--max-steps={max_steps!r} must be an integer >= 1 for --retrain-best")
+    check_int("--max-steps", max_steps)
     # The trial validated often so pruners could compare it; a long run needs that less (about 10 times).
     eval_interval = max(train.eval_interval, max_steps // 10, 1)
     train = dataclasses.replace(train, max_steps=max_steps, eval_interval=eval_interval, progress=progress)
@@ -253,7 +252,31 @@ def retrain(
     return train_fn(model, data, train, Path(out_dir), overwrite=overwrite, logger=True)
 
 
+def check_corpus(space: SearchSpace, model: ModelConfig, data: DataConfig) -> None:
+    """Refuse up front a corpus that no trial could train on (too short for every block size, unreadable).
+
+    Skipped when the space tunes a data option: then the corpus differs from trial to trial.
+    The tokenized corpus goes to the cache, where the trials find it.
+    """
+    if any(p.section == "data" for p in space.params):
+        return
+    fixed = {k: v for k, v in space.fixed.items() if k.startswith("data.") or k == "model.block_size"}
+    model, data, _ = apply_overrides(fixed, model, data)
+    sizes = [model.block_size]
+    for p in space.params:
+        if p.target == "model.block_size":
+            sizes = [p.to_value(p.low), p.to_value(p.high)]
+    # Text needs block_size + 1 tokens (the smallest block is the easiest); pairs must fit in one (the largest).
+    block = max(sizes) if data.pairs else min(sizes)
+    from ..data import prepare_corpus  # torch and Lightning: only once a study really starts
+
+    try:
+        prepare_corpus(data, int(block))
+    except WordformerError as exc:
+        raise WordformerError(f"every trial would fail: {exc}") from None
+
+
 __all__ = [
     "CHECKPOINT_ATTR", "CONFIG_ATTR", "CheckpointPruner", "ObjectiveSettings", "StepPruningCallback",
-    "TrainingObjective", "first_validation", "metric_value", "remove_checkpoints", "retrain", "trial_configs",
+    "TrainingObjective", "check_corpus", "first_validation", "metric_value", "remove_checkpoints", "retrain", "trial_configs",
 ]

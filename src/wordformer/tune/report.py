@@ -1,5 +1,9 @@
 """Study reports: a ranked table, a CSV and the standard Optuna plots as PNG (and HTML with plotly).
 
+Beside the trials, the hyperparameter table: like spotpython's result table, one row per hyperparameter
+with its range, type, transform, default, the best trial's value and its importance (``params.csv`` and
+``params.txt``, at most 120 columns wide).
+
 PNGs come from ``optuna.visualization.matplotlib``; interactive HTML from ``optuna.visualization``
 needs plotly (``pip install 'wordformer[dashboard]'``), without it only PNGs are written and the
 report says so. For a live view of any storage: ``optuna-dashboard STORAGE_URL``.
@@ -8,6 +12,7 @@ report says so. For a live view of any storage: ``optuna-dashboard STORAGE_URL``
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -17,10 +22,14 @@ from typing import Any, Callable, Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..errors import WordformerError
 from .objective import CHECKPOINT_ATTR, CONFIG_ATTR
+from .space import SearchSpace, space_from_dict
 from .study import FAIL_REASON
 
 PLOTS = ("history", "importances", "parallel_coordinate", "slice", "intermediate_values")
+PARAM_COLUMNS = ("name", "type", "range", "transform", "default", "tuned", "importance")
+TABLE_WIDTH = 120  # the text table never gets wider (long cells are cut with "...")
 
 
 @dataclass
@@ -50,6 +59,10 @@ class Report:
     htmls: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     best: Optional[Row] = None
+    params: list["ParamRow"] = field(default_factory=list)
+    param_table: str = ""
+    param_csv: Optional[Path] = None
+    param_txt: Optional[Path] = None
 
 
 def _stored_targets(study: optuna.Study) -> dict[str, list[str]]:
@@ -258,7 +271,8 @@ def write_plots(study: optuna.Study, out_dir: Path, *, html: Optional[bool] = No
 
 
 def write_report(study: optuna.Study, out_dir: Path | str, *, plots: bool = True, html: Optional[bool] = None) -> Report:
-    """Write ``trials.csv`` and the plots into ``out_dir``; returns the table and what was written."""
+    """Write ``trials.csv``, the hyperparameter table (``params.csv``, ``params.txt``) and the plots into
+    ``out_dir``; returns the tables and what was written."""
     out_dir = Path(out_dir)
     rows = trial_rows(study)
     csv_path = write_csv(rows, out_dir / "trials.csv")
@@ -268,6 +282,14 @@ def write_report(study: optuna.Study, out_dir: Path | str, *, plots: bool = True
     if plots:
         pngs, htmls, notes = write_plots(study, out_dir, html=html)
     best = rows[0] if rows and rows[0].rank == 1 else None
+    params, param_notes = param_rows(study)
+    notes = param_notes + notes
+    param_table = format_param_table(params)
+    param_csv = write_param_csv(params, out_dir / "params.csv")
+    param_txt = out_dir / "params.txt"
+    heading = f"study {study.study_name}: " + (f"best trial {best.number}, value {best.value:.6g}" if best is not None
+                                                else "no completed trial")
+    param_txt.write_text(heading + "\n" + param_table + "\n", encoding="utf-8")
     return Report(
         study_name=study.study_name,
         direction=study.direction.name.lower(),
@@ -278,7 +300,188 @@ def write_report(study: optuna.Study, out_dir: Path | str, *, plots: bool = True
         htmls=htmls,
         notes=notes,
         best=best,
+        params=params,
+        param_table=param_table,
+        param_csv=param_csv,
+        param_txt=param_txt,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the hyperparameter table, like spotpython's result table
+
+
+@dataclass
+class ParamRow:
+    """One hyperparameter: how it was searched, where it started and what the best trial chose."""
+
+    name: str
+    target: str  # the config field it sets ("" when the study stored no space)
+    type: str  # int, float, categorical, bool; "fixed" for the space file's fixed values
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: Optional[float] = None  # the grid low + k*step, None: any value in [low, high]
+    choices: tuple[Any, ...] = ()
+    transform: str = "none"  # "power_2" (value 2**x), "log" (sampled on a log scale) or "none"
+    default: Any = None  # in the tuned domain (an exponent for power_2)
+    default_value: Any = None  # the config value it gives
+    tuned: Any = None  # the best trial's value, tuned domain
+    tuned_value: Any = None
+    importance: Optional[float] = None  # share of the objective's variance (fANOVA, sums to 1), None: unknown
+
+
+def _stored_space(study: optuna.Study) -> Optional[SearchSpace]:
+    stored = study.user_attrs.get("space")
+    if not isinstance(stored, dict):
+        return None
+    try:
+        return space_from_dict(stored, source=f"the space stored with study {study.study_name!r}")
+    except WordformerError:
+        return None  # a space this version cannot read: fall back to the trials' distributions
+
+
+def param_importances(study: optuna.Study) -> tuple[dict[str, float], Optional[str]]:
+    """fANOVA importances of the completed trials (seeded, so a report is repeatable), or why there are none."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return {}, "importance needs at least 2 completed trials"
+    if len({repr(sorted(t.params.items())) for t in complete}) < 2:
+        return {}, "importance needs completed trials with differing parameters"
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+    except Exception as exc:  # e.g. trials that sampled different parameters
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {}, f"importance not computable: {first}"
+    values = {k: float(v) for k, v in found.items()}
+    if not values or not all(math.isfinite(v) for v in values.values()):
+        return {}, "importance not computable: the objective does not vary over these trials"
+    return values, None
+
+
+def param_rows(study: optuna.Study) -> tuple[list[ParamRow], list[str]]:
+    """One row per tuned hyperparameter (then the space's fixed values), and notes on what is missing."""
+    notes: list[str] = []
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = study.best_trial if complete else None
+    if best is None:
+        notes.append("no completed trial: the tuned column is empty")
+    importance, why = param_importances(study)
+    if why:
+        notes.append(why)
+    space = _stored_space(study)
+    rows: list[ParamRow] = []
+    if space is not None:
+        for p in space.params:
+            tuned = best.params.get(p.name) if best is not None else None
+            default = p.default_raw()
+            rows.append(ParamRow(
+                name=p.name, target=p.target, type=p.type, low=p.low, high=p.high, step=p.step,
+                choices=tuple(p.choices),
+                transform=p.transform if p.transform != "none" else ("log" if p.log else "none"),
+                default=default, default_value=p.to_value(default),
+                tuned=tuned, tuned_value=None if tuned is None else p.to_value(tuned),
+                importance=importance.get(p.name),
+            ))
+        for target, value in space.fixed.items():
+            rows.append(ParamRow(name=target.split(".", 1)[-1], target=target, type="fixed", default=value,
+                                 default_value=value, tuned=value, tuned_value=value))
+        return rows, notes
+    notes.append("the study stored no search space: types and ranges come from the trials, defaults are unknown")
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    distributions: dict[str, Any] = {}
+    for t in study.get_trials(deepcopy=False):
+        for name, dist in t.distributions.items():
+            distributions.setdefault(name, dist)
+    for name, dist in distributions.items():
+        tuned = best.params.get(name) if best is not None else None
+        if isinstance(dist, CategoricalDistribution):
+            row = ParamRow(name=name, target="", type="categorical", choices=tuple(dist.choices))
+        else:
+            kind = "int" if isinstance(dist, IntDistribution) else "float"
+            step = dist.step if dist.step is not None and not (kind == "int" and dist.step == 1) else None
+            row = ParamRow(name=name, target="", type=kind, low=dist.low, high=dist.high, step=step,
+                           transform="log" if dist.log else "none")
+        row.tuned = row.tuned_value = tuned
+        row.importance = importance.get(name)
+        rows.append(row)
+    return rows, notes
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _with_value(row: ParamRow, raw: Any, value: Any) -> str:
+    """A value as the table shows it: ``2^4=16`` for a power-of-two exponent, else the value."""
+    if raw is None:
+        return "-"
+    if row.transform == "power_2":
+        return f"2^{raw}={value}"
+    return _cell(value)
+
+
+def _param_cells(row: ParamRow) -> list[str]:
+    if row.type == "fixed":
+        span = "fixed"
+    elif row.type in ("categorical", "bool"):
+        span = "|".join(_cell(c) for c in (row.choices or (False, True)))
+    else:
+        span = f"[{_cell(row.low)}, {_cell(row.high)}]" + (f" step {_cell(row.step)}" if row.step is not None else "")
+    transform = {"power_2": "2^x", "log": "log", "none": "-"}.get(row.transform, row.transform)
+    importance = "-" if row.importance is None else f"{100 * row.importance:5.1f}% " + "#" * round(10 * row.importance)
+    return [row.name, row.type, span, transform, _with_value(row, row.default, row.default_value),
+            _with_value(row, row.tuned, row.tuned_value), importance.rstrip()]
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(1, width - 3)] + "..."
+
+
+def format_param_table(rows: list[ParamRow], *, width: int = TABLE_WIDTH) -> str:
+    """The hyperparameter table as text, never wider than ``width`` columns (long cells are cut)."""
+    lines = [list(PARAM_COLUMNS)] + [_param_cells(r) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(PARAM_COLUMNS))]
+    gap = 2
+    floor = [len(c) for c in PARAM_COLUMNS]  # never narrower than the header
+    while sum(widths) + gap * (len(widths) - 1) > width:
+        shrinkable = [i for i in range(len(widths)) if widths[i] > floor[i]]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda i: widths[i])
+        widths[widest] -= 1
+    out = []
+    for line in lines:
+        cells = [_cut(cell, widths[i]).ljust(widths[i]) for i, cell in enumerate(line)]
+        out.append((" " * gap).join(cells).rstrip())
+    return "\n".join(out)
+
+
+def write_param_csv(rows: list[ParamRow], path: Path) -> Path:
+    """The hyperparameter table in full (nothing cut): raw values in the tuned domain and the config values."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["name", "target", "type", "low", "high", "step", "choices", "transform", "default", "default_value",
+                         "tuned", "tuned_value", "importance"])
+        for r in rows:
+            writer.writerow([
+                r.name, r.target, r.type, *("" if v is None else v for v in (r.low, r.high, r.step)),
+                "|".join(_cell(c) for c in r.choices), r.transform,
+                *("" if v is None else v for v in (r.default, r.default_value, r.tuned, r.tuned_value)),
+                "" if r.importance is None else repr(r.importance),
+            ])
+    return path
 
 
 def summary_counts(study: optuna.Study) -> dict[str, int]:
@@ -289,6 +492,7 @@ def summary_counts(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-__all__ = ["PLOTS", "Report", "Row", "format_table", "plotly_available", "summary_counts", "trial_rows",
-           "write_csv", "write_plots", "write_report"]
+__all__ = ["PARAM_COLUMNS", "PLOTS", "ParamRow", "Report", "Row", "TABLE_WIDTH", "format_param_table", "format_table",
+           "param_importances", "param_rows", "plotly_available", "summary_counts", "trial_rows", "write_csv",
+           "write_param_csv", "write_plots", "write_report"]
 

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
-from ..config import SECTIONS, DataConfig, ModelConfig, TrainConfig, field_names
+from ..config import SECTIONS, DataConfig, ModelConfig, TrainConfig, field_names, field_optional, field_type
 from ..errors import WordformerError
 
 TYPES = ("int", "float", "categorical", "bool")
@@ -54,23 +54,6 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _field_type(target: str) -> Optional[type]:
-    """The declared Python type of a config field, used to refuse e.g. a float for ``num_layers``."""
-    section, name = target.split(".", 1)
-    for f in dataclasses.fields(SECTIONS[section]):
-        if f.name == name:
-            default = f.default
-            if isinstance(default, bool):
-                return bool
-            if isinstance(default, int):
-                return int
-            if isinstance(default, float):
-                return float
-            if isinstance(default, str):
-                return str
-    return None
 
 
 @dataclass(frozen=True)
@@ -160,8 +143,8 @@ class Param:
         if self.log:
             return math.sqrt(self.low * self.high)
         if self.step is not None:
-            n = int((self.high - self.low) / self.step / 2)
-            return round(self.low + n * self.step, 12)
+            steps = round((self.high - self.low) / self.step)  # 0.3 / 0.05 is 5.999...: count, then halve
+            return round(self.low + (steps // 2) * self.step, 12)
         return (self.low + self.high) / 2
 
     def as_dict(self) -> dict[str, Any]:
@@ -509,9 +492,8 @@ def _check_value_types(param: Param, bad: Any) -> None:
         ):
             raise bad("model.head_size takes positive integers (type int or integer choices)")
         return
-    want = _field_type(param.target)
-    if want is None:
-        return
+    section, name = param.target.split(".", 1)
+    want = field_type(SECTIONS[section], name)
     if param.type == "bool" and want is not bool:
         raise bad(f"type bool does not fit {param.target}, which holds {want.__name__} values")
     if param.type == "int" and want not in (int, float):
@@ -521,7 +503,8 @@ def _check_value_types(param: Param, bad: Any) -> None:
     if param.type == "categorical":
         for c in param.choices:
             ok = (
-                (want is bool and isinstance(c, bool))
+                (c is None and field_optional(SECTIONS[section], name))
+                or (want is bool and isinstance(c, bool))
                 or (want is int and _is_int(c))
                 or (want is float and _is_number(c))
                 or (want is str and isinstance(c, str))

@@ -36,13 +36,11 @@ from typing import Any, Callable, Iterable, NoReturn, Optional, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import WordformerError, make_folder
+from ..errors import WordformerError, check_int
+from ..files import make_folder
+from .choices import DIRECTIONS, METRICS, PRUNERS, SAMPLERS
 from .space import SearchSpace
 
-METRICS: dict[str, str] = {"val_loss": "minimize", "val_ppl": "minimize", "val_acc": "maximize"}
-DIRECTIONS = ("minimize", "maximize")
-SAMPLERS = ("tpe", "gp", "random", "qmc", "grid", "cmaes")
-PRUNERS = ("median", "hyperband", "none")
 JOURNAL_PREFIX = "journal:"
 FAIL_REASON = "fail_reason"  # trial user attr that says why a trial failed
 DIR_ATTR = "out_dir"  # trial user attr: the folder the trial trains in (OUT/STUDY/trial_NNNN)
@@ -112,9 +110,8 @@ class StudySettings:
         check_study_name(self.study_name)
         for name in ("n_trials", "n_jobs", "heartbeat_interval", "grace_period", "n_startup_trials",
                      "pruner_min_resource"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise WordformerError(f"{name}={value!r} must be an integer >= 1")
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name))
         if self.timeout is not None and self.timeout <= 0:
             raise WordformerError(f"timeout={self.timeout!r} must be a positive number of seconds")
         if self.max_retry < 0:
@@ -625,6 +622,6 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
 __all__ = [
     "DIR_ATTR", "DIRECTIONS", "FAIL_REASON", "METRICS", "PRUNERS", "SAMPLERS", "STUDY_FILE", "StudySettings",
     "TrialFailed", "UID_ATTR", "best_trial", "check_space_matches", "check_study_dir", "check_study_name",
-    "claim_study_dir", "fail_trial", "load_existing_study", "make_folder", "make_pruner", "make_sampler",
+    "claim_study_dir", "fail_trial", "load_existing_study", "make_pruner", "make_sampler",
     "open_storage", "open_study", "run_study", "safe_url", "study_uid", "with_default_driver",
 ]

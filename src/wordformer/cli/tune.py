@@ -1,8 +1,9 @@
-"""``wordformer tune``: the command-line glue around the tuning library (the only module that prints).
+"""``wordformer tune``: the command-line glue around the tuning library (:mod:`wordformer.tune`).
 
 * ``wordformer tune [options]`` runs (or continues) a study; each trial is a real training run.
-* ``wordformer tune report [--storage URL] --study NAME [--out DIR]`` prints the ranked table and
-  writes ``trials.csv`` and plots into ``OUT/STUDY/report``.
+* ``wordformer tune report [--storage URL] --study NAME [--out DIR]`` prints the ranked table and the
+  hyperparameter table (range, type, transform, default, tuned value, importance) and writes
+  ``trials.csv``, ``params.csv``, ``params.txt`` and plots into ``OUT/STUDY/report``.
 * ``wordformer tune --retrain-best --max-steps N`` trains the best configuration longer and writes a
   checkpoint that ``wordformer generate`` accepts.
 
@@ -19,30 +20,18 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from ..config import SECTIONS, field_names
-from ..errors import WordformerError
+from ..errors import WordformerError, check_int
+from ..tune.choices import METRICS, PRUNERS, SAMPLERS
+from .options import add_config_options, configs_from_args, given_config_values
 
 DEFAULT_TRIALS = 20
 ACTIONS = ("run", "report")
 
 
-def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``tune`` on the main CLI's subparsers; the handler is ``args.func`` (handle_tune)."""
-    from ..cli import add_config_options
-    from .study import METRICS, PRUNERS, SAMPLERS
-
-    p = subparsers.add_parser(
-        "tune",
-        help="tune hyperparameters with Optuna (`wordformer tune report` for the table and plots)",
-        description=(
-            "Run or continue an Optuna study whose trials are real training runs, or (action `report`) "
-            "print and plot a study. Options of train set the base config; each one given here is fixed "
-            "for all trials and leaves the search space (so --max-steps is the per-trial step budget). "
-            "The storage opens in `optuna-dashboard URL`."
-        ),
-    )
+def add_tune(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=ACTIONS, default="run",
                    help="run: tune (default); report: table, CSV and plots of a study")
     g = p.add_argument_group("tuning options")
@@ -89,36 +78,15 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="where --retrain-best writes its checkpoints (default: OUT/STUDY/best)")
     g.add_argument("--overwrite", action="store_true", help="let --retrain-best replace checkpoints in its folder")
     add_config_options(p, skip=("seed", "progress"))
-    p.set_defaults(func=handle_tune)
-    return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone ``wordformer`` parser with only ``tune`` (tests and ``python -m``)."""
-    parser = argparse.ArgumentParser(prog="wordformer")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_tune_parser(sub)
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run ``wordformer tune ARGV`` (argv without the leading "tune")."""
-    args = build_parser().parse_args(["tune", *(sys.argv[1:] if argv is None else argv)])
-    return handle_tune(args)
-
-
-def handle_tune(args: argparse.Namespace) -> int:
-    """Dispatch ``wordformer tune``; user mistakes print one line and return 2."""
-    try:
-        if args.action == "report":
-            return run_report(args)
-        if args.retrain_best:
-            return run_retrain(args)
-        return run_tune(args)
-    except WordformerError as exc:
-        print(f"wordformer tune: error: {exc}", file=sys.stderr)
-        return 2
+def run_tune(args: argparse.Namespace) -> int:
+    """Dispatch ``wordformer tune``: run or continue a study, report on one, or retrain its best trial."""
+    if args.action == "report":
+        return _report(args)
+    if args.retrain_best:
+        return _retrain(args)
+    return _tune(args)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -129,7 +97,7 @@ def _err(message: str) -> None:
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
-    from .study import StudySettings
+    from ..tune.study import StudySettings
 
     return StudySettings(
         out_dir=Path(args.out),
@@ -147,8 +115,6 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
 
 def _fixed_targets(args: argparse.Namespace) -> list[str]:
     """``section.field`` of every config option given on the command line."""
-    from ..cli import given_config_values
-
     owner = {name: section for section, cls in SECTIONS.items() for name in field_names(cls)}
     return [f"{owner[name]}.{name}" for name in given_config_values(args)]
 
@@ -160,9 +126,8 @@ def _base_configs(args: argparse.Namespace, space: Any) -> Any:
     base d_model is never used: it is made a multiple of the base heads instead of refusing heads
     that do not divide the default width (``--num-heads 3``).
     """
-    from ..cli import configs_from_args, given_config_values
     from ..config import ModelConfig, coerce, read_config_file
-    from .space import HEAD_SIZE
+    from ..tune.space import HEAD_SIZE
 
     sets_width = HEAD_SIZE in space.targets or HEAD_SIZE in space.fixed
     if not sets_width or "d_model" in vars(args):
@@ -180,31 +145,6 @@ def _base_configs(args: argparse.Namespace, space: Any) -> Any:
     return configs_from_args(placeholder)
 
 
-def _check_corpus(space: Any, model: Any, data: Any) -> None:
-    """Refuse up front a corpus that no trial could train on (too short for every block size, unreadable).
-
-    Skipped when the space tunes a data option: then the corpus differs from trial to trial.
-    The tokenized corpus goes to the cache, where the trials find it.
-    """
-    from ..data import prepare_corpus
-    from .space import apply_overrides
-
-    if any(p.section == "data" for p in space.params):
-        return
-    fixed = {k: v for k, v in space.fixed.items() if k.startswith("data.") or k == "model.block_size"}
-    model, data, _ = apply_overrides(fixed, model, data)
-    sizes = [model.block_size]
-    for p in space.params:
-        if p.target == "model.block_size":
-            sizes = [p.to_value(p.low), p.to_value(p.high)]
-    # Text needs block_size + 1 tokens (the smallest block is the easiest); pairs must fit in one (the largest).
-    block = max(sizes) if data.pairs else min(sizes)
-    try:
-        prepare_corpus(data, int(block))
-    except WordformerError as exc:
-        raise WordformerError(f"every trial would fail: {exc}") from None
-
-
 def _quiet_optuna(args: argparse.Namespace) -> None:
     import optuna
 
@@ -220,21 +160,19 @@ def _describe(row: Any) -> str:
 # -------------------------------------------------------------------------------------------- actions
 
 
-def run_tune(args: argparse.Namespace) -> int:
+def _tune(args: argparse.Namespace) -> int:
     """Run or continue the study, then print the best trial and how to look at the results."""
     import optuna
 
-    from .objective import CheckpointPruner, ObjectiveSettings, TrainingObjective, first_validation
-    from .report import summary_counts, trial_rows
-    from .space import load_space
-    from .study import FAIL_REASON, run_study, safe_url, with_default_driver
+    from ..tune.objective import CheckpointPruner, ObjectiveSettings, TrainingObjective, check_corpus, first_validation
+    from ..tune.report import summary_counts, trial_rows
+    from ..tune.space import load_space
+    from ..tune.study import FAIL_REASON, run_study, safe_url, with_default_driver
 
-    if args.trials is not None and args.trials < 1:
-        raise WordformerError(f"--trials={args.trials} must be >= 1")
-    if args.n_jobs < 1:
-        raise WordformerError(f"--n-jobs={args.n_jobs} must be >= 1")
-    if args.heartbeat < 1:
-        raise WordformerError(f"--heartbeat={args.heartbeat} must be >= 1 second")
+    if args.trials is not None:
+        check_int("--trials", args.trials)
+    check_int("--n-jobs", args.n_jobs)
+    check_int("--heartbeat", args.heartbeat)
     fixed = _fixed_targets(args)
     space = load_space(args.space).without(fixed)
     if not space.params:
@@ -272,7 +210,7 @@ def run_tune(args: argparse.Namespace) -> int:
         callbacks.append(CheckpointPruner())
     if settings.sampler == "grid":
         space.grid()  # refuse a float without step before reading the corpus
-    _check_corpus(space, model, data)
+    check_corpus(space, model, data)
     _quiet_optuna(args)
     where = safe_url(with_default_driver(settings.storage_spec))  # the URL that works, for the commands below
 
@@ -301,10 +239,11 @@ def run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_report(args: argparse.Namespace) -> int:
+def _report(args: argparse.Namespace) -> int:
     """Print the table and write CSV and plots into OUT/STUDY/report."""
-    from .report import write_report
-    from .study import check_study_dir, load_existing_study, make_folder
+    from ..files import make_folder
+    from ..tune.report import write_report
+    from ..tune.study import check_study_dir, load_existing_study
 
     study = load_existing_study(_settings(args))
     check_study_dir(Path(args.out) / study.study_name, study)
@@ -312,7 +251,11 @@ def run_report(args: argparse.Namespace) -> int:
     report = write_report(study, out)
     print(f"study {report.study_name} ({report.direction}), {len(report.rows)} trial(s)")
     print(report.table)
+    print("hyperparameters (range, type, transform, default; tuned = the best trial's value):")
+    print(report.param_table)
     print(f"csv:   {report.csv_path}")
+    print(f"csv:   {report.param_csv}")
+    print(f"text:  {report.param_txt}")
     for path in report.pngs:
         print(f"png:   {path}")
     for path in report.htmls:
@@ -322,10 +265,10 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_retrain(args: argparse.Namespace) -> int:
+def _retrain(args: argparse.Namespace) -> int:
     """Train the best trial's configuration for --max-steps steps into --retrain-out."""
-    from .objective import retrain
-    from .study import best_trial, check_study_dir, load_existing_study
+    from ..tune.objective import retrain
+    from ..tune.study import best_trial, check_study_dir, load_existing_study
 
     if "max_steps" not in vars(args):
         raise WordformerError("--retrain-best needs --max-steps N (how long to train the best configuration)")
@@ -343,7 +286,3 @@ def run_retrain(args: argparse.Namespace) -> int:
     print(f"checkpoint: {result.best_checkpoint}")
     print(f"next:       wordformer generate --checkpoint {result.best_checkpoint} --prompt \"...\"")
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -8,7 +8,7 @@ import torch
 from conftest import SMALL_TEXT, assert_one_line_error, run_cli
 from wordformer import ModelConfig, WordPredictor, generate, predict_next
 from wordformer.errors import WordformerError
-from wordformer.generate import MAX_NEW_TOKENS, check_sampling, filter_logits, generate_ids
+from wordformer.generation import MAX_NEW_TOKENS, check_sampling, filter_logits, generate_ids
 from wordformer.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer
 
 

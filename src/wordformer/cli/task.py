@@ -1,19 +1,14 @@
-"""``wordformer task {reverse,anomaly} {train,test}``: the command-line face of the tutorial 6 tasks.
-
-This is the only module of the package that prints. Handlers return an exit code; user mistakes
-raise :class:`~wordformer.errors.WordformerError`, which the main CLI prints as one line (exit 2).
-Heavy imports happen inside the handlers so ``wordformer --help`` stays fast.
-"""
+"""``wordformer task {reverse,anomaly} {train,test,attention}``: the tutorial 6 tasks on the command line."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable
 
-from ..errors import WordformerError
+from ..errors import WordformerError, check_int
+from .options import add_checkpoint, add_json
 
 REVERSE_OUT = "runs/task-reverse"
 ANOMALY_OUT = "runs/task-anomaly"
@@ -40,20 +35,23 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], line: str) -> int:
     return 0
 
 
-def cmd_reverse_train(args: argparse.Namespace) -> int:
-    from .reverse import ReverseConfig, train_reverse
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
+def _reverse_train(args: argparse.Namespace) -> int:
+    from ..tasks.reverse import ReverseConfig, train_reverse
 
     config = ReverseConfig(train_size=args.train_size, batch_size=args.batch_size)
     result = train_reverse(args.out, epochs=args.epochs, seed=args.seed, config=config, accelerator=args.accelerator,
                            overwrite=args.overwrite)
-    payload = _result_payload(result)
     line = (f"reverse: test accuracy {result.test_accuracy:.4f}   loss {result.test_loss:.4f}   "
-            f"({args.epochs} epochs, {result.seconds:.0f} s)   checkpoint {result.checkpoint}")
-    return _emit(args, payload, line)
+            f"({_epochs(args.epochs)}, {result.seconds:.0f} s)   checkpoint {result.checkpoint}")
+    return _emit(args, _result_payload(result), line)
 
 
-def cmd_reverse_test(args: argparse.Namespace) -> int:
-    from .reverse import evaluate_reverse
+def _reverse_test(args: argparse.Namespace) -> int:
+    from ..tasks.reverse import evaluate_reverse
 
     path = _checkpoint(args, "reverse.ckpt")
     metrics = evaluate_reverse(path, num_test=args.num_test, seed=args.seed)
@@ -62,56 +60,17 @@ def cmd_reverse_test(args: argparse.Namespace) -> int:
     return _emit(args, {"checkpoint": str(path), **metrics}, line)
 
 
-def cmd_anomaly_train(args: argparse.Namespace) -> int:
-    from .anomaly import train_anomaly
-
-    result = train_anomaly(args.out, epochs=args.epochs, seed=args.seed, source=args.source, data_dir=args.data_dir,
-                           download=args.download, accelerator=args.accelerator, overwrite=args.overwrite)
-    payload = _result_payload(result)
-    line = (f"anomaly ({args.source}): test accuracy {result.test_accuracy:.4f}   loss {result.test_loss:.4f}   "
-            f"({args.epochs} epochs, {result.seconds:.0f} s)   checkpoint {result.checkpoint}")
-    return _emit(args, payload, line)
-
-
-def cmd_anomaly_test(args: argparse.Namespace) -> int:
-    from .anomaly import evaluate_anomaly
-
-    path = _checkpoint(args, "anomaly.ckpt")
-    metrics = evaluate_anomaly(path, seed=args.seed, features=args.features, data_dir=args.data_dir, download=args.download)
-    line = (f"anomaly: accuracy {metrics['accuracy']:.4f}   loss {metrics['loss']:.4f}   "
-            f"({int(metrics['num_sets'])} sets, {path})")
-    return _emit(args, {"checkpoint": str(path), **metrics}, line)
-
-
-def _common(p: argparse.ArgumentParser, out_default: str) -> None:
-    p.add_argument("--out", default=out_default, help=f"run folder (default: {out_default})")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-
-def _check_plot_path(plot: str) -> None:
-    """Refuse, before any work, an image path that cannot be written: through a file, or onto a folder."""
-    from ..errors import file_in_the_way
-
-    blocker = file_in_the_way(Path(plot).parent)
-    if blocker is not None:
-        raise WordformerError(f"cannot write --plot {plot}: {blocker} is a file, not a folder; choose another --plot")
-    if Path(plot).is_dir():
-        raise WordformerError(f"cannot write --plot {plot}: it is a folder; choose a file name ending in .png or .svg")
-
-
-def cmd_reverse_attention(args: argparse.Namespace) -> int:
+def _reverse_attention(args: argparse.Namespace) -> int:
     import torch
 
     from ..plots import check_image_path, plot_attention_maps, save_figure
-    from .reverse import _check_int, load_reverse_module, reverse_attention_maps
+    from ..tasks.reverse import load_reverse_module, reverse_attention_maps
 
-    check_image_path(args.plot)
-    _check_plot_path(args.plot)
+    check_image_path(args.plot, option="--plot")
     path = _checkpoint(args, "reverse.ckpt")
     module, data = load_reverse_module(path)
     cfg = module.model.config
-    length = data.get("seq_len", 16)  # the tutorial's files carry no data info: its length was 16
-    _check_int("seq_len", length)
+    length = check_int("seq_len", data.get("seq_len", 16))  # the tutorial's files carry no data info: it was 16
     seq = torch.randint(cfg.input_dim, (1, length), generator=torch.Generator().manual_seed(args.seed))
     maps = [m[0] for m in reverse_attention_maps(path, seq)]  # L x (H, T, T)
     labels = [str(int(v)) for v in seq[0]]
@@ -121,9 +80,49 @@ def cmd_reverse_attention(args: argparse.Namespace) -> int:
     return _emit(args, {"plot": str(written)}, f"wrote {written}")
 
 
-def add_task_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``task`` on the main CLI's subparsers; each leaf sets ``func`` to its handler."""
-    task = subparsers.add_parser("task", help="the tutorial 6 tasks: sequence reversal and set anomaly detection")
+def _anomaly_train(args: argparse.Namespace) -> int:
+    from ..tasks.anomaly import train_anomaly
+
+    result = train_anomaly(args.out, epochs=args.epochs, seed=args.seed, source=args.source, data_dir=args.data_dir,
+                           download=args.download, accelerator=args.accelerator, overwrite=args.overwrite)
+    line = (f"anomaly ({args.source}): test accuracy {result.test_accuracy:.4f}   loss {result.test_loss:.4f}   "
+            f"({_epochs(args.epochs)}, {result.seconds:.0f} s)   checkpoint {result.checkpoint}")
+    return _emit(args, _result_payload(result), line)
+
+
+def _anomaly_test(args: argparse.Namespace) -> int:
+    from ..tasks.anomaly import evaluate_anomaly
+
+    path = _checkpoint(args, "anomaly.ckpt")
+    metrics = evaluate_anomaly(path, seed=args.seed, features=args.features, data_dir=args.data_dir,
+                               download=args.download)
+    line = (f"anomaly: accuracy {metrics['accuracy']:.4f}   loss {metrics['loss']:.4f}   "
+            f"({int(metrics['num_sets'])} sets, {path})")
+    return _emit(args, {"checkpoint": str(path), **metrics}, line)
+
+
+HANDLERS: dict[tuple[str, str], Callable[[argparse.Namespace], int]] = {
+    ("reverse", "train"): _reverse_train, ("reverse", "test"): _reverse_test,
+    ("reverse", "attention"): _reverse_attention,
+    ("anomaly", "train"): _anomaly_train, ("anomaly", "test"): _anomaly_test,
+}
+
+
+def run_task(args: argparse.Namespace) -> int:
+    return HANDLERS[(args.task, args.action)](args)
+
+
+def _common(p: argparse.ArgumentParser, out_default: str) -> None:
+    p.add_argument("--out", default=out_default, help=f"run folder (default: {out_default})")
+    add_json(p)
+
+
+def _trainer_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default: auto)")
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what} already in --out")
+
+
+def add_task(task: argparse.ArgumentParser) -> None:
     kinds = task.add_subparsers(dest="task", metavar="TASK", required=True)
 
     reverse = kinds.add_parser("reverse", help="reverse random sequences of 10 categories (length 16)")
@@ -134,21 +133,17 @@ def add_task_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of data and initialisation (default: 42)")
     p.add_argument("--train-size", type=int, default=50_000, help="training sequences per epoch (default: 50000)")
     p.add_argument("--batch-size", type=int, default=128, help="sequences per batch (default: 128)")
-    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default: auto)")
-    p.add_argument("--overwrite", action="store_true", help="replace a reverse.ckpt already in --out")
-    p.set_defaults(func=cmd_reverse_train)
+    _trainer_options(p, "a reverse.ckpt")
     p = actions.add_parser("test", help="accuracy on fresh random sequences; also reads the tutorial's ReverseTask.ckpt")
     _common(p, REVERSE_OUT)
-    p.add_argument("--checkpoint", default=None, help="checkpoint to test (default: OUT/reverse.ckpt)")
+    add_checkpoint(p, required=False, help="checkpoint to test (default: OUT/reverse.ckpt)")
     p.add_argument("--num-test", type=int, default=10_000, help="test sequences (default: 10000)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the test sequences (default: 1234)")
-    p.set_defaults(func=cmd_reverse_test)
     p = actions.add_parser("attention", help="plot the attention maps for one random sequence (the anti-diagonal)")
     _common(p, REVERSE_OUT)
-    p.add_argument("--checkpoint", default=None, help="checkpoint to plot (default: OUT/reverse.ckpt)")
+    add_checkpoint(p, required=False, help="checkpoint to plot (default: OUT/reverse.ckpt)")
     p.add_argument("--seed", type=int, default=0, help="seed of the plotted sequence (default: 0)")
     p.add_argument("--plot", required=True, help="image to write, .png or .svg (replaced if it exists; required)")
-    p.set_defaults(func=cmd_reverse_attention)
 
     anomaly = kinds.add_parser("anomaly", help="find the odd image out in sets of 10")
     actions = anomaly.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -161,32 +156,13 @@ def add_task_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "needs wordformer[vision] (default: digits)")
     p.add_argument("--data-dir", default=None, help="CIFAR-100 folder (cifar100 source only)")
     p.add_argument("--download", action="store_true", help="download CIFAR-100 into --data-dir")
-    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default: auto)")
-    p.add_argument("--overwrite", action="store_true", help="replace an anomaly.ckpt already in --out")
-    p.set_defaults(func=cmd_anomaly_train)
+    _trainer_options(p, "an anomaly.ckpt")
     p = actions.add_parser("test", help="accuracy on one test set per test image; also reads SetAnomalyTask.ckpt")
     _common(p, ANOMALY_OUT)
-    p.add_argument("--checkpoint", default=None, help="checkpoint to test (default: OUT/anomaly.ckpt)")
+    add_checkpoint(p, required=False, help="checkpoint to test (default: OUT/anomaly.ckpt)")
     p.add_argument("--seed", type=int, default=42, help="seed of the test sets (default: 42, the tutorial's)")
     p.add_argument("--features", default=None,
-                   help="test features: a file with {'features','labels'} tensors, or the tutorial's test_set_features.tar")
+                   help="test features: a file with {'features','labels'} tensors, or the tutorial's "
+                        "test_set_features.tar")
     p.add_argument("--data-dir", default=None, help="CIFAR-100 folder, for CIFAR-trained checkpoints")
     p.add_argument("--download", action="store_true", help="download CIFAR-100 into --data-dir")
-    p.set_defaults(func=cmd_anomaly_test)
-    return task
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Stand-alone entry (``python -m wordformer.tasks.cli reverse test ...``), same exit codes as the main CLI."""
-    parser = argparse.ArgumentParser(prog="wordformer")
-    add_task_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["task", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return int(args.func(args) or 0)
-    except WordformerError as exc:
-        print(f"wordformer: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

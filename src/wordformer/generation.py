@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import WordformerError
+from .errors import WordformerError, check_int
 from .model import WordPredictor
 from .tokenizers import Tokenizer
 
@@ -46,8 +46,8 @@ def check_sampling(temperature: float, top_k: Optional[int], top_p: Optional[flo
     if max_new_tokens > MAX_NEW_TOKENS:
         raise WordformerError(f"max_new_tokens={max_new_tokens} is above the limit of {MAX_NEW_TOKENS:,} new tokens "
                               "per call; ask for fewer (generation also stops at <eos>)")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise WordformerError(f"top_k={top_k!r} must be an integer >= 1 (or omitted)")
+    if top_k is not None:
+        check_int("top_k", top_k)
     if top_p is not None and not (0.0 < top_p <= 1.0):
         raise WordformerError(f"top_p={top_p!r} must lie in (0, 1] (or be omitted)")
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not math.isfinite(temperature):
@@ -313,8 +313,7 @@ def predict_next(
     Tokens are shown as their decoded text (BPE ``" the"``, not the byte-level entry ``"Ġthe"``); specials
     read ``<eos>``, ``<unk>``. ``<pad>`` is never offered (see :func:`never_generated`).
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise WordformerError(f"k={k!r} must be an integer >= 1")
+    check_int("k", k)
     banned = never_generated(tokenizer)
     probs = next_token_probabilities(model, encode_prompt(tokenizer, prompt, append_eos=append_eos), banned)
     top = top_k_allowed(probs, k, banned)
