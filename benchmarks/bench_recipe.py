@@ -106,8 +106,19 @@ def result_path(spec: dict[str, Any]) -> Path:
 
 
 def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Two specs that train the same model the same way (whatever their case names)."""
-    return all(a[k] == b[k] for k in ("model", "data", "train"))
+    """Two specs that train the same model the same way (whatever their case names), once each is filled in with
+    the config defaults: a preset names every field it sets, a hand-written case only what it changes."""
+    from dataclasses import asdict
+
+    from wordformer.config import DataConfig, ModelConfig, TrainConfig
+
+    def full(spec: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+        return (asdict(ModelConfig(**spec["model"])), asdict(DataConfig(**spec["data"])),
+                asdict(TrainConfig(**spec["train"])))
+
+    if all(a[k] == b[k] for k in ("model", "data", "train")):
+        return True
+    return full(a) == full(b)
 
 
 def load_result(spec: dict[str, Any]) -> Optional[dict[str, Any]]:
@@ -359,6 +370,24 @@ def bf16_specs(seeds: tuple[int, ...], steps: int) -> list[dict[str, Any]]:
         return []
     return [run_spec(f"{name}_bf16", {**found[name][1], "precision": "bf16-mixed"}, steps=steps, seed=seed,
                      eval_interval=steps // 2) for seed in seeds for name in ("baseline", "fast")]
+
+
+def priority_specs(steps: int) -> list[dict[str, Any]]:
+    """Every run of the plan, in the order a shared machine should spend its time: the ablation's baseline, control,
+    fast, Muon and RoPE at every seed; then time to quality of fast and the control; then the word-level check;
+    then the baseline's shorter budgets and the rest of the ablation (bf16 last, where the CPU has it)."""
+    from wordformer.hardware import cpu_has_native_bf16
+
+    core = ("baseline", "control", "fast", "muon", "rope")
+    first = ablation_specs(steps, SEEDS, core)
+    rest = [s for s in ablation_specs(steps, SEEDS) if s["case"] not in core]
+    bf16 = bf16_specs(SEEDS, steps) if cpu_has_native_bf16() else []
+    budgets = budget_specs(SEEDS, BUDGETS, steps)
+    # fast and the control first: the baseline does not reach the target even in 2000 steps, so its shorter
+    # budgets draw the plot but change no goal
+    by_case = [s for s in budgets if s["case"] in ("fast", "control")]  # seed by seed, budget by budget: interleaved
+    baseline = [s for s in budgets if s["case"] == "baseline"]
+    return first + by_case + word_specs(SEEDS, 4000) + baseline + rest + bf16
 
 
 # ------------------------------------------------------------------------------------------ step cost
@@ -647,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--phase", default="all", choices=("sweep", "ablation", "candidates", "fast", "budgets", "word",
-                                                       "bf16", "cost", "all", "report"))
+                                                       "bf16", "cost", "all", "priority", "report"))
     p.add_argument("--minutes", type=float, default=None, help="start no run after this many minutes (resume later)")
     p.add_argument("--data", default=str(DATA), help="tinyshakespeare.txt (run ids use only the file name)")
     args = p.parse_args(argv)
@@ -664,7 +693,11 @@ def main(argv: list[str] | None = None) -> int:
 
     phases = (("sweep", "ablation", "fast", "budgets", "word", "bf16", "cost") if args.phase == "all"
               else (args.phase,))
-    left = 0
+    if args.phase == "priority":  # a shared machine's order: what the goals need first, the rest of the ablation last
+        left = execute(priority_specs(steps), deadline)
+        phases = ("cost",) if left == 0 else ()
+    else:
+        left = 0
     for phase in phases:
         if phase == "sweep":
             left += execute(sweep_specs(steps), deadline)

@@ -468,6 +468,8 @@ def render(path: Path = OUT) -> str:
     if notes.is_file():  # the hand-written reading of the figures, right after the summary
         lines += [notes.read_text().rstrip(), ""]
     for name in ORDER:
+        if name == "recipe":  # numbered after the tuning sections below
+            continue
         lines += [f"## {TITLES[name]}", ""]
         r = results.get(name)
         if name == "gpu":
@@ -490,6 +492,9 @@ def render(path: Path = OUT) -> str:
         lines += ["## 9. Tuning against spotpython's SPOT (issue 17)", "",
                   "Written by `python -m benchmarks.bench_spot`, copied from [benchmarks/SPOT.md](benchmarks/SPOT.md).", ""]
         lines += spot[1:] + [""]
+    lines += [f"## {TITLES['recipe']}", ""]
+    lines += section_recipe(results["recipe"]) if "recipe" in results else [
+        "Not run yet: `python -m benchmarks.bench_recipe`."]
     text = "\n".join(lines).rstrip() + "\n"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

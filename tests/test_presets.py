@@ -41,11 +41,13 @@ def test_options_beside_a_preset_override_it_in_any_order(tmp_path):
     assert model.positional == "learned" and train.lr == 5e-3
     assert train.optimizer == preset_values("fast")["optimizer"]
     yaml_file = tmp_path / "mine.yaml"
-    yaml_file.write_text("preset: fast\nmodel: {qk_norm: false}\n")
+    yaml_file.write_text("preset: fast\nmodel: {qk_norm: true}\ntrain: {muon_lr: 0.05}\n")
     model, _, train = configs("--config", str(yaml_file))
-    assert model.qk_norm is False and model.positional == preset_values("fast")["positional"]
-    model, _, _ = configs("--config", str(yaml_file), "--preset", "gpt2")  # the command line's preset wins
-    assert model.positional == "learned" and model.activation == "gelu_tanh" and model.qk_norm is False
+    assert model.qk_norm is True and train.muon_lr == 0.05  # the file's own values beat its preset's
+    assert model.positional == preset_values("fast")["positional"] and train.optimizer == "muon"
+    model, _, train = configs("--config", str(yaml_file), "--preset", "gpt2")  # the command line's preset wins
+    assert model.positional == "learned" and model.activation == "gelu_tanh" and train.optimizer == "adamw"
+    assert model.qk_norm is True  # and the file still overrides it
 
 
 def test_a_preset_round_trips_through_its_yaml(tmp_path):

@@ -491,7 +491,7 @@ RECIPES = {  # issue 15: Muon (its momentum warm-up in the scheduler state) and 
              "--norm-type", "rmsnorm", "--activation", "swiglu"],
     "wsd": ["--schedule", "wsd", "--cooldown-fraction", "0.5", "--activation", "relu2", "--no-tie-weights",
             "--zero-init-output", "--logit-softcap", "10"],
-    "muon+wsd": ["--preset", "fast"],
+    "muon+wsd": ["--preset", "fast", "--schedule", "wsd"],
 }
 
 
