@@ -305,7 +305,7 @@ def cases(steps: int) -> Optional[dict[str, tuple[str, dict[str, Any]]]]:
     for name, (label, overrides) in CHANGES.items():
         extra = {"muon_lr": muon_lr} if overrides.get("optimizer") == "muon" else {}
         out[name] = (label + (f", muon_lr {muon_lr:g}" if extra else ""), {"lr": lr, **overrides, **extra})
-    out["fast"] = ("the fast preset", fast_overrides())
+    out["fast"] = ("the fast preset (RoPE + Muon; AdamW lr 4e-3 for the rest)", fast_overrides())
     return out
 
 
@@ -605,11 +605,19 @@ def _cell(s: Optional[dict[str, Any]], digits: int = 3) -> str:
 def section(r: dict[str, Any]) -> list[str]:
     """The "Time to quality" section of BENCHMARKS.md, without its provenance lines (report.py adds those)."""
     s = r["summary"]
-    lines = [f"At nanoGPT's CPU config (char-level tinyshakespeare, 4 layers, 4 heads, d_model 128, block 64, batch 12, "
+    lines = ["Commands: `python -m benchmarks.bench_recipe` runs the whole plan (hours on 2 cores; resumable: stored "
+             "runs are skipped); on a shared machine it ran in chunks of at most ~10 minutes under the CPU lock, "
+             "`flock /tmp/wordformer-cpu.lock python -m benchmarks.bench_recipe --phase priority --minutes 7.5 "
+             "--no-report` repeated (the order: what the goals need first), then `--phase cost` (the interleaved step "
+             "cost) and `--phase report`. Runs the plan lists but that are not stored are not in the tables.", "",
+             f"At nanoGPT's CPU config (char-level tinyshakespeare, 4 layers, 4 heads, d_model 128, block 64, batch 12, "
              f"no dropout; validation: the same 200 batches as section 4). Every run is a full `wordformer.train` run in "
              f"its own process, {r['threads']} torch threads; training time excludes validation and checkpoints. "
-             f"Cells: median (min–max) over seeds {', '.join(map(str, SEEDS))}. Runs went seed by seed, case after "
-             "case, so the machine's load fell on all cases alike; per-run results in `benchmarks/results/recipe/`.", ""]
+             f"Cells: median (min–max) over seeds {', '.join(map(str, SEEDS))} (the seeds column says how many are "
+             "stored). The runs were spread over hours, in chunks between other sessions' work on the same 2 cores, "
+             "so each run's own clock carries the load of its moment (stored per run in "
+             "`benchmarks/results/recipe/`): compare speed by the interleaved step cost below, not by the "
+             "training-seconds column.", ""]
     if s["sweep"]:
         lines += ["**AdamW lr sweep** (baseline architecture, seed 1337, 2000 steps, min_lr = lr/10): " +
                   ", ".join(f"lr {x['lr']:g}: {x['val_loss']:.4f}" for x in sorted(s["sweep"], key=lambda x: x["lr"])) +
@@ -630,6 +638,14 @@ def section(r: dict[str, Any]) -> list[str]:
         rows.append([c["label"], str(c["n"]), _cell(c["val_loss"]), delta, _cell(c["train_s"], 0),
                      f"{c['tokens_per_s']['median']:,.0f}", f"{c['step_ms']['median']:.1f}", rel,
                      f"{c['parameters']:,}"])
+    if control is not None:
+        singles = {n: c for n, c in s["cases"].items() if n in CHANGES}
+        helped = [n for n, c in singles.items() if c["val_loss"]["median"] < control - 0.01]
+        not_helped = [n for n in singles if n not in helped]
+        lines += [f"Against the control's median ({control:.3f}), each change alone: lower by more than 0.01 — "
+                  f"{', '.join(helped) or 'none'}; not (within 0.01, or worse) — {', '.join(not_helped) or 'none'}. "
+                  "Cases with one seed are one run, not a median: read differences under ~0.02 as noise "
+                  "(the spread between seeds of one case is about that).", ""]
     if rows:
         lines += ["### Ablation at 2000 steps", "",
                   *table(["case", "seeds", "val loss", "vs control", "training s", "tokens/s", "ms/step (in run)",
@@ -652,10 +668,20 @@ def section(r: dict[str, Any]) -> list[str]:
         for name, b in s["budgets"].items():
             st_ = b.get("steps_to_target")
             sec = b.get("seconds_to_target")
-            trows.append([name, "not within the budgets" if st_ is None else f"{st_:.0f}",
-                          "—" if sec is None else f"{sec:.0f}", str(b.get("smallest_budget_reaching") or "—")])
-        lines += [*table(["model", f"steps to {TARGET} (interpolated between budgets)", "training s to reach it",
+            per_step = cost.get(name, {}).get("median")
+            steady = "—" if st_ is None or not per_step else f"{st_ * per_step / 1000:.0f}"
+            full = [int(k) for k, v in b["per_budget"].items() if v["n"] == len(SEEDS)]
+            # reached at the shortest budget measured: only an upper bound, nothing shorter was run
+            bound = "≤ " if st_ is not None and full and st_ <= min(full) else ""
+            trows.append([name, "not within the budgets" if st_ is None else f"{bound}{st_:.0f}",
+                          "—" if sec is None else f"{bound}{sec:.0f}", "—" if steady == "—" else bound + steady,
+                          str(b.get("smallest_budget_reaching") or "—")])
+        lines += [*table(["model", f"steps to {TARGET} (interpolated between budgets)",
+                          "training s to reach it (the runs' own clocks)",
+                          "s at the interleaved step cost (steps x ms/step)",
                           "smallest budget whose median reaches it"], trows), "",
+                  "The runs' own clocks carry the machine's load at the time of each run (other sessions trained "
+                  "beside them); steps times the interleaved per-step cost is the load-fair estimate.", "",
                   f"![time to quality]({PLOT.relative_to(ROOT)})", ""]
     for key, title in (("word", "Word-level built-in corpus at the demo's sizes (4000 steps)"),
                        ("bf16", "bf16-mixed on this CPU (2000 steps)")):
