@@ -11,7 +11,7 @@ AdamW betas (0.9, 0.99), weight decay 0.1, grad clip 1, 100 warm-up steps, min_l
    Validation loss (at the end), training time (validation excluded), tokens/s, median time per step.
 3. step cost: every case interleaved in one process (plain loop, chunks of steps, order rotating), with Muon's
    Newton–Schulz batched across layers and not.
-4. time to quality: baseline, control and fast at 500, 750, 1000, 1500, 2000 steps, each a full schedule, 3 seeds:
+4. time to quality: baseline, control and fast at 250, 500, 750, 1000, 1500, 2000 steps, each a full schedule, 3 seeds:
    the steps and seconds each needs to reach validation loss 1.88 (table, docs/bench_recipe.png).
 5. the word-level built-in corpus at the demo's sizes (cli.DEMO_OPTIONS, 4000 steps): demo vs demo + fast.
 6. on CPUs with native bf16: baseline and fast with --precision bf16-mixed.
@@ -20,7 +20,11 @@ Each run writes benchmarks/results/recipe/RUN.json (RUN names the case, steps, s
 interrupted benchmark continues where it stopped; ``--minutes M`` stops starting runs after M minutes (for chunks
 under the shared CPU lock). Runs go seed by seed, case after case, so machine load falls on all cases alike.
 
-    python -m benchmarks.bench_recipe [--phase sweep|ablation|budgets|word|bf16|cost|all] [--minutes 12] [--quick]
+    python -m benchmarks.bench_recipe [--phase sweep|ablation|budgets|word|bf16|cost|all|priority|report]
+                                      [--minutes 12] [--quick]
+
+``priority`` runs the whole plan in the order a shared machine should spend its time (see priority_specs);
+``report`` trains nothing and renders what is stored.
 """
 
 from __future__ import annotations
@@ -583,7 +587,7 @@ def plot(summary: dict[str, Any], path: Path = PLOT) -> Optional[Path]:
     by_steps, by_time = fig.subplots(1, 2)
     colours = {"baseline": "tab:grey", "control": "tab:blue", "fast": "tab:red"}
     names = {"baseline": "baseline (nanoGPT, AdamW lr 1e-3)", "control": f"control (AdamW lr {summary.get('tuned_lr')})",
-             "fast": "fast preset"}
+             "fast": "fast preset (RoPE + Muon)"}
     for name, b in budgets.items():
         pts = sorted((int(k), v) for k, v in b["per_budget"].items())
         if not pts:
@@ -597,10 +601,10 @@ def plot(summary: dict[str, Any], path: Path = PLOT) -> Optional[Path]:
         by_steps.fill_between(xs, lo, hi, color=colours[name], alpha=0.15)
         by_time.plot(ts, ys, "o-", color=colours[name], label=names[name])
     for ax, xlabel in ((by_steps, "steps (each point a full schedule of that length)"),
-                       (by_time, "training seconds (validation excluded), median of 3 seeds")):
+                       (by_time, "training seconds by each run's own clock (shared machine), median")):
         ax.axhline(TARGET, color="black", linestyle="--", linewidth=1, label=f"val loss {TARGET}")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("validation loss (median of 3 seeds; band: min-max)")
+        ax.set_ylabel("validation loss (median of the seeds run, 1-3; band: min-max)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Time to quality: char-level tinyshakespeare, 4 layers x 128, CPU", fontsize=11)
