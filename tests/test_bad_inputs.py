@@ -423,7 +423,14 @@ def test_a_prompt_longer_than_the_context_keeps_its_last_block_size_tokens(train
     code, out_long, err = run_cli(capsys, "generate", "--checkpoint", ckpt, "--prompt", long_prompt, *args)
     assert_works(code, err)
     _, out_tail, _ = run_cli(capsys, "generate", "--checkpoint", ckpt, "--prompt", tail, *args)
-    assert out_long[len(long_prompt):] == out_tail[len(tail):]
+    from wordformer import load_checkpoint
+
+    loaded = load_checkpoint(ckpt)
+    greedy = dict(temperature=0, max_new_tokens=6)
+    continuation = loaded.generate(tail, **greedy)
+    assert loaded.generate(long_prompt, **greedy) == continuation  # only the last 8 tokens matter
+    assert out_long == loaded.generate(long_prompt, echo=True, **greedy) + "\n"  # the printed line: prompt as read
+    assert out_long.endswith(continuation + "\n") and out_tail.endswith(continuation + "\n")
     _, p_long, _ = run_cli(capsys, "predict", "--checkpoint", ckpt, "--prompt", long_prompt, "--json")
     _, p_tail, _ = run_cli(capsys, "predict", "--checkpoint", ckpt, "--prompt", tail, "--json")
     assert p_long == p_tail

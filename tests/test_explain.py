@@ -232,3 +232,28 @@ def test_next_tokens_never_offer_pad_just_like_predict(tok, tmp_path, capsys):
     assert main(["explain", "--checkpoint", ckpt, "--prompt", "what is statquest", "--top-k", "100000"]) == 0
     out = capsys.readouterr().out
     assert "<pad>" not in out.split("next token after")[1] and "<eos>" in out.split("next token after")[1]
+
+
+# ------------------------------------------------------------------------------------------ readable tokens (issue 13)
+
+
+def test_bpe_tokens_read_as_their_text_and_an_emoji_as_its_character():
+    """Byte-level entries showed raw: the emoji read "ð Ł ĺ Ģ" and a space "Ġ"."""
+    from wordformer.tokenizers import BPETokenizer
+
+    bpe = BPETokenizer.train(["the cat sat on the mat"] * 5, vocab_size=280)
+    model = random_model(bpe, d_model=8, num_heads=2, block_size=16)
+    ids = bpe.encode("the 😀 cat")
+    e = explain_token(model, ids, tokenizer=bpe, token=-1)
+    emoji = ["\\xf0⟨😀⟩", "\\x9f⟨😀⟩", "\\x98⟨😀⟩", "\\x80⟨😀⟩"]
+    assert e.labels == ["the", "␣", *emoji, "␣cat"]
+    assert e.tokens == [bpe.id_to_token(i) for i in ids]  # the JSON keeps the vocabulary entries too
+    text = format_explanation(e)
+    assert "token 6 '␣cat' in: the ␣ \\xf0⟨😀⟩ \\x9f⟨😀⟩ \\x98⟨😀⟩ \\x80⟨😀⟩ ␣cat" in text
+    step4 = text.split("\n4. ")[1].split("\n5. ")[0].splitlines()[1:]
+    assert [line.split()[1] for line in step4] == e.labels
+    raw = {bpe.id_to_token(i) for i in ids} - {"the"}  # "Ġ", "ð", "Ł", "ĺ", "Ģ", "Ġcat"
+    assert not any(r in text for r in raw) and "\ufffd" not in text
+    data = e.to_dict()
+    assert data["labels"] == e.labels and all(set(t) == {"token", "label", "probability"} for t in data["top"])
+    assert [t["label"] for t in data["top"]] == e.top_labels and "\ufffd" not in "".join(e.top_labels)

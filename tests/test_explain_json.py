@@ -70,5 +70,5 @@ def test_json_equals_the_text_numbers(tmp_path, capsys, norm, layer, head, token
     attn_line = next(ln for ln in text.splitlines() if ln.startswith("attention output"))
     assert numbers(attn_line) == pytest.approx(data["attention_output"], **close)
     top_rows = text.split("next token after", 1)[1].splitlines()[1:]
-    assert [r.split()[1] for r in top_rows] == [t["token"] for t in data["top"]]
+    assert [r.split()[1] for r in top_rows] == [t["label"] for t in data["top"]]
     assert [numbers(r)[0] for r in top_rows] == pytest.approx([t["probability"] for t in data["top"]], **close)

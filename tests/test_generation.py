@@ -222,7 +222,16 @@ def test_predict_next_shows_bpe_tokens_as_text_not_byte_level_entries(bpe):
     shown = {t for t, _ in every}
     assert not any(ch in t for t in shown for ch in "\u0120\u010a")  # no "Ġ" (space) or "Ċ" (newline)
     assert {" cat", "\n", "<eos>"} <= shown
-    assert shown == {bpe.decode([i]) for i in range(1, bpe.vocab_size)}
+    whole = {bpe.decode([i]) for i in range(1, bpe.vocab_size)} - {"\ufffd"}
+    assert whole <= shown
+
+
+def test_predict_next_shows_bpe_byte_pieces_as_their_bytes_never_the_replacement_character(bpe):
+    """Bytes 0x80-0xFF alone are no text: each read "\ufffd" (all alike); now each reads as its own bytes."""
+    shown = [t for t, _ in predict_next(_model_for(bpe), bpe, "the cat", bpe.vocab_size)]
+    assert not any("\ufffd" in t for t in shown)
+    assert len(set(shown)) == len(shown) == bpe.vocab_size - 1  # every token its own text (no <pad>)
+    assert {"\\xf0", "\\x80", "\\xc3"} <= set(shown)
 
 
 def test_predict_next_shows_word_and_char_tokens_as_before():
@@ -247,7 +256,12 @@ def test_predict_json_of_a_bpe_model_reads_as_text(bpe, tmp_path, capsys):
     tokens = [p["token"] for p in json.loads(out)]
     assert {" cat", "\n", "<eos>"} <= set(tokens) and not any("\u0120" in t or "\u010a" in t for t in tokens)
     code, out, err = run_cli(capsys, "predict", "--checkpoint", ckpt, "--prompt", "the", "--k", str(bpe.vocab_size))
-    assert code == 0 and "' cat'" in out and "'\\n'" in out and "\u0120" not in out
+    assert code == 0 and "\u0120" not in out and "\ufffd" not in out
+    shown = {line.split()[1] for line in out.splitlines()[1:]}  # "  1. ␣cat   0.0038": as the page shows tokens
+    assert {"␣cat", "↵", "<eos>", "\\xf0"} <= shown
+    labels = {p["token"]: p["label"] for p in json.loads(run_cli(capsys, "predict", "--checkpoint", ckpt, "--prompt",
+                                                              "the", "--k", str(bpe.vocab_size), "--json")[1])}
+    assert labels[" cat"] == "␣cat" and labels["\n"] == "↵"
 
 
 # ------------------------------------------------------------------------------------------ <pad>
@@ -315,3 +329,111 @@ def test_whitespace_prompts_are_text_for_char_and_bpe_models(bpe):
     model, words = _word_setup()
     with pytest.raises(WordformerError, match="empty"):
         predict_next(model, words, "\n\t ", 2)
+
+
+# ------------------------------------------------------------------------------------------ pairs models (issue 13)
+
+
+def _checkpoint(model, tok, path, **data):
+    from wordformer.checkpoint import wordformer_entry
+    from wordformer.config import DataConfig, TrainConfig
+
+    entry = wordformer_entry(model.config, DataConfig(**data), TrainConfig(), tok, step=0)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "wordformer": entry}, path)
+    return path
+
+
+def test_a_pairs_checkpoint_answers_through_the_plain_functions_as_the_cli_does(tmp_path, capsys):
+    """The README's generate(model, tokenizer, question) returned '' for a pairs model: <eos> was not appended."""
+    from wordformer import load_checkpoint
+    from wordformer.generation import encode_prompt
+
+    model, tok = _word_setup()
+    loaded = load_checkpoint(_checkpoint(model, tok, tmp_path / "qa.ckpt", pairs=True))
+    m, t = loaded.model, loaded.tokenizer
+    everything = predict_next(m, t, "the cat", t.vocab_size)
+    assert everything == predict_next(m, t, "the cat", t.vocab_size, append_eos=True)
+    assert everything != predict_next(m, t, "the cat", t.vocab_size, append_eos=False)  # so the test can tell
+    asked = dict(max_new_tokens=5, temperature=0)
+    answer = generate(m, t, "the cat", **asked)
+    assert answer == generate(m, t, "the cat", append_eos=True, **asked) == loaded.generate("the cat", **asked)
+    assert t.pairs and encode_prompt(t, "the cat")[-1] == t.eos_id
+    code, out, err = run_cli(capsys, "generate", "--checkpoint", tmp_path / "qa.ckpt", "--prompt", "the cat",
+                             "--temperature", "0", "--max-new-tokens", "5")
+    assert code == 0, err
+    assert out == f"the cat <eos> {answer}\n" == loaded.generate("the cat", echo=True, **asked) + "\n"
+    plain = load_checkpoint(_checkpoint(model, tok, tmp_path / "plain.ckpt"))
+    assert not plain.tokenizer.pairs and encode_prompt(plain.tokenizer, "the cat")[-1] != tok.eos_id
+
+
+# ------------------------------------------------------------------------------------------ the printed line (issue 13)
+
+
+def test_echo_is_the_prompt_as_read_and_the_continuation_joined_as_the_tokenizer_joins():
+    """The CLI printed prompt + " " + continuation: "the set ." where the model's own text reads "the set."."""
+    from wordformer.generation import echo_text
+
+    tok = WordTokenizer.train(["the cat sat on the set . ( a b )"])
+    ids = tok.encode("The SET")
+    assert echo_text(tok, ids, [tok.token_to_id("."), tok.token_to_id("the")]) == "the set. the"
+    assert echo_text(tok, ids, [tok.token_to_id("cat")]) == "the set cat"
+    assert echo_text(tok, tok.encode("a ("), [tok.token_to_id("b")]) == "a (b"
+    assert echo_text(tok, tok.encode("the zebra"), [tok.token_to_id("cat")]) == "the <unk> cat"  # what it read
+    assert echo_text(tok, ids + [tok.eos_id], [tok.token_to_id("cat")]) == "the set <eos> cat"
+    assert echo_text(tok, ids, []) == "the set"
+    chars = CharTokenizer.train(["ab c"])
+    assert echo_text(chars, chars.encode("ab"), chars.encode(" c")) == "ab c"
+
+
+@pytest.mark.parametrize("kind", ["word", "char", "bpe"])
+def test_the_cli_prints_what_generate_with_echo_returns(kind, bpe, tmp_path, capsys):
+    from wordformer import load_checkpoint
+
+    tok = {"word": WordTokenizer.train([SMALL_TEXT]), "char": CharTokenizer.train([SMALL_TEXT]), "bpe": bpe}[kind]
+    path = _checkpoint(_model_for(tok, seed=3), tok, tmp_path / "m.ckpt", tokenizer=kind)
+    loaded = load_checkpoint(path)
+    for prompt in ("The cat sat on the", "the dog sat on the log", "a cat"):
+        code, out, err = run_cli(capsys, "generate", "--checkpoint", path, "--prompt", prompt, "--max-new-tokens", "6",
+                                 "--seed", "4", "--num-samples", "2")
+        assert code == 0, err
+        samples = [loaded.generate(prompt, max_new_tokens=6, seed=seed, echo=True) for seed in (4, 5)]
+        assert out == "\n---\n".join(samples) + "\n"
+        for seed, line in zip((4, 5), samples):
+            assert line.endswith(loaded.generate(prompt, max_new_tokens=6, seed=seed))
+
+
+# ------------------------------------------------------------------------------------------ unknown words (issue 13)
+
+
+def test_unknown_prompt_words_are_named_in_a_warning(caplog):
+    model, tok = _word_setup()
+    with caplog.at_level("WARNING", logger="wordformer"):
+        generate(model, tok, "the zebra sat on the Giraffe zebra", max_new_tokens=2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "prompt words the model does not know, read as <unk>: 'zebra', 'giraffe'"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wordformer"):
+        predict_next(model, tok, "the cat sat", 2)  # every word known: no warning
+        predict_next(model, tok, "the okapi", 2)
+    assert [r.getMessage() for r in caplog.records] == ["prompt words the model does not know, read as <unk>: 'okapi'"]
+    caplog.clear()
+    chars = CharTokenizer.train(["ab c"])
+    with caplog.at_level("WARNING", logger="wordformer"):
+        generate(_model_for(chars), chars, "ab!c?!", max_new_tokens=1)
+    assert [r.getMessage() for r in caplog.records] == [
+        "prompt characters the model does not know, read as <unk>: '!', '?'"]
+
+
+def test_the_cli_warns_once_about_unknown_words_in_generate_and_predict(trained_run, capsys, caplog):
+    ckpt = trained_run / "best.ckpt"
+    warning = "prompt words the model does not know, read as <unk>: 'wombat'"
+    with caplog.at_level("WARNING", logger="wordformer"):
+        code, out, err = run_cli(capsys, "generate", "--checkpoint", ckpt, "--prompt", "the wombat sat",
+                                 "--num-samples", "3", "--max-new-tokens", "2")
+    assert code == 0 and out.startswith("the <unk> sat"), err  # the line shows what the model read
+    assert [r.getMessage() for r in caplog.records] == [warning]  # once, not once per sample
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wordformer"):
+        assert run_cli(capsys, "predict", "--checkpoint", ckpt, "--prompt", "a wombat")[0] == 0
+        assert run_cli(capsys, "predict", "--checkpoint", ckpt, "--prompt", "the cat")[0] == 0
+    assert [r.getMessage() for r in caplog.records] == [warning]

@@ -326,3 +326,17 @@ def test_load_pretrained_gpt2_from_a_local_folder(tmp_path):
     assert best == tok.id_to_token(new[0]) and 0 < p <= 1
     with pytest.raises(WordformerError, match="cannot load GPT-2"):
         load_pretrained_gpt2(str(tmp_path / "nowhere"))
+
+
+def test_text_methods_without_a_tokenizer_say_to_pass_ids(tmp_path):
+    """``load_pretrained_gpt2(dir, with_tokenizer=False).generate("x")`` raised AttributeError."""
+    from wordformer import generate, generate_ids
+    from wordformer.plots import plot_attention
+
+    hf_gpt2(vocab=64).save_pretrained(tmp_path)
+    bare = load_pretrained_gpt2(str(tmp_path), with_tokenizer=False)
+    for call in (lambda: bare.generate("the cat"), lambda: bare.predict_next("the cat"),
+                 lambda: generate(bare.model, None, "the cat"), lambda: plot_attention(bare, prompt="the cat")):
+        with pytest.raises(WordformerError, match="no tokenizer.*with_tokenizer=False.*token ids.*generate_ids"):
+            call()
+    assert len(generate_ids(bare.model, [[1, 2, 3]], max_new_tokens=4, temperature=0)[0]) == 4  # ids still work

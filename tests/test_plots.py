@@ -212,3 +212,24 @@ def test_cli_mistakes_are_one_line_errors(capsys, tmp_path, args, words):
         assert word in lines[0]
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.jpg"))
     assert (tmp_path / "notes.txt").read_text() == "the user's"
+
+
+def test_attention_ticks_read_bpe_pieces_as_text_and_name_the_character_they_spell():
+    """Byte-level entries showed raw on the axes ("ð Ł ĺ Ģ" for an emoji, "Ġ" for a space); a character the
+    font cannot draw is written as its code point instead of an empty box."""
+    import io
+    import warnings
+
+    from wordformer.tokenizers import BPETokenizer
+
+    bpe = BPETokenizer.train(["the cat sat on the mat"] * 5, vocab_size=280)
+    model = random_model(bpe, num_layers=1, num_heads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" for what it cannot draw
+        fig = plot_attention(model, bpe, "the 😀 🤖")
+        fig.savefig(io.BytesIO(), format="png")
+    ax = next(a for a in fig.axes if a.get_title() == "layer 0, head 0")
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ticks == ["the", "␣", "\\xf0⟨😀⟩", "\\x9f⟨😀⟩", "\\x98⟨😀⟩", "\\x80⟨😀⟩", "␣",
+                     "\\xf0⟨U+1F916⟩", "\\x9f⟨U+1F916⟩", "\\xa4⟨U+1F916⟩", "\\x96⟨U+1F916⟩"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ticks

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import run_cli
+from conftest import SMALL_TEXT, run_cli
 from serve_fixtures import live_server, serve_models, start_server  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,13 +61,53 @@ def test_greedy_completion_equals_wordformer_generate(live_server, serve_models,
     api = client(live_server)
     model = live_server.ids[kind]
     text = api.completions.create(model=model, prompt=prompt, max_tokens=20, temperature=0).choices[0].text
-    sep = " " if kind == "word" else ""
-    assert cli == f"{prompt}{sep}{text}\n"
+    loaded = live_server.registry.get(model).loaded
+    assert text == loaded.generate(prompt, max_new_tokens=20, temperature=0)
+    assert cli.endswith(text + "\n") and cli == loaded.generate(prompt, max_new_tokens=20, temperature=0,
+                                                                echo=True) + "\n"
     echoed = api.completions.create(model=model, prompt=prompt, max_tokens=20, temperature=0, echo=True)
     assert echoed.choices[0].text + "\n" == cli  # echo prints what the CLI prints
     streamed = "".join(c.choices[0].text for c in api.completions.create(
         model=model, prompt=prompt, max_tokens=20, temperature=0, stream=True))
     assert streamed == text
+    streamed = "".join(c.choices[0].text for c in api.completions.create(
+        model=model, prompt=prompt, max_tokens=20, temperature=0, stream=True, echo=True))
+    assert streamed + "\n" == cli
+
+
+def test_echo_joins_prompt_and_continuation_as_the_cli_prints_them(live_server, serve_models, tmp_path, capsys):
+    """A word model's line has no space before punctuation ("the mat." not "the mat ."), and shows the prompt as
+    the model read it (lowercased, unknown words as <unk>), streamed or not, as ``wordformer generate`` does."""
+    import torch
+
+    from wordformer import DataConfig, ModelConfig, TrainConfig, WordPredictor, WordTokenizer
+    from wordformer.checkpoint import wordformer_entry
+
+    tok = WordTokenizer.train([SMALL_TEXT])
+    torch.manual_seed(0)
+    model = WordPredictor(ModelConfig(vocab_size=tok.vocab_size, d_model=8, num_heads=2, num_layers=1, block_size=16,
+                                      tie_weights=False))
+    with torch.no_grad():  # the final norm outputs all ones whatever it reads; only "." has weights: it always wins
+        model.final_norm.weight.zero_()
+        model.final_norm.bias.fill_(1.0)
+        model.output_layer.weight.zero_()
+        model.output_layer.weight[tok.token_to_id(".")] = 1.0
+    dots = tmp_path / "dots" / "best.ckpt"
+    dots.parent.mkdir()
+    entry = wordformer_entry(model.config, DataConfig(), TrainConfig(), tok, step=0)
+    torch.save({"wordformer": entry, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, dots)
+    cases = [(dots, "dots/best", "the cat sat on the mat", "the cat sat on the mat..."),
+             (dots, "dots/best", "The Wombat", "the <unk>..."),
+             (serve_models["word"], "word/best", "The Wombat", None)]
+    with start_server([dots, serve_models["word"]]) as server:
+        api = client(server)
+        for path, model_id, prompt, line in cases:
+            cli = cli_generate(capsys, path, prompt, "--temperature", "0", "--max-new-tokens", "3")
+            assert line is None or cli == line + "\n"
+            asked = dict(model=model_id, prompt=prompt, max_tokens=3, temperature=0, echo=True)
+            assert api.completions.create(**asked).choices[0].text + "\n" == cli
+            assert "".join(c.choices[0].text for c in api.completions.create(stream=True, **asked)) + "\n" == cli
+            assert cli.startswith("the <unk>") == (prompt == "The Wombat")  # as the model read it
 
 
 def test_chat_answers_what_follows_eos_like_wordformer_generate(live_server, serve_models, capsys):
@@ -194,7 +234,7 @@ def test_logprobs_list_every_generated_token_with_its_top_alternatives(live_serv
 
 def test_max_tokens_zero_with_echo_returns_the_prompt(live_server):
     reply = client(live_server).completions.create(model="word/best", prompt="the cat", max_tokens=0, echo=True)
-    assert reply.choices[0].text == "the cat " and reply.choices[0].finish_reason == "length"
+    assert reply.choices[0].text == "the cat" and reply.choices[0].finish_reason == "length"
     assert reply.usage.completion_tokens == 0
 
 
@@ -222,11 +262,13 @@ def test_readme_openai_example_runs_against_the_server(live_server, capsys):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Serve"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    assert "from openai import OpenAI" in code and len(code.strip().splitlines()) == 3
+    assert "from openai import OpenAI" in code and len(code.strip().splitlines()) == 4
     code = code.replace("http://127.0.0.1:8000/v1", live_server.api_base).replace("demo/best", "word/best")
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out
-    assert printed.strip(), "the README example printed nothing"
+    # what the README's comment says: the continuation the Python API returns for the same greedy request
+    expected = live_server.registry.get("word/best").loaded.generate("the list", max_new_tokens=20, temperature=0)
+    assert expected.strip() and printed == expected + "\n"
 
 
 # ------------------------------------------------------------------------------------------- batching and streams

@@ -91,7 +91,13 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
 
 @dataclass
 class LoadedModel:
-    """A model with everything needed to use it: tokenizer, configs and training metadata."""
+    """A model with everything needed to use it: tokenizer, configs and training metadata.
+
+    The tokenizer learns from the data config whether the model was trained on prompt/answer pairs
+    (``tokenizer.pairs``), so ``generate(loaded.model, loaded.tokenizer, ...)``, ``loaded.generate(...)`` and
+    ``wordformer generate`` all end a pairs model's prompt with ``<eos>`` unless told otherwise. ``tokenizer`` is
+    None only for GPT-2 loaded ``with_tokenizer=False``; text methods then say to pass token ids.
+    """
 
     model: WordPredictor
     tokenizer: Tokenizer
@@ -101,21 +107,25 @@ class LoadedModel:
     path: Optional[Path] = None
     info: dict[str, Any] = field(default_factory=dict)  # step, metrics recorded at save time
 
+    def __post_init__(self) -> None:
+        if self.tokenizer is not None:
+            self.tokenizer.pairs = self.pairs
+
     @property
     def pairs(self) -> bool:
         """Trained on prompt/answer pairs: prompts then get <eos> appended before generation."""
         return bool(self.data_config.pairs)
 
-    def generate(self, prompt: str, **kwargs: Any) -> str:
+    def generate(self, prompt: Union[str, list[int]], **kwargs: Any) -> str:
+        """:func:`wordformer.generation.generate` with this model and tokenizer (``echo=True``: the CLI's line)."""
         from .generation import generate
 
-        kwargs.setdefault("append_eos", self.pairs)
         return generate(self.model, self.tokenizer, prompt, **kwargs)
 
     def predict_next(self, prompt: str, k: int = 5, **kwargs: Any) -> list[tuple[str, float]]:
+        """:func:`wordformer.generation.predict_next` with this model and tokenizer."""
         from .generation import predict_next
 
-        kwargs.setdefault("append_eos", self.pairs)
         return predict_next(self.model, self.tokenizer, prompt, k, **kwargs)
 
 

@@ -31,6 +31,7 @@ from .errors import WordformerError, check_int
 from .generation import encode_prompt, never_generated, suppress, top_k_allowed
 from .model import WordPredictor
 from .positional import rotate
+from .token_display import token_labels
 from .tokenizers import Tokenizer
 
 __all__ = ["Explanation", "explain_prompt", "explain_token", "format_explanation", "head_projection"]
@@ -43,7 +44,7 @@ class Explanation:
     Rows indexed by key run over the explained token and the tokens before it (``token + 1`` rows).
     """
 
-    tokens: list[str]  # the context's token strings (T)
+    tokens: list[str]  # the context's vocabulary entries (T): BPE's raw "Ġthe"
     ids: list[int]  # the context's token ids (T)
     token: int  # position of the explained token, 0-based
     layer: int
@@ -78,6 +79,15 @@ class Explanation:
     keys_stages: list[tuple[str, Tensor]] = field(default_factory=list)  # (what, (t+1, D)) before the final keys
     projections: dict[str, tuple[Tensor, Optional[Tensor]]] = field(default_factory=dict)
     # "query"/"key"/"value"/"output" -> (weight, bias): this head's rows of the linear maps, for checking by hand
+    labels: list[str] = field(default_factory=list)  # (T) the tokens as the page shows them: "␣the", "\xf0⟨😀⟩"
+    top_labels: list[str] = field(default_factory=list)  # the same for ``top``
+
+    def label(self, i: int) -> str:
+        """Token ``i`` as shown (:func:`wordformer.token_display.token_labels`); its entry when none were given."""
+        return self.labels[i] if self.labels else self.tokens[i]
+
+    def top_label(self, rank: int) -> str:
+        return self.top_labels[rank] if self.top_labels else self.top[rank][0]
 
     @property
     def head_size(self) -> int:
@@ -92,7 +102,9 @@ class Explanation:
         """Plain lists and numbers, for JSON (``wordformer explain --json`` and the page's seven-steps view).
 
         Every tensor field by its name, plus ``head_size``, ``d_model`` and ``scale`` (step 3's divisor: sqrt of
-        the head size, or 1 / attn_scale); ``top`` is a list of ``{"token", "probability"}``.
+        the head size, or 1 / attn_scale); ``tokens`` are vocabulary entries and ``labels`` what to show; ``top``
+        is a list of ``{"token", "label", "probability"}``; ``query_stages``/``keys_stages`` of
+        ``{"stage", "value"}`` (before qk_norm and RoPE, when on).
         """
         divisor = 1 / self.score_factor if self.score_factor else math.sqrt(self.head_size)
         out: dict[str, Any] = {"head_size": self.head_size, "d_model": int(self.block_input.size(-1)),
@@ -104,7 +116,10 @@ class Explanation:
                 out[name] = {k: {"weight": w.tolist(), "bias": None if b is None else b.tolist()}
                              for k, (w, b) in value.items()}
             elif name == "top":
-                out[name] = [{"token": t, "probability": p} for t, p in value]
+                out[name] = [{"token": t, "label": self.top_label(k), "probability": p}
+                             for k, (t, p) in enumerate(value)]
+            elif name == "top_labels":
+                continue  # inside "top"
             elif name in ("query_stages", "keys_stages"):
                 out[name] = [{"stage": what, "value": v.tolist()} for what, v in value]
             else:
@@ -233,6 +248,11 @@ def explain_token(
     probabilities = F.softmax(suppress(logits[0, t].float(), banned), dim=-1)  # (V,), renormalised without <pad>
     top = top_k_allowed(probabilities, top_k, banned)
     name = tokenizer.id_to_token if tokenizer is not None else str
+
+    def shown(some: list[int]) -> list[str]:
+        return token_labels(tokenizer, some) if tokenizer is not None else [str(i) for i in some]
+
+    top_ids = [int(i) for i in top.indices]
     projections = {
         "query": head_projection(attention.qkv, 0, head, d),
         "key": head_projection(attention.qkv, 1, head, d),
@@ -274,8 +294,10 @@ def explain_token(
         residual=residual.cpu(),
         normed_residual=None if normed is None else normed.cpu(),
         probabilities=probabilities.cpu(),
-        top=[(name(int(i)), float(probabilities[i])) for i in top.indices],
+        top=[(name(i), float(probabilities[i])) for i in top_ids],
         projections={k2: (w.cpu(), None if b is None else b.cpu()) for k2, (w, b) in projections.items()},
+        labels=shown(ids),
+        top_labels=[shown([i])[0] for i in top_ids],  # each alone: a piece of a character reads as its bytes
     )
 
 
@@ -290,7 +312,7 @@ def explain_prompt(
     top_k: int = 5,
 ) -> Explanation:
     """:func:`explain_token` for text; ``append_eos`` defaults to True for pair models, as in generation."""
-    ids = encode_prompt(loaded.tokenizer, prompt, append_eos=loaded.pairs if append_eos is None else append_eos)
+    ids = encode_prompt(loaded.tokenizer, prompt, append_eos=append_eos)
     return explain_token(loaded.model, ids, layer, head, token, tokenizer=loaded.tokenizer, top_k=top_k)
 
 
@@ -323,18 +345,20 @@ def format_explanation(e: Explanation, *, decimals: int = 4, max_dims: Optional[
     ``weights`` adds this head's query/key/value weight rows and biases (vector = W . x + b), so steps
     1, 2 and 5 can be checked by hand too.
     """
-    width = max(8, *(len(tok) for tok in e.context), *(len(tok) for tok, _ in e.top))
-    me = repr(e.tokens[e.token])
+    shown = [e.label(i) for i in range(len(e.tokens))]  # BPE pieces as text ("␣the"), never raw bytes ("Ġthe")
+    top_shown = [e.top_label(k) for k in range(len(e.top))]
+    width = max(8, *(len(tok) for tok in shown[: e.token + 1]), *(len(tok) for tok in top_shown))
+    me = f"'{shown[e.token]}'"
     dk = e.head_size
     lines: list[str] = []
 
     def row(i: int, text: str) -> str:
-        return f"   {i:>3} {e.tokens[i]:<{width}} {text}"
+        return f"   {i:>3} {shown[i]:<{width}} {text}"
 
     def vec(v: Tensor) -> str:
         return _vec(v, decimals, max_dims)
 
-    lines.append(f"masked self-attention of token {e.token} {me} in: {' '.join(e.tokens)}")
+    lines.append(f"masked self-attention of token {e.token} {me} in: {' '.join(shown)}")
     lines.append(f"layer {e.layer} (of {e.num_layers}), head {e.head} (of {e.num_heads}), head size {dk}, "
                  f"d_model {e.block_input.size(-1)}, norm: {e.norm}")
     lines.append("")
@@ -419,6 +443,6 @@ def format_explanation(e: Explanation, *, decimals: int = 4, max_dims: Optional[
         lines.append(f"after the layer norm (post-norm): {vec(e.normed_residual)}")
     lines.append("")
     lines.append(f"next token after {me} (the whole model: feed-forward, {e.num_layers} layer(s), output layer):")
-    for rank, (tok, p) in enumerate(e.top, 1):
+    for rank, ((_, p), tok) in enumerate(zip(e.top, top_shown), 1):
         lines.append(f"   {rank:>3}. {tok:<{width}} {p:.{decimals}f}")
     return "\n".join(lines)

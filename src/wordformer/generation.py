@@ -1,8 +1,14 @@
 """Generation and next-token prediction: the decoder run one token at a time.
 
 The chapter's end-of-sequence token ends the input and starts generation; with ``append_eos`` the
-prompt gets ``<eos>`` appended (models trained on prompt/answer pairs), and generation stops at the
-next ``<eos>``.
+prompt gets ``<eos>`` appended, and generation stops at the next ``<eos>``. By default a prompt gets it
+as the model was trained: a model trained on prompt/answer pairs (``--pairs``) answers what follows
+``<eos>``, and its tokenizer, loaded from the checkpoint, says so (``Tokenizer.pairs``), so
+``generate(model, tokenizer, "who wrote hamlet")`` answers like ``wordformer generate``.
+
+What ``wordformer generate`` prints is :func:`echo_text` (``generate(..., echo=True)``): the prompt as the
+model read it (a word model's lowercasing and ``<unk>`` visible), then the continuation, joined as the
+tokenizer joins tokens. :func:`generate` alone returns the continuation.
 
 Context policy (documented in the README): the model sees at most ``block_size`` tokens. A prompt
 longer than that keeps its last ``block_size`` tokens. When generation fills the window, the window
@@ -21,9 +27,10 @@ Shape legend: B = batch, N = tokens so far (with left padding), T = new tokens, 
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +38,10 @@ from torch import Tensor
 
 from .errors import WordformerError, check_int
 from .model import WordPredictor
+from .token_display import token_text
 from .tokenizers import Tokenizer
 
+logger = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 1_000_000
 """Most tokens one call generates: the (batch, prompt + new) id buffer is allocated up front, so an
@@ -243,11 +252,25 @@ def _generate_ids(model: WordPredictor, prompts: Sequence[Sequence[int]], *, max
     return out
 
 
-def encode_prompt(tokenizer: Tokenizer, prompt: str, *, append_eos: bool = False) -> list[int]:
+def require_tokenizer(tokenizer: Optional[Tokenizer]) -> Tokenizer:
+    """``tokenizer``, or one line saying what to do when there is none (GPT-2 loaded ``with_tokenizer=False``)."""
+    if tokenizer is None:
+        raise WordformerError("this model has no tokenizer, so it cannot read text (was it loaded with "
+                              "with_tokenizer=False?): give token ids to wordformer.generate_ids, or load it with "
+                              "its tokenizer")
+    return tokenizer
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str, *, append_eos: Optional[bool] = None,
+                  warn_unknown: bool = True) -> list[int]:
     """Token ids of a user prompt, refusing prompts the model cannot read.
 
-    Empty means "encodes to no tokens": for char and BPE models whitespace such as "\\n" is text.
+    ``append_eos`` ends the prompt with ``<eos>``; None means as the model was trained (``tokenizer.pairs``,
+    set from the checkpoint). Words (or characters) the vocabulary lacks become ``<unk>``: with ``warn_unknown``
+    a warning names them; a prompt of nothing else is refused. Empty means "encodes to no tokens": for char and
+    BPE models whitespace such as "\\n" is text.
     """
+    tokenizer = require_tokenizer(tokenizer)
     ids = tokenizer.encode(prompt) if prompt else []
     if not ids:
         if not prompt.strip():  # "" always; whitespace only where the tokenizer drops it (word)
@@ -259,27 +282,81 @@ def encode_prompt(tokenizer: Tokenizer, prompt: str, *, append_eos: bool = False
             f"every token of the prompt {prompt!r} is unknown to the model's vocabulary; "
             "use words from the training text"
         )
-    if append_eos:
-        ids = ids + [tokenizer.eos_id]
-    return ids
+    if warn_unknown and unk is not None and unk in ids:
+        unknown = tokenizer.unknown(prompt)
+        what = "characters" if tokenizer.kind == "char" else "words"
+        logger.warning("prompt %s the model does not know, read as <unk>: %s", what,
+                       ", ".join(repr(u) for u in unknown) or "?")
+    return ids + [tokenizer.eos_id] if appends_eos(tokenizer, append_eos) else ids
+
+
+def appends_eos(tokenizer: Tokenizer, append_eos: Optional[bool]) -> bool:
+    """Whether a prompt ends with ``<eos>``: as asked, or (None) as the model was trained (``tokenizer.pairs``)."""
+    return bool(tokenizer.pairs) if append_eos is None else bool(append_eos)
+
+
+def echo_head(tokenizer: Tokenizer, prompt_ids: Sequence[int]) -> str:
+    """The prompt as the model read it: its tokens decoded, so a word model's lowercasing and ``<unk>`` show.
+
+    A prompt that ends with ``<eos>`` (a pairs model's question) shows it as ``" <eos> "``: the answer follows.
+    """
+    ids = [int(i) for i in prompt_ids]
+    if ids and ids[-1] == tokenizer.eos_id:
+        return (tokenizer.decode(ids[:-1]) + " " + tokenizer.id_to_token(ids[-1])).lstrip() + " "
+    return tokenizer.decode(ids)
+
+
+def echo_separator(tokenizer: Tokenizer, prompt_ids: Sequence[int], first_new: Optional[int]) -> str:
+    """What stands between :func:`echo_head` and the continuation's text: the tokenizer's own joint.
+
+    A word tokenizer puts a space between words but none before ``.`` or ``,`` ("the set." not "the set .");
+    char and BPE text is joined as it is. Decided by the prompt's last token and the first new one.
+    """
+    if first_new is None or not prompt_ids or int(prompt_ids[-1]) == tokenizer.eos_id:
+        return ""
+    last = int(prompt_ids[-1])
+    alone, first, both = tokenizer.decode([last]), tokenizer.decode([first_new]), tokenizer.decode([last, first_new])
+    if len(both) >= len(alone) + len(first) and both.startswith(alone) and both.endswith(first):
+        return both[len(alone):len(both) - len(first)]
+    return ""
+
+
+def echo_text(tokenizer: Tokenizer, prompt_ids: Sequence[int], new_ids: Sequence[int]) -> str:
+    """Prompt and continuation in one line, as ``wordformer generate`` prints it (and ``generate(echo=True)``
+    returns): the prompt as the model read it, then the generated text, joined as the tokenizer joins tokens."""
+    new = [int(i) for i in new_ids]
+    return (echo_head(tokenizer, prompt_ids) + echo_separator(tokenizer, prompt_ids, new[0] if new else None)
+            + tokenizer.decode(new))
 
 
 def generate(
     model: WordPredictor,
     tokenizer: Tokenizer,
-    prompt: str,
+    prompt: Union[str, Sequence[int]],
     *,
     max_new_tokens: int = 50,
     temperature: float = 1.0,
     top_k: Optional[int] = None,
     top_p: Optional[float] = None,
     seed: Optional[int] = None,
-    append_eos: bool = False,
+    append_eos: Optional[bool] = None,
     stop_at_eos: bool = True,
     use_cache: bool = True,
+    echo: bool = False,
 ) -> str:
-    """Continue ``prompt`` and return the generated text (without the prompt and the final <eos>)."""
-    ids = encode_prompt(tokenizer, prompt, append_eos=append_eos)
+    """Continue ``prompt`` and return the generated text (without the prompt and the final ``<eos>``).
+
+    ``prompt`` is text or token ids. ``append_eos`` ends the prompt with ``<eos>``; None means as the model
+    was trained: on for models trained with ``--pairs``, which answer what follows ``<eos>``. ``echo=True``
+    returns the whole line ``wordformer generate`` prints instead
+    (:func:`echo_text`): the prompt as the model read it, then the continuation.
+    """
+    tokenizer = require_tokenizer(tokenizer)
+    if isinstance(prompt, str):
+        ids = encode_prompt(tokenizer, prompt, append_eos=append_eos)
+    else:
+        ids = _checked_prompts([prompt], tokenizer.vocab_size)[0]
+        ids = ids + [tokenizer.eos_id] if appends_eos(tokenizer, append_eos) else ids
     new = generate_ids(
         model, [ids], max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
         eos_id=tokenizer.eos_id if stop_at_eos else None, pad_id=tokenizer.pad_id, seed=seed, use_cache=use_cache,
@@ -287,7 +364,7 @@ def generate(
     )[0]
     if stop_at_eos and new and new[-1] == tokenizer.eos_id:
         new = new[:-1]
-    return tokenizer.decode(new)
+    return echo_text(tokenizer, ids, new) if echo else tokenizer.decode(new)
 
 
 @torch.no_grad()
@@ -306,15 +383,18 @@ def next_token_probabilities(model: WordPredictor, ids: Sequence[int], suppress_
 
 
 def predict_next(
-    model: WordPredictor, tokenizer: Tokenizer, prompt: str, k: int = 5, *, append_eos: bool = False
+    model: WordPredictor, tokenizer: Tokenizer, prompt: str, k: int = 5, *, append_eos: Optional[bool] = None
 ) -> list[tuple[str, float]]:
     """The word predictor: the ``k`` most likely next tokens and their probabilities, most likely first.
 
-    Tokens are shown as their decoded text (BPE ``" the"``, not the byte-level entry ``"Ġthe"``); specials
-    read ``<eos>``, ``<unk>``. ``<pad>`` is never offered (see :func:`never_generated`).
+    Tokens are shown as their decoded text (BPE ``" the"``, not the byte-level entry ``"Ġthe"``); a BPE piece
+    that holds only part of a character reads as its bytes (``"\\xe2\\x82"``), never the replacement character
+    (:func:`wordformer.token_display.token_text`); specials read ``<eos>``, ``<unk>``. ``<pad>`` is never offered
+    (see :func:`never_generated`). ``append_eos``: as in :func:`generate` (None: as the model was trained).
     """
     check_int("k", k)
+    tokenizer = require_tokenizer(tokenizer)
     banned = never_generated(tokenizer)
     probs = next_token_probabilities(model, encode_prompt(tokenizer, prompt, append_eos=append_eos), banned)
     top = top_k_allowed(probs, k, banned)
-    return [(tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
+    return [(token_text(tokenizer, int(i)), float(p)) for p, i in zip(top.values, top.indices)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -29,12 +30,13 @@ from .generation import encode_prompt
 from .model import WordPredictor
 from .positional import sinusoidal_table
 from .schedule import learning_rate
+from .token_display import token_labels
 from .tokenizers import Tokenizer
 
 __all__ = [
     "FORMATS", "attention_maps", "check_image_path", "embedding_coordinates", "find_metrics_csv", "plot_attention",
     "plot_embeddings", "plot_lr_schedule", "plot_positional_encoding", "plot_training_curves", "positional_table",
-    "read_metrics", "save_figure", "token_label",
+    "read_metrics", "save_figure", "sequence_labels", "token_label",
 ]
 
 FORMATS = {".png": "png", ".svg": "svg"}
@@ -71,6 +73,26 @@ def token_label(token: str) -> str:
     """A token as an axis label: spaces and line breaks made visible, ``$`` kept out of mathtext."""
     text = "".join(_VISIBLE.get(ch, ch) for ch in token)
     return text.replace("$", r"\$") or "∅"
+
+
+def sequence_labels(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
+    """Axis labels for a token sequence, as the page and ``explain`` show tokens
+    (:func:`wordformer.token_display.token_labels`: BPE pieces as their text, an emoji split over byte tokens as
+    ``\\xf0⟨😀⟩``), with ``$`` kept out of mathtext and characters the font cannot draw written ``U+XXXX``."""
+    return [_drawable(label).replace("$", r"\$") for label in token_labels(tokenizer, ids)]
+
+
+@lru_cache(maxsize=1)
+def _font() -> Any:
+    from matplotlib import font_manager, ft2font
+
+    return ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties()))
+
+
+def _drawable(text: str) -> str:
+    """``text`` with every character the default font lacks as its code point (no empty box, no warning)."""
+    font = _font()
+    return "".join(ch if ord(ch) < 128 or font.get_char_index(ord(ch)) else f"U+{ord(ch):04X}" for ch in text)
 
 
 def check_image_path(path: Union[str, os.PathLike], option: str = "--out") -> str:
@@ -142,9 +164,9 @@ def plot_attention(
     ``append_eos`` defaults to True for models trained on prompt/answer pairs, as in generation.
     ``annotate`` writes the weights into the cells (default: for short prompts on small grids).
     """
-    model, tok, pairs = _model_and_tokenizer(source, tokenizer)
-    ids = encode_prompt(tok, prompt, append_eos=pairs if append_eos is None else append_eos)
-    labels = [token_label(tok.id_to_token(i)) for i in ids]
+    model, tok, _ = _model_and_tokenizer(source, tokenizer)
+    ids = encode_prompt(tok, prompt, append_eos=append_eos)  # None: as the model was trained (tokenizer.pairs)
+    labels = sequence_labels(tok, ids)
     title = "masked self-attention: " + (" " if tok.kind == "word" else "").join(labels)
     return plot_attention_maps(attention_maps(model, ids), labels, title=title, annotate=annotate)
 

@@ -5,6 +5,10 @@ A piece that holds only part of a multi-byte character (an accent, an emoji spli
 text of its own, and decoding it alone gives the replacement character. :func:`readable_tokens` never shows
 that: such a piece is shown as its bytes in hex (``\\xe2\\x82``, with whatever whole characters it holds as text), and every piece of the character carries
 the character and the span of tokens that together spell it (``chars``).
+
+The page, ``wordformer explain``, ``predict`` and the attention plots all show tokens through this module:
+:func:`token_labels` for a sequence (the page's chips: the label, and the character a piece helps spell),
+:func:`token_text` for one token's own text.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 from .tokenizers import Tokenizer
 
-__all__ = ["byte_level_decoder", "readable_tokens", "visible"]
+__all__ = ["byte_level_decoder", "readable_tokens", "token_labels", "token_text", "visible"]
 
 # space, line break and tab drawn as visible marks; other control characters as their code
 _MARKS = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
@@ -133,3 +137,22 @@ def _group_partial_pieces(items: list[dict[str, Any]], raw: list[Optional[bytes]
             item["partial"] = True
             # the bytes it can spell as text, the rest as \xNN: never a replacement character
             item["label"] = visible(data.decode("utf-8", errors="backslashreplace"))
+
+
+def token_labels(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
+    """One short label per token, as the page's token chips read: the :func:`readable_tokens` label, and for a
+    piece of a character spread over several tokens that character in angle brackets (``\\xf0⟨😀⟩``)."""
+    labels = []
+    for item in readable_tokens(tokenizer, ids):
+        chars = "".join(f"⟨{c['text']}⟩" for c in item.get("chars", []) if c["text"] is not None)
+        labels.append(item["label"] + chars)
+    return labels
+
+
+def token_text(tokenizer: Tokenizer, i: int) -> str:
+    """One token's own text, whitespace as it is: what it decodes to; a piece holding only part of a character
+    reads as those bytes in hex (``\\xe2\\x82``), never as the replacement character; specials as their entry."""
+    item = readable_tokens(tokenizer, [i])[0]
+    if item["text"] is not None:
+        return item["text"]
+    return bytes.fromhex(item["bytes"]).decode("utf-8", errors="backslashreplace")

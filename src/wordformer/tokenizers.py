@@ -38,6 +38,10 @@ class Tokenizer(ABC):
     EOS: ClassVar[str] = EOS
     PAD: ClassVar[str] = PAD
     UNK: ClassVar[str] = UNK
+    pairs: bool = False
+    """The model this tokenizer serves was trained on prompt/answer pairs, so a prompt ends with ``<eos>``
+    (which starts the answer). Set from the checkpoint when a model is loaded (:class:`~wordformer.LoadedModel`);
+    :func:`~wordformer.generation.encode_prompt` reads it when ``append_eos`` is not given."""
 
     @property
     def pad_id(self) -> int:
@@ -93,6 +97,13 @@ class Tokenizer(ABC):
     def tokens(self, text: str) -> list[str]:
         """Readable token strings of ``text``, one per id (labels for attention plots)."""
         return [self.id_to_token(i) for i in self.encode(text)]
+
+    def unknown(self, text: str) -> list[str]:
+        """The pieces of ``text`` the vocabulary lacks, each once, in order: they are read as ``<unk>``.
+
+        Words for the word tokenizer, characters for the char tokenizer; byte-level BPE has none.
+        """
+        return []
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Encode many texts; subclasses override where batching is faster."""
@@ -200,6 +211,9 @@ class WordTokenizer(Tokenizer):
         get = self._index.get
         return [get(w, unk) for w in self.split(text)]
 
+    def unknown(self, text: str) -> list[str]:
+        return list(dict.fromkeys(w for w in self.split(text) if w not in self._index))
+
     def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
         skip = {self.pad_id, self.eos_id} if skip_special else set()
         return join_words([self._vocab[self._check_id(i)] for i in ids if int(i) not in skip])
@@ -287,6 +301,10 @@ class CharTokenizer(Tokenizer):
 
     def tokens(self, text: str) -> list[str]:
         return [self._vocab[i] for i in self.encode(text)]
+
+    def unknown(self, text: str) -> list[str]:
+        known = self._index
+        return list(dict.fromkeys(c for part in text.split(EOS) for c in part if c not in known))
 
     def id_to_token(self, i: int) -> str:
         return self._vocab[self._check_id(i)]

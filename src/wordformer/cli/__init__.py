@@ -39,8 +39,14 @@ COMMANDS: tuple[Command, ...] = (
     Command("presets", "train", "list the presets (--preset NAME of train, demo, tune) and what each sets",
             "Presets are named bundles of options; options given beside --preset (on the command line or in "
             "--config) override it. `wordformer presets NAME --yaml` prints one as a config file."),
-    Command("generate", "infer", "continue a prompt with a trained model"),
-    Command("predict", "infer", "the k most likely next tokens after a prompt"),
+    Command("generate", "infer", "continue a prompt with a trained model",
+            "Print the prompt as the model read it (a word model's lowercasing and <unk> shown; ' <eos> ' after a "
+            "pairs model's question), then the continuation, joined as the tokenizer joins tokens: the line that "
+            "Python's generate(..., echo=True) returns. Unknown prompt words are named in a warning."),
+    Command("predict", "infer", "the k most likely next tokens after a prompt",
+            "Print the k most likely next tokens as the page shows them (a space as ␣, a line break as ↵, a "
+            "piece of a character as its bytes); --json gives each token's text and that label. Unknown prompt "
+            "words are named in a warning."),
     Command("evaluate", "infer", "loss, perplexity and accuracy on held-out data"),
     Command("explain", "infer", "the seven steps of masked self-attention for one token, with the model's own numbers",
             "Print query, keys, scaled dot products, softmax weights, values, weighted values and their sum for one "

@@ -19,20 +19,19 @@ def add_generate(p: argparse.ArgumentParser) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
-    from ..generation import check_sampling
+    from ..generation import check_sampling, encode_prompt
 
     check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     check_int("--num-samples", args.num_samples)
     loaded = load_checkpoint(args.checkpoint)
-    prompt = prompt_of(args)
-    append_eos = loaded.pairs if args.append_eos is None else args.append_eos
+    # encoded once (one warning about unknown words); each line is generate(..., echo=True): the prompt as the
+    # model read it, then the continuation, as the Python API returns it
+    ids = encode_prompt(loaded.tokenizer, prompt_of(args), append_eos=args.append_eos)
     for i in range(args.num_samples):
         seed = None if args.seed is None else args.seed + i
-        text = loaded.generate(prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                               top_k=args.top_k, top_p=args.top_p, seed=seed, append_eos=append_eos,
-                               use_cache=not args.no_cache)
-        sep = " <eos> " if append_eos else ("" if loaded.tokenizer.kind != "word" else " ")
-        print(f"{prompt}{sep}{text}")
+        print(loaded.generate(ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              top_k=args.top_k, top_p=args.top_p, seed=seed, use_cache=not args.no_cache,
+                              append_eos=False, echo=True))  # the ids hold <eos> already where it belongs
         if args.num_samples > 1 and i < args.num_samples - 1:
             print("---")
     return 0
@@ -47,16 +46,16 @@ def add_predict(p: argparse.ArgumentParser) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
+    from ..token_display import visible
 
     loaded = load_checkpoint(args.checkpoint)
-    append_eos = loaded.pairs if args.append_eos is None else args.append_eos
-    predictions = loaded.predict_next(prompt_of(args), args.k, append_eos=append_eos)
+    predictions = loaded.predict_next(prompt_of(args), args.k, append_eos=args.append_eos)
     if args.json:
-        print(json.dumps([{"token": t, "probability": p} for t, p in predictions]))
+        print(json.dumps([{"token": t, "label": visible(t), "probability": p} for t, p in predictions]))
         return 0
     print(f"next token after {args.prompt!r}:")
-    for rank, (token, prob) in enumerate(predictions, 1):
-        print(f"{rank:>3}. {token!r:<20} {prob:.4f}")
+    for rank, (token, prob) in enumerate(predictions, 1):  # as the page and explain show tokens: "␣the", "↵"
+        print(f"{rank:>3}. {visible(token):<20} {prob:.4f}")
     return 0
 
 

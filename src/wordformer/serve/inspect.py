@@ -135,7 +135,7 @@ def _ids(served: ServedModel, body: Text, *, any_length: bool = False) -> list[i
     else:
         append = loaded.pairs if body.append_eos is None else body.append_eos
         try:
-            ids = encode_prompt(loaded.tokenizer, body.prompt or "", append_eos=append)
+            ids = encode_prompt(loaded.tokenizer, body.prompt or "", append_eos=append, warn_unknown=False)
         except WordformerError as exc:
             raise ApiError(400, str(exc), param="prompt") from None
     if len(ids) > block and not any_length:

@@ -3,8 +3,9 @@
 The routes validate (pydantic, then the server's limits), encode prompts with the same function as
 ``wordformer generate`` (:func:`~wordformer.generation.encode_prompt`), hand rows to the model thread
 (:mod:`.batching`) and shape what comes back. Greedy output (``temperature: 0``) is the text that
-``wordformer generate --temperature 0`` prints after the prompt; ``echo`` prepends the prompt exactly as that
-command prints it. Choice ``j`` of a request with ``seed: s`` uses seed ``s + j``, as ``--num-samples`` does.
+``wordformer generate --temperature 0`` prints after the prompt; with ``echo`` the text is the whole line that
+command prints (:func:`~wordformer.generation.echo_text`: the prompt as the model read it, then the
+continuation, joined as the tokenizer joins tokens). Choice ``j`` of a request with ``seed: s`` uses seed ``s + j``, as ``--num-samples`` does.
 
 Extensions beyond OpenAI's fields: ``top_k`` (0 or -1 mean off, as in other servers) and ``append_eos``
 (completions: end the prompt with ``<eos>``; default on for models trained with ``--pairs``, as in the CLI).
@@ -30,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..decoding import DecodeRow, StepToken
 from ..errors import WordformerError
-from ..generation import encode_prompt, never_generated
+from ..generation import echo_head, echo_separator, encode_prompt, never_generated
 from ..tokenizers import Tokenizer
 from .batching import Engine, Mailbox, RowRequest, RowSink
 from .errors import ApiError, error_body
@@ -209,7 +210,7 @@ def _encode(tokenizer: Tokenizer, prompt: Union[str, list[int]], append_eos: boo
     if isinstance(prompt, str):
         _check_prompt_chars(prompt, settings, param)
         try:
-            return encode_prompt(tokenizer, prompt, append_eos=append_eos)
+            return encode_prompt(tokenizer, prompt, append_eos=append_eos, warn_unknown=False)
         except WordformerError as exc:
             raise ApiError(400, str(exc).replace("--prompt", "prompt"), param=param, code="invalid_prompt") from None
     if len(prompt) > settings.max_prompt_chars:
@@ -232,11 +233,6 @@ async def _encode_all(tokenizer: Tokenizer, prompts: Sequence[Union[str, list[in
     if sum(len(p) for p in prompts) <= INLINE_CHARS:
         return [_encode(tokenizer, p, append_eos, settings, param) for p in prompts]
     return await run_in_threadpool(lambda: [_encode(tokenizer, p, append_eos, settings, param) for p in prompts])
-
-
-def _separator(tokenizer: Tokenizer, append_eos: bool) -> str:
-    """What ``wordformer generate`` prints between prompt and continuation (``echo`` uses it too)."""
-    return " <eos> " if append_eos else ("" if tokenizer.kind != "word" else " ")
 
 
 def token_text(tokenizer: Tokenizer, token: int) -> str:
@@ -283,7 +279,7 @@ class ChoiceSink(RowSink):
     """One choice: turns tokens into text on the model thread and posts events to the request's queue."""
 
     def __init__(self, index: int, tokenizer: Tokenizer, stops: Sequence[str], mailbox: Mailbox,
-                 events: "asyncio.Queue[tuple]", eos_id: int) -> None:
+                 events: "asyncio.Queue[tuple]", eos_id: int, echo_prompt: Optional[list[int]] = None) -> None:
         super().__init__()
         from .text import TextStream
 
@@ -294,13 +290,31 @@ class ChoiceSink(RowSink):
         self.events = events
         self.finish_reason: Optional[str] = None
         self.done = False
+        # with echo: the joint between the prompt and the first new token ("the set" + "." has none), which
+        # leads the continuation's first text, as in ``wordformer generate``'s line
+        self.echo_prompt = echo_prompt
+        self.lead = ""
+        self._lead_sent = False
+
+    @property
+    def shown(self) -> str:
+        """The continuation's text with the joint that leads it (echo only), as it was sent."""
+        return self.lead + self.text.text if self.text.text else ""
 
     def _post(self, event: tuple) -> None:
         self.mailbox.post(self.events, event)
 
+    def _led(self, delta: str) -> str:
+        if delta and not self._lead_sent:
+            self._lead_sent = True
+            return self.lead + delta
+        return delta
+
     def on_token(self, token: StepToken) -> bool:
-        before = len(self.text.text)
-        delta = self.text.push(token.token)
+        if self.echo_prompt is not None and not self.text.tokens and token.token != self.text.eos_id:
+            self.lead = echo_separator(self.tokenizer, self.echo_prompt, token.token)
+        before = len(self.lead) + len(self.text.text)
+        delta = self._led(self.text.push(token.token))
         lp = None
         if token.logprob is not None and token.token != self.text.eos_id:
             lp = (token.token, token.logprob, token.top, before)
@@ -309,7 +323,7 @@ class ChoiceSink(RowSink):
         return self.text.stopped
 
     def on_finish(self, row: DecodeRow) -> None:
-        delta = self.text.finish()
+        delta = self._led(self.text.finish())
         reason = row.finish_reason
         self._post(("finish", self.index, delta, "length" if reason == "length" else "stop" if reason == "stop"
                     else None))
@@ -323,7 +337,7 @@ class Job:
 
     def __init__(self, request: Request, served: ServedModel, prompts: list[list[int]], n: int, *,
                  max_tokens: int, sampling: dict[str, Any], seed: Optional[int], stops: list[str],
-                 logprobs: Optional[int]) -> None:
+                 logprobs: Optional[int], echo: bool = False) -> None:
         self.request = request
         self.served = served
         self.tokenizer = served.loaded.tokenizer
@@ -334,7 +348,8 @@ class Job:
         self.rows: list[RowRequest] = []
         for p, ids in enumerate(prompts):
             for j in range(n):
-                sink = ChoiceSink(p * n + j, self.tokenizer, stops, mailbox, self.events, self.tokenizer.eos_id)
+                sink = ChoiceSink(p * n + j, self.tokenizer, stops, mailbox, self.events, self.tokenizer.eos_id,
+                                  echo_prompt=ids if echo else None)
                 self.sinks.append(sink)
                 self.rows.append(RowRequest(ids, max_tokens, sink, seed=None if seed is None else seed + j,
                                             logprobs=logprobs, **sampling))
@@ -489,12 +504,11 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
                             f"most {settings.max_rows_per_request} per request", param="prompt",
                        code="too_many_sequences")
     ids = await _encode_all(tok, prompts, append_eos, settings)
-    texts = [p if isinstance(p, str) else tok.decode(p) for p in prompts]
-    sep = _separator(tok, append_eos)
     echo = bool(body.echo)
+    heads = [echo_head(tok, p) for p in ids] if echo else []  # the prompt as the model read it
     want_lp = body.logprobs is not None
     job = Job(request, served, ids, n, max_tokens=max_tokens, sampling=_sampling(body), seed=body.seed,
-              stops=_stops(body), logprobs=body.logprobs if want_lp else None)
+              stops=_stops(body), logprobs=body.logprobs if want_lp else None, echo=echo)
     prefix_lp: list[list[tuple]] = []
     if echo and want_lp:
         offsets = [_prompt_offsets(tok, p) for p in ids]
@@ -503,8 +517,9 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
     def head(i: int) -> str:
-        """What choice ``i``'s text starts with: with ``echo``, its prompt as ``wordformer generate`` prints it."""
-        return (texts[i // n] + sep) if echo else ""
+        """What choice ``i``'s text starts with: with ``echo``, its prompt as ``wordformer generate`` prints it
+        (the joint to the continuation, which depends on the first new token, leads the continuation's text)."""
+        return heads[i // n] if echo else ""
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
@@ -556,7 +571,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         lp = None
         if want_lp:
             lp = _legacy_logprobs(tok, (prefix_lp[i // n] if echo else []) + items[i], bool(body.logprobs))
-        choices.append({"index": i, "text": head(i) + sink.text.text, "logprobs": lp,
+        choices.append({"index": i, "text": head(i) + sink.shown, "logprobs": lp,
                         "finish_reason": sink.finish_reason or "stop"})
     return JSONResponse({"id": cid, "object": "text_completion", "created": created, "model": served.id,
                          "choices": choices, "usage": job.usage(), "system_fingerprint": FINGERPRINT})
