@@ -26,7 +26,11 @@ the same 2 cores as the server's, as it would on a laptop.
    each asking 4 completions of 64 tokens one after another (temperature 0.8, no seed): aggregate tokens/s over
    the whole phase, and p50/p99 of the per-token gaps and of TTFT. The peer runs the same phases for reference.
 
-    python -m benchmarks.bench_serve [--quick]
+Each size is one chunk (a few minutes here), written to ``results/serve_<size>.json`` when it ends; with
+``--max-chunks 1`` a run measures one size not yet measured and stops, and a rerun resumes (a chunk is reused only
+when its settings are the same). When every size is there the chunks become ``results/serve.json`` and are removed.
+
+    python -m benchmarks.bench_serve [--quick] [--max-chunks N]
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ from typing import Any, Optional
 
 import torch
 
-from .common import DATA, ROOT, SEED, SIZES, base_parser, finish, goal, load1, log, quiet_libraries, start, summarize
+from .common import (DATA, QUICK_RESULTS, RESULTS, ROOT, SEED, SIZES, base_parser, goal, load1, loadavg, log,
+                     quiet_libraries, start, summarize, write_json)
+from .report import finish
 
 NAME = "serve"
 MODULE = "benchmarks.bench_serve"
@@ -108,8 +114,9 @@ def _hf_tokenizer(tok, folder: Path) -> None:
 
 def build(size: str, options: dict[str, Any], root: Path, data: Path = DATA) -> dict[str, Any]:
     """A wordformer checkpoint and a GPT-2 folder holding the same weights, and a prompt of real text."""
-    from wordformer.checkpoint import atomic_torch_save, wordformer_entry
+    from wordformer.checkpoint import wordformer_entry
     from wordformer.config import DataConfig, ModelConfig, TrainConfig
+    from wordformer.files import atomic_torch_save
     from wordformer.gpt2 import to_hf_model
     from wordformer.model import WordPredictor
 
@@ -120,6 +127,7 @@ def build(size: str, options: dict[str, Any], root: Path, data: Path = DATA) -> 
     torch.manual_seed(SEED)
     model = WordPredictor(config).eval()
     folder = root / size
+    folder.mkdir(parents=True, exist_ok=True)
     entry = wordformer_entry(config, DataConfig(tokenizer=options["tokenizer"]), TrainConfig(), tok, step=0)
     state = {"model." + k: v for k, v in model.state_dict().items()}
     atomic_torch_save({"state_dict": state, "wordformer": entry}, folder / "model.ckpt")
@@ -174,7 +182,12 @@ class Server:
         self.log.close()
 
 
-PEERS = {"peer": [], "peer_cb": ["--continuous-batching"]}  # transformers serve, plain and continuous batching
+# transformers serve, plain and with continuous batching; the latter sizes its paged KV cache from the machine's
+# memory unless told (14 GB of this 23 GB machine for a 0.8M-parameter model): 256 blocks of 32 tokens hold
+# 8,192 tokens, six times what 16 clients x (16 + 64) tokens need
+PEERS = {"peer": [], "peer_cb": ["--continuous-batching", "--cb-num-blocks", "256", "--cb-block-size", "32"],
+         "peer_2threads": []}  # the plain peer with 2 OMP threads instead of --peer-threads
+PEER_THREADS = {"peer_2threads": 2}
 
 
 def start_servers(built: dict[str, Any], root: Path, peer_threads: int, peers: list[str]) -> dict[str, Server]:
@@ -189,7 +202,8 @@ def start_servers(built: dict[str, Any], root: Path, peer_threads: int, peers: l
             port = free_port()
             servers[name] = Server(name, [cli, "serve", str(built["hf"]), "--device", "cpu", "--port", str(port),
                                           "--host", "127.0.0.1", *PEERS[name]],
-                                   port, str(built["hf"]), {**env, "OMP_NUM_THREADS": str(peer_threads)},
+                                   port, str(built["hf"]),
+                                   {**env, "OMP_NUM_THREADS": str(PEER_THREADS.get(name, peer_threads))},
                                    root / f"{name}.log")
     except BaseException:
         for server in servers.values():
@@ -331,19 +345,62 @@ def summarize_size(single: dict[str, list], conc: dict[str, Any]) -> dict[str, A
     return summary
 
 
+def run_size(size: str, options: dict[str, Any], args: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """One size, all servers and phases: the chunk that one CPU-lock hold measures."""
+    started = start()
+    with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
+        root = Path(tmp)
+        built = build(size, options, root, args.data)
+        log(f"{size}: {built['parameters']:,} parameters, vocabulary {built['vocab_size']}, prompt "
+            f"{built['prompt']!r} ({built['prompt_tokens']} tokens)")
+        servers = start_servers(built, root, config["peer_threads"], config["peers"])
+        try:
+            single = single_client(servers, built["prompt"], config["new_tokens"], config["repeats"], size)
+            conc = concurrency(servers, built["prompt"], config["concurrent_new_tokens"], config["rounds"], size)
+        finally:
+            for server in servers.values():
+                server.stop()
+    texts = {name: {r["text"] for r in runs} for name, runs in single.items()}
+    entry = {"options": options, "vocab_size": built["vocab_size"], "parameters": built["parameters"],
+             "prompt": built["prompt"], "prompt_tokens": built["prompt_tokens"],
+             "same_greedy_text": all(texts[name] == texts["wordformer"] for name in texts)
+                                 and len(texts["wordformer"]) == 1,
+             "runs": {"single": {k: [{kk: vv for kk, vv in r.items() if kk != "text"} for r in v]
+                                 for k, v in single.items()}, "concurrency": conc}}
+    entry.update(summarize_size(single, conc))
+    return {"settings": {**config, "size": size}, "date": started["date"],
+            "duration_s": round(time.perf_counter() - started["t0"], 1),
+            "load": {"start": started["load"], "end": loadavg()}, "entry": entry}
+
+
+def chunk_path(folder: Path, size: str) -> Path:
+    return folder / f"{NAME}_{size}.json"
+
+
+def done(path: Path, settings: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The chunk measured with these settings, else None."""
+    try:
+        chunk = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return chunk if chunk.get("settings") == settings else None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="demo,bench", help="comma-separated: demo, bench")
     p.add_argument("--data", type=Path, default=DATA, help="tinyshakespeare.txt (the bench size's char vocabulary)")
-    p.add_argument("--peers", default="peer,peer_cb",
-                   help="transformers serve variants: peer (plain), peer_cb (--continuous-batching)")
+    p.add_argument("--peers", default="peer,peer_cb,peer_2threads",
+                   help="transformers serve variants: peer (plain), peer_cb (--continuous-batching), peer_2threads "
+                        "(plain, 2 OMP threads)")
     p.add_argument("--peer-threads", type=int, default=1,
                    help="OMP threads of the transformers serve process (its best setting here: see BENCHMARKS.md)")
+    p.add_argument("--max-chunks", type=int, default=None,
+                   help="measure at most N sizes not yet measured (one chunk each), then stop; a rerun resumes")
     args = p.parse_args(argv)
     quiet_libraries(lightning=False)
-    started = start()
-    repeats = args.repeats or (2 if args.quick else 10)
-    rounds = 1 if args.quick else 3
+    repeats = args.repeats or (2 if args.quick else 12)
+    rounds = 1 if args.quick else 5
     new = 16 if args.quick else 128
     conc_new = 16 if args.quick else 64
     options = size_options()
@@ -356,35 +413,38 @@ def main(argv: Optional[list[str]] = None) -> int:
                                        "weights": "seeded initialisation (untrained), GPT-2 architecture",
                                        "concurrent_client": "httpx.AsyncClient, events read as plain lines"},
                             "sizes": {}, "goals": []}
-    with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
-        root = Path(tmp)
-        for size in sizes:
-            built = build(size, options[size], root, args.data)
-            log(f"{size}: {built['parameters']:,} parameters, vocabulary {built['vocab_size']}, prompt "
-                f"{built['prompt']!r} ({built['prompt_tokens']} tokens)")
-            servers = start_servers(built, root, args.peer_threads, peers)
-            try:
-                single = single_client(servers, built["prompt"], new, repeats, size)
-                conc = concurrency(servers, built["prompt"], conc_new, rounds, size)
-            finally:
-                for server in servers.values():
-                    server.stop()
-            texts = {name: {r["text"] for r in runs} for name, runs in single.items()}
-            entry = {"options": options[size], "vocab_size": built["vocab_size"], "parameters": built["parameters"],
-                     "prompt": built["prompt"], "prompt_tokens": built["prompt_tokens"],
-                     "same_greedy_text": all(texts[name] == texts["wordformer"] for name in texts)
-                                         and len(texts["wordformer"]) == 1,
-                     "runs": {"single": {k: [{kk: vv for kk, vv in r.items() if kk != "text"} for r in v]
-                                         for k, v in single.items()}, "concurrency": conc}}
-            entry.update(summarize_size(single, conc))
-            data["sizes"][size] = entry
-            ratio = entry["per_token_ratio"]["median"]
-            data["goals"].append(goal(f"serving, {size} size: per-token latency, wordformer / transformers serve",
-                                      ratio, 0.5, higher_is_better=False, note=f"best peer: {entry['best_peer']}"))
-            scaling = entry["concurrency"]["wordformer"]["scaling_16_over_1"]
-            data["goals"].append(goal(f"serving, {size} size: aggregate tokens/s, 16 clients / 1 client",
-                                      scaling, 4.0))
+    folder = QUICK_RESULTS if args.quick else RESULTS
+    budget = args.max_chunks if args.max_chunks is not None else len(sizes)
+    chunks: dict[str, dict[str, Any]] = {}
+    for size in sizes:
+        chunk = done(chunk_path(folder, size), {**data["config"], "size": size})
+        if chunk is None:
+            if budget <= 0:
+                log(f"stopping before size {size} (--max-chunks); run the same command again to continue")
+                return 0
+            budget -= 1
+            chunk = run_size(size, options[size], args, data["config"])
+            write_json(chunk_path(folder, size), chunk)
+            log(f"wrote {chunk_path(folder, size).relative_to(ROOT)}")
+        else:
+            log(f"{size}: measured {chunk['date']} (chunk file kept from an earlier run with the same settings)")
+        chunks[size] = chunk
+    for size, chunk in chunks.items():
+        entry = chunk["entry"]
+        data["sizes"][size] = entry
+        ratio = entry["per_token_ratio"]["median"]
+        data["goals"].append(goal(f"serving, {size} size: per-token latency, wordformer / transformers serve",
+                                  ratio, 0.5, higher_is_better=False, note=f"best peer: {entry['best_peer']}"))
+        scaling = entry["concurrency"]["wordformer"]["scaling_16_over_1"]
+        data["goals"].append(goal(f"serving, {size} size: aggregate tokens/s, 16 clients / 1 client", scaling, 4.0))
+    first = min(chunks.values(), key=lambda c: c["date"])
+    data["chunks"] = {size: {k: c[k] for k in ("date", "duration_s", "load")} for size, c in chunks.items()}
+    # the run's date, start load and duration are the chunks': the first one's start, the sum of their times
+    started = {"date": first["date"], "load": first["load"]["start"],
+               "t0": time.perf_counter() - sum(c["duration_s"] for c in chunks.values())}
     path = finish(NAME, MODULE, args, started, data)
+    for size in chunks:  # serve.json holds them now; the next run measures afresh
+        chunk_path(folder, size).unlink(missing_ok=True)
     print(json.dumps(data["goals"], indent=1))
     return 0 if path else 1
 

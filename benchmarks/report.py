@@ -18,12 +18,13 @@ from typing import Any, Optional
 from .common import QUICK_RESULTS, RESULTS, ROOT, command_line, loadavg, log, machine_info, write_json
 
 OUT = ROOT / "BENCHMARKS.md"
-ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp", "serve", "recipe")
+ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp", "serve", "scale", "recipe")
 TITLES = {"train": "1. Training throughput (CPU)", "generate": "2. Generation (CPU)", "memory": "3. Peak memory (RSS)",
           "quality": "4. Quality: validation loss after 2000 steps", "scaling": "5. Scaling and fraction of matmul peak",
           "gpu": "6. GPU: GPT-2 small, bf16, compiled",
           "omp": "7. Supplementary: OpenMP wait policy (what `import wordformer` sets)",
           "serve": "8. Serving: `wordformer serve` against `transformers serve`",
+          "scale": "9. Scale: corpora of gigabytes, several processes",
           "recipe": "10. Time to quality: Muon, RoPE, RMSNorm, QK-norm, ReLU², SwiGLU, WSD (issue 15)"}
 
 
@@ -127,6 +128,9 @@ def run_loads(r: dict[str, Any]) -> list[float]:
         loads += [res["load_before"][0], res["load_after"][0]]
     for res in (r.get("conditions") or {}).values():
         loads += [m["load1"] for rs in res["runs"].values() for m in rs if "load1" in m]
+    for case in (r.get("cases") or {}).values():  # bench_scale: one result per case, runs of its own for ddp
+        loads += [case["load1"]] if "load1" in case else []
+        loads += [m["load1"] for rs in (case.get("runs") or {}).values() for m in rs if "load1" in m]
     for size in (r.get("sizes") or {}).values():  # bench_serve: per size, one client and concurrent clients
         loads += [m["load1"] for rs in size["runs"]["single"].values() for m in rs if "load1" in m]
         loads += [m["load1"] for by_clients in size["runs"]["concurrency"].values() for rs in by_clients.values()
@@ -357,22 +361,114 @@ def section_omp(r: dict[str, Any]) -> list[str]:
     return lines + provenance(r)
 
 
+def section_scale(r: dict[str, Any]) -> list[str]:
+    cases = r.get("cases", {})
+    mib = lambda kib: f"{kib / 1024:,.0f}"  # noqa: E731
+    lines = ["Corpora built in a scratch folder (never committed) from ~1 MB files, alternately tinyshakespeare and "
+             "slices of CPython's standard-library sources (`sysconfig` stdlib path, 31.5 MB of `.py`); word tokenizer "
+             "with `--max-vocab 16384`, BPE with 2,000 entries. Every figure comes from a fresh child process. "
+             f"Tokenizing: `prepare_corpus` into an empty cache with `--workers {r.get('workers')}`, wall time of the "
+             "whole preparation (scan and key, tokenizer training, tokenizing and writing); MB/s = corpus MB / that "
+             "time. Memory: the child's own peak RSS (VmHWM; after its imports of torch and Lightning it already holds "
+             "the figure in the next column) and, sampled every 0.2 s, the summed RSS and PSS of the child and its "
+             "workers (forked workers share the parent's pages: RSS counts them in every process, PSS shares them out). "
+             "Phases: read+key = reading every file once for the cache key; chars = collecting the characters; merges "
+             "= BPE's iterator training (on a 256 MB sample above that size); one pass = words encoded with a growing "
+             "vocabulary and counted; gather+write = the ids mapped to the chosen vocabulary and written; "
+             "tokenize+write = encoding with the trained tokenizer and writing the ids.",
+             ""]
+    rows = []
+    for key in sorted((k for k in cases if k.startswith("tokenize/")), key=lambda k: (int(k.split("/")[1]), k)):
+        c, (_, size, kind) = cases[key], key.split("/")
+        ph = c.get("phases", {})
+        short = {"reading": "read+key", "collecting characters": "chars", "counting and tokenizing words": "one pass",
+                 "writing ids": "gather+write", "tokenizing": "tokenize+write"}
+        phases = ", ".join(f"{short.get(k, 'merges' if k.startswith('learning BPE') else k)} {v:.1f}"
+                           for k, v in ph.items())
+        rows.append([f"{int(size):,} MB", kind, f"{c['documents']:,}", f"{c['tokens'] / 1e6:,.1f} M", f"{c['vocab_size']:,}",
+                     f"{c['seconds']:.1f}", f"**{c['mb_per_s']:.1f}**",
+                     phases,
+                     mib(c["peak_rss_main_kib"]), mib(c["rss_after_imports_kib"]), mib(c["peak_rss_largest_worker_kib"]),
+                     f"{mib(c['peak_tree_rss_kib'])} / {mib(c['peak_tree_pss_kib'])}", f"{c.get('load1', 0):.1f}",
+                     c.get("date", "")])
+    if rows:
+        lines += table(["corpus", "tokenizer", "files", "tokens", "vocab", "seconds", "MB/s",
+                        "phases (s)", "peak RSS, main (MiB)",
+                        "after imports (MiB)", "largest worker (MiB)", "tree peak RSS / PSS (MiB)", "load", "date"],
+                       rows) + [""]
+    anchors = [(k, cases[k]) for k in sorted(cases, key=lambda k: (k.split("/")[0], int(k.split("/")[1]) if k.count("/") else 0))
+               if k.startswith("anchor/")]
+    if anchors:
+        lines += ["BPE anchor: the `tokenizers` library's own `encode_batch_fast` on the same text, already in memory, "
+                  "in the same 16k-character pieces (plus reading the ids out), all cores; against our tokenizing phase, "
+                  "which also reads and decodes the files, cuts them, and writes the ids.", "",
+                  *table(["corpus", "library: encode + ids (s)", "ours: tokenizing phase (s)", "ours / library"],
+                         [[f"{int(k.split('/')[1]):,} MB", f"{a['encode_seconds']:.1f} + {a['ids_seconds']:.1f}",
+                           f"{a['ours_tokenizing_seconds']:.1f}" if a.get("ours_tokenizing_seconds") else "—",
+                           f"{a['ours_tokenizing_seconds'] / a['seconds']:.2f}" if a.get("ours_tokenizing_seconds") else "—"]
+                          for k, a in anchors]), ""]
+    trains = sorted((k for k in cases if k.startswith("train/")), key=lambda k: (k.split("/")[2], int(k.split("/")[1])))
+    if trains:
+        lines += ["Training on each corpus: wordformer's model at the sizes of 1 (4 layers, d_model 128, block 64, batch "
+                  "12), plain loop, fused AdamW, 2 threads, every batch drawn from the memory-mapped corpus (random "
+                  "windows), 5 untimed then the timed steps. The vocabulary is the same for every corpus size (it sets "
+                  "the output layer's cost), so tokens/s should not depend on the size.", "",
+                  *table(["tokenizer", "corpus", "vocab", "tokens/s", "steps", "load"],
+                         [[k.split("/")[2], f"{int(k.split('/')[1]):,} MB", f"{cases[k]['vocab_size']:,}",
+                           f"{cases[k]['tokens_per_s']:,.0f}", str(cases[k]["steps"]), f"{cases[k].get('load1', 0):.1f}"]
+                          for k in trains]), ""]
+    ddp = cases.get("ddp")
+    if ddp:
+        runs = ddp["runs"]
+        label = {"one_process_2_threads_batch_24": "one process, 2 threads, batch 24",
+                 "one_process_1_thread_batch_12": "one process, 1 thread, batch 12",
+                 "two_nodes_1_thread_batch_12_each": "two nodes on 127.0.0.1 (gloo), 1 thread and batch 12 each"}
+        rows = [[label.get(k, k), spread(summarize_runs(v, "tokens_per_s")), spread(summarize_runs(v, "step_ms"), 1)]
+                for k, v in runs.items()]
+        two = runs.get("two_nodes_1_thread_batch_12_each", [])
+        ar = summarize_runs(two, "allreduce_ms")
+        over = ([m["allreduce_ms"] / m["step_ms"] for m in two if m.get("allreduce_ms")])
+        lines += ["Two-process DDP on this CPU against one process: `wordformer train` (the Trainer, char tokenizer, the "
+                  "10 MB corpus, sizes of 1, learned positions), global batch 24 in both, repeats alternating; "
+                  "tokens/s over all processes. The all-reduce: the time of one `all_reduce` of a tensor the size of "
+                  "all gradients (gloo, after training, 30 times), against the two-process step time.", "",
+                  *table(["run", "tokens/s: median (min–max)", "ms per step: median (min–max)"], rows), "",
+                  f"All-reduce of {two[0].get('allreduce_floats', 0):,} floats: {spread(ar, 1)} ms, "
+                  f"{100 * statistics.median(over):.0f}% of a two-process step (median)." if over else "", ""]
+    lines += ["Multi-GPU (DDP against FSDP): `python -m benchmarks.bench_multi_gpu` is ready; not measured (no GPU "
+              "machine was lent to this work).", "",
+              f"Reproduce: {', '.join(f'`{c}`' for c in r.get('commands', [r.get('command_last', '')]))} (from the "
+              "repository root; run here in chunks, each under the CPU lock). "
+              f"Machine: {machine_line(r)}."]
+    return lines
+
+
+def summarize_runs(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    vals = [m[key] for m in runs if m.get(key) is not None]
+    if not vals:
+        return {}
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+
+
 def section_serve(r: dict[str, Any]) -> list[str]:
     c = r["config"]
-    lines = [f"Both servers run as their own processes on the same weights (GPT-2 architecture, {c['weights']}; "
+    lines = [f"Both servers run as their own processes on the same weights ({c['weights']}; "
              f"block_size {c['block_size']} so prompt + new tokens fit without wordformer sliding its window or GPT-2 "
              f"running past its positions), the client is a third process on the same machine. Peer: `transformers "
              f"serve FOLDER --device cpu` (the folder written by `wordformer.gpt2.to_hf_model`, with a `tokenizers` "
-             f"tokenizer of the same vocabulary), plain and with `--continuous-batching`, OMP threads "
-             f"{c['peer_threads']}. One client: the official `openai` "
+             f"tokenizer of the same vocabulary), plain and with `--continuous-batching` (its paged KV cache bounded to "
+             f"256 blocks of 32 tokens), OMP threads {c['peer_threads']} (plain also with 2, to find its best). One client: the official `openai` "
              f"client, greedy, {c['new_tokens']} new tokens, {c['repeats']} repeats alternating between the servers; "
              f"per-token latency = (last chunk - first chunk) / (tokens - 1). Concurrent clients: "
              f"{c.get('concurrent_client', 'AsyncOpenAI')}, each asking {c['requests_per_client']} streamed completions "
-             f"of {c['concurrent_new_tokens']} tokens one after another (temperature 0.8, own seeds); aggregate "
+             f"of {c['concurrent_new_tokens']} tokens one after another (temperature 0.8, no seed); aggregate "
              f"tokens/s over the phase; latency percentiles over every gap between two chunks of a stream and over "
-             f"every time to first token; {c['rounds']} rounds, the servers alternating.", ""]
+             f"every time to first token; {c['rounds']} rounds, the servers alternating. The servers and the client "
+             f"share the machine's cores with each other and with whatever else runs (see the load average below); "
+             f"each figure is a median over the alternating repeats or rounds.", ""]
     names = {"wordformer": "`wordformer serve`", "peer": "`transformers serve` (peer)",
-             "peer_cb": "`transformers serve --continuous-batching` (peer)"}
+             "peer_cb": "`transformers serve --continuous-batching` (peer)",
+             "peer_2threads": "`transformers serve`, 2 OMP threads (peer)"}
     for size, e in r["sizes"].items():
         o = e["options"]
         lines += [f"**{size} size**: {o['num_layers']} layers, {o['num_heads']} heads, d_model {o['d_model']}, "
@@ -398,6 +494,18 @@ def section_serve(r: dict[str, Any]) -> list[str]:
         scale = {n: v.get("scaling_16_over_1") for n, v in e["concurrency"].items()}
         lines += ["Aggregate tokens/s at 16 clients / 1 client (medians): " + ", ".join(
             f"{names[n]} {num(v, 2)}" for n, v in scale.items()) + ".", ""]
+    goals = r.get("goals", [])
+    if goals:
+        lines += ["Goals (issue 14):", *(f"- {g['goal'].removeprefix('serving, ')} {g['target']}: "
+                                         f"{num(g['value'], 3)}, {met(g['met'])}" for g in goals), ""]
+    chunks = r.get("chunks")
+    if chunks:  # bench_serve --max-chunks: one size per CPU-lock hold
+        lines += ["Measured one size per run (`--max-chunks 1`, each under the shared CPU lock): " + ", ".join(
+            f"{size} {c['date']} ({c['duration_s'] / 60:.1f} min)" for size, c in chunks.items()) + ".", ""]
+    reading = ROOT / "benchmarks" / "SERVE.md"  # the hand-written reading of these figures
+    if reading.is_file():
+        lines += [ln.replace("# ", "### ", 1) if ln.startswith("# ") else ln
+                  for ln in reading.read_text().strip().splitlines()] + [""]
     return lines + provenance(r)
 
 
@@ -418,7 +526,7 @@ def goal_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         for g in r.get("goals", []):
             value = g["value"]
             shown = "—" if value is None else (f"{value * 100:+.1f}%" if "overhead" in g["goal"] else f"{value:.3f}"
-                                                 if name in ("quality", "recipe") else f"{value:.2f}")
+                                                 if name in ("quality", "serve", "recipe") else f"{value:.2f}")
             if g.get("note"):
                 shown += f" ({g['note']})"
             rows.append([g["goal"], g["target"], shown, met(g["met"])])
@@ -479,17 +587,17 @@ def render(path: Path = OUT) -> str:
         else:
             lines += {"train": section_train, "generate": section_generate, "memory": section_memory,
                       "quality": section_quality, "scaling": section_scaling, "omp": section_omp,
-                      "serve": section_serve, "recipe": section_recipe}[name](r)
+                      "serve": section_serve, "scale": section_scale, "recipe": section_recipe}[name](r)
         lines.append("")
     if (ROOT / "benchmarks" / "TUNE.md").is_file():
         tune = (ROOT / "benchmarks" / "TUNE.md").read_text().strip().splitlines()
-        lines += ["## 9. Hyperparameter tuning (issue: `wordformer tune`)", "",
+        lines += ["## 10. Hyperparameter tuning (issue: `wordformer tune`)", "",
                   "Written by `python -m benchmarks.bench_tune` (about 30 minutes; not part of `make bench`), "
                   "copied from [benchmarks/TUNE.md](benchmarks/TUNE.md).", ""]
         lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln for ln in tune[1:]] + [""]
     if (ROOT / "benchmarks" / "SPOT.md").is_file():  # written by bench_spot.py (issue 17)
         spot = (ROOT / "benchmarks" / "SPOT.md").read_text().strip().splitlines()
-        lines += ["## 9. Tuning against spotpython's SPOT (issue 17)", "",
+        lines += ["## 11. Tuning against spotpython's SPOT (issue 17)", "",
                   "Written by `python -m benchmarks.bench_spot`, copied from [benchmarks/SPOT.md](benchmarks/SPOT.md).", ""]
         lines += spot[1:] + [""]
     lines += [f"## {TITLES['recipe']}", ""]

@@ -248,6 +248,8 @@ UNCHECKED_CASES = [
     (["--accelerator", "tpu9"], ["accelerator"]),
     (["--devices", "abc"], ["devices"]),
     (["--devices", "0"], ["devices"]),
+    (["--num-nodes", "0"], ["num_nodes"]),
+    (["--workers", "0"], ["workers"]),
 ]
 
 

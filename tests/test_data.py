@@ -254,7 +254,7 @@ def test_start_batch_resumes_the_batch_sequence(text_corpus: Corpus):
     dm = WordDataModule(text_corpus, 8, 4, seed=1)
     it = iter(dm.train_dataloader())
     full = [next(it)[0] for _ in range(6)]
-    dm.trainer = SimpleNamespace(global_step=2)  # a resumed trainer, 2 optimiser steps in
+    dm.trainer = SimpleNamespace(global_step=2, global_rank=0, world_size=1)  # a resumed trainer, 2 optimiser steps in
     dm.grad_accum = 2
     resumed = next(iter(dm.train_dataloader()))[0]
     assert dm.train_set.start_batch == 4 and torch.equal(resumed, full[4])

@@ -538,3 +538,17 @@ def test_text_that_may_start_a_stop_string_is_held_back_until_it_is_clear():
     stream = TextStream(tok, ["abd"])
     out = [stream.push(i) for i in tok.encode("abe")] + [stream.finish()]
     assert "".join(out) == "abe" and out[2] == "abe"
+
+
+@pytest.mark.parametrize("field, key", [('"text":', "text"), ('"delta":{"content":', "delta")])
+@pytest.mark.parametrize("usage", [False, True])
+def test_template_token_events_are_the_general_events_byte_for_byte(field, key, usage):
+    from wordformer.serve.openai_api import TokenChunks, sse
+
+    head = {"id": "cmpl-1", "object": "text_completion", "created": 7, "model": "word/best"}
+    tail = {"system_fingerprint": "wordformer-x", **({"usage": None} if usage else {})}
+    for text in ["", "the", ' "quoted"\n\t\\', "caf\u00e9 \u2603 \ud83d\ude00"]:
+        content = text if key == "text" else {"content": text}
+        general = sse({**head, "choices": [{"index": 2, key: content, "logprobs": None, "finish_reason": None}],
+                       **tail})
+        assert TokenChunks(head, tail, field)(2, text) == general

@@ -2,7 +2,9 @@
 
 Every training batch is a pure function of ``(seed, batch number)``: batch ``n`` draws from its own
 ``torch.Generator`` seeded with a hash of both, so a run resumed at batch ``n`` sees exactly the batches
-an uninterrupted run would have seen.
+an uninterrupted run would have seen. With several processes, batch ``n`` is drawn once for all of them
+(``world x batch_size`` rows) and each rank takes its own share: no window is drawn twice for one step, and the
+run trains like one process with the whole global batch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
+
+from .distributed import rank_share
 
 IGNORE_INDEX = -100  # targets the loss skips (padding)
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -54,6 +58,15 @@ class SeededBatches(IterableDataset):
 
     def __init__(self, batch_size: int, seed: int) -> None:
         self.batch_size, self.seed, self.start_batch = batch_size, seed, 0
+        self.rank, self.world = 0, 1
+
+    def set_ranks(self, rank: int, world: int) -> None:
+        """Draw for ``world`` processes and keep rank ``rank``'s share of each global batch."""
+        self.rank, self.world = rank, world
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world
 
     def batch(self, n: int) -> Batch:
         raise NotImplementedError
@@ -100,17 +113,22 @@ class TextBatches(SeededBatches):
 
     def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, seed: int, sampling: str = "random") -> None:
         super().__init__(batch_size, seed)
-        self.ids, self.block_size = as_tensor(ids), block_size
-        windows = (len(self.ids) - 1) // block_size
-        self.order = EpochOrder(windows, batch_size, seed) if sampling == "epoch" else None
+        self.ids, self.block_size, self.sampling = as_tensor(ids), block_size, sampling
+        self.windows = (len(self.ids) - 1) // block_size
+        self.order = EpochOrder(self.windows, batch_size, seed) if sampling == "epoch" else None
+
+    def set_ranks(self, rank: int, world: int) -> None:
+        super().set_ranks(rank, world)
+        if self.sampling == "epoch":
+            self.order = EpochOrder(self.windows, self.global_batch, self.seed)
 
     def batch(self, n: int) -> Batch:
         if self.order is not None:
-            offsets = self.order.items(n) * self.block_size  # (B,)
+            offsets = self.order.items(n) * self.block_size  # (W*B,)
         else:
             high = len(self.ids) - self.block_size  # last valid window start + 1
-            offsets = torch.randint(high, (self.batch_size,), generator=self.generator(n))  # (B,)
-        return text_windows(self.ids, offsets, self.block_size)
+            offsets = torch.randint(high, (self.global_batch,), generator=self.generator(n))  # (W*B,)
+        return text_windows(self.ids, rank_share(offsets, self.rank, self.world), self.block_size)  # (B, T) each
 
 
 class PairBatches(SeededBatches):
@@ -118,15 +136,20 @@ class PairBatches(SeededBatches):
 
     def __init__(self, pairs: list[np.ndarray], pad_id: int, batch_size: int, seed: int, sampling: str = "random") -> None:
         super().__init__(batch_size, seed)
-        self.pairs, self.pad_id = pairs, pad_id
+        self.pairs, self.pad_id, self.sampling = pairs, pad_id, sampling
         self.order = EpochOrder(len(pairs), batch_size, seed) if sampling == "epoch" else None
+
+    def set_ranks(self, rank: int, world: int) -> None:
+        super().set_ranks(rank, world)
+        if self.sampling == "epoch":
+            self.order = EpochOrder(len(self.pairs), self.global_batch, self.seed)
 
     def batch(self, n: int) -> Batch:
         if self.order is not None:
-            picks = self.order.items(n)
+            picks = self.order.items(n)  # (W*B,)
         else:
-            picks = torch.randint(len(self.pairs), (self.batch_size,), generator=self.generator(n))  # (B,)
-        return pad_pairs([self.pairs[i] for i in picks.tolist()], self.pad_id)
+            picks = torch.randint(len(self.pairs), (self.global_batch,), generator=self.generator(n))  # (W*B,)
+        return pad_pairs([self.pairs[i] for i in rank_share(picks, self.rank, self.world).tolist()], self.pad_id)
 
 
 class FixedBatches(Dataset):

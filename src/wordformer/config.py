@@ -22,6 +22,7 @@ EOS_MODES = ("auto", "line", "document", "none")
 SAMPLINGS = ("random", "epoch")
 
 
+STRATEGIES = ("auto", "ddp", "fsdp")  # Lightning's strategies (README: "Large corpora and many machines")
 MIN_BPE_VOCAB = 256 + 2  # the BPE tokenizer's floor: every byte plus <pad> and <eos>
 
 
@@ -107,9 +108,12 @@ class DataConfig:
     sampling: str = "random"  # "random" windows (nanoGPT) or "epoch": each window once per epoch, shuffled
     cache_dir: Optional[str] = None  # tokenized corpora; default $WORDFORMER_CACHE or ~/.cache/wordformer
     encoding_errors: str = "strict"  # "strict" refuses non-UTF-8 input; "replace" decodes with U+FFFD
+    workers: Optional[int] = None  # processes that tokenize a corpus in parallel (BPE: the tokenizers library's threads)
 
     def __post_init__(self) -> None:
         check_choice("tokenizer", self.tokenizer, TOKENIZERS)
+        if self.workers is not None:
+            check_int("workers", self.workers, 1)
         check_choice("eos", self.eos, EOS_MODES)
         _check_positive(self, "min_freq", "bpe_vocab_size")
         if self.tokenizer == "bpe" and self.bpe_vocab_size < MIN_BPE_VOCAB:  # the BPE trainer's floor, said up front
@@ -147,6 +151,8 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16-mixed on capable GPUs, else 32-true) or any Lightning precision: "32-true", "bf16-mixed" (also fast on CPUs with AVX512-BF16/AMX), "16-mixed"
     accelerator: str = "auto"  # "auto" picks cuda, then mps, then cpu
     devices: str = "auto"  # number of devices, or "auto"
+    num_nodes: int = 1  # machines; start the same command on each (README: "Large corpora and many machines")
+    strategy: str = "auto"  # Lightning's strategy: "auto", "ddp" (a copy of the model per process) or "fsdp" (sharded; CUDA GPUs)
     eval_interval: int = 250  # validate every this many steps
     eval_batches: int = 20  # batches per validation
     log_every: int = 10  # steps between logged training metrics
@@ -165,7 +171,9 @@ class TrainConfig:
     muon_split_qkv: bool = True  # optimizer=muon: orthogonalise the query, key and value matrices separately
 
     def __post_init__(self) -> None:
-        _check_positive(self, "max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_every")
+        _check_positive(self, "max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_every",
+                        "num_nodes")
+        check_choice("strategy", self.strategy, STRATEGIES)
         check_number("lr", self.lr, 0.0, 10.0, low_open=True)
         check_number("min_lr", self.min_lr, 0.0, 10.0)
         if self.min_lr > self.lr:

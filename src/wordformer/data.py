@@ -1,7 +1,9 @@
 """From text on disk to batches of token ids: loading, tokenizing, caching, splitting, batching.
 
 Plain text becomes one long token stream (with ``<eos>`` after each line, each document or never); its
-last ``val_fraction`` is held out. Prompt/answer pairs become ``prompt <eos> answer <eos>`` sequences.
+last ``val_fraction`` is held out. Plain text is streamed (:mod:`wordformer.streaming`,
+:mod:`wordformer.tokenizing`): read in chunks, tokenized in parallel, its ids written straight into the cache,
+so memory does not grow with the corpus. Prompt/answer pairs become ``prompt <eos> answer <eos>`` sequences.
 Tokenized corpora are cached as ``.npy`` files so a second run neither retrains nor re-tokenizes.
 Training batches are a pure function of ``(seed, batch number)``, so a resumed run sees the same data.
 """
@@ -12,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -24,8 +27,10 @@ from torch.utils.data import DataLoader
 from .batches import FixedBatches, PairBatches, SeededBatches, TextBatches, as_tensor, pad_pairs, text_windows
 from .config import DataConfig
 from .errors import WordformerError, check_int
-from .files import atomic_write, corpus_cache_dir
+from .files import DISK_FULL, atomic_write, corpus_cache_dir
+from .streaming import Progress, scan, text_files
 from .tokenizers import Tokenizer, build_tokenizer, tokenizer_from_dict
+from .tokenizing import check_free_space, disk_full_error, effective_workers, id_dtype, tokenize_corpus
 
 __all__ = ["Corpus", "WordDataModule", "id_dtype", "load_pairs", "load_texts", "prepare_corpus", "text_stream"]
 
@@ -59,17 +64,7 @@ def _read_text(path: Path, encoding_errors: str) -> str:
 
 def _text_files(data: str) -> list[Path]:
     """The file itself, or every ``*.txt`` under a folder (recursively), sorted by relative path."""
-    path = Path(data).expanduser()
-    if path.is_file():
-        return [path]
-    if not path.exists():
-        raise WordformerError(f"data path {data} does not exist; give a .txt file or a folder of .txt files")
-    if not path.is_dir():
-        raise WordformerError(f"data path {data} is neither a file nor a folder; give a .txt file or a folder of .txt files")
-    files = sorted((p for p in path.rglob("*.txt") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
-    if not files:
-        raise WordformerError(f"folder {data} holds no .txt files; add some or point --data at a file")
-    return files
+    return text_files(data)
 
 
 def builtin_texts() -> list[str]:
@@ -128,11 +123,7 @@ class Corpus:
     from_cache: bool = False  # loaded from the cache, without training or tokenizing
     cache_path: Optional[Path] = None  # the cache entry, None when the cache could not be written
     key: str = ""  # sha256 of the texts and tokenizer options: checkpoints record it to notice a changed corpus
-
-
-def id_dtype(vocab_size: int) -> type:
-    """uint16 halves memory and disk for vocabularies up to 65,536 entries."""
-    return np.uint16 if vocab_size <= 2**16 else np.uint32
+    stats: dict[str, Any] = field(default_factory=dict)  # streamed text: bytes, workers, seconds per phase
 
 
 def _tokenizer_options(cfg: DataConfig) -> dict[str, Any]:
@@ -142,11 +133,16 @@ def _tokenizer_options(cfg: DataConfig) -> dict[str, Any]:
     return {"bpe_vocab_size": cfg.bpe_vocab_size} if cfg.tokenizer == "bpe" else {}
 
 
-def _cache_key(cfg: DataConfig, mode: str, pieces: Sequence[str]) -> str:
-    """sha256 of the format, the options and every text (length-prefixed, so boundaries count)."""
+def _key_header(cfg: DataConfig, mode: str) -> bytes:
     header = {"format": CACHE_FORMAT, "mode": mode, "tokenizer": cfg.tokenizer, "options": _tokenizer_options(cfg),
               "eos": cfg.eos_mode() if mode == "text" else "pairs", "val_fraction": cfg.val_fraction}
-    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    return json.dumps(header, sort_keys=True).encode()
+
+
+def _cache_key(cfg: DataConfig, mode: str, pieces: Sequence[str]) -> str:
+    """sha256 of the format, the options and every text (length-prefixed, so boundaries count); a streamed
+    corpus computes the same (:func:`wordformer.streaming.scan`)."""
+    h = hashlib.sha256(_key_header(cfg, mode))
     for piece in pieces:
         raw = piece.encode("utf-8", "surrogatepass")
         h.update(len(raw).to_bytes(8, "little"))
@@ -258,17 +254,18 @@ def check_same_corpus(corpus: Corpus, recorded: Optional[str], cfg: DataConfig, 
             f"tokenizer options differ); {advice}")
 
 
-def prepare_corpus(cfg: DataConfig, block_size: int) -> Corpus:
-    """Load the data, then train the tokenizer and tokenize, or load both from the cache."""
-    mode = "pairs" if cfg.pairs else "text"
+def prepare_corpus(cfg: DataConfig, block_size: int, *, progress: Optional[Progress] = None) -> Corpus:
+    """Load the data, then train the tokenizer and tokenize, or load both from the cache. ``progress`` shows how
+    far tokenizing a plain-text corpus got (MB, MB/s, time left)."""
     if cfg.pairs and cfg.data is None:
         raise WordformerError("pairs mode needs a file of 'prompt<TAB>answer' lines; pass --data")
-    if mode == "pairs":
-        pairs = load_pairs(cfg.data, encoding_errors=cfg.encoding_errors)
-        texts = [t for pair in pairs for t in pair]
-    else:
-        texts = load_texts(cfg.data, encoding_errors=cfg.encoding_errors)
-    key = _cache_key(cfg, mode, texts)
+    if not cfg.pairs:
+        corpus = _prepare_text(cfg, progress or Progress(enabled=False))
+        _check_text_fits(corpus, block_size)
+        return corpus
+    pairs = load_pairs(cfg.data, encoding_errors=cfg.encoding_errors)
+    texts = [t for pair in pairs for t in pair]
+    key = _cache_key(cfg, "pairs", texts)
     entry = corpus_cache_dir(cfg.cache_dir) / f"corpus-{key}"
     cache_path: Optional[Path] = entry
     cached = _load_cache(entry, key)
@@ -277,19 +274,91 @@ def prepare_corpus(cfg: DataConfig, block_size: int) -> Corpus:
         logger.info("loaded the tokenized corpus from %s", entry)
     else:
         tokenizer = build_tokenizer(cfg.tokenizer, texts, **_tokenizer_options(cfg))
-        arrays = _pair_arrays(tokenizer, pairs) if mode == "pairs" else _split_text(
-            text_stream(tokenizer, texts, cfg.eos_mode()), cfg.val_fraction)
+        arrays = _pair_arrays(tokenizer, pairs)
         try:
             _save_cache(entry, key, tokenizer, arrays)
         except OSError as exc:
             logger.warning("cannot write the corpus cache at %s (%s); continuing without it", entry, exc)
             cache_path = None
-    corpus = Corpus(tokenizer=tokenizer, mode=mode, from_cache=cached is not None, cache_path=cache_path, key=key)
-    if mode == "pairs":
-        _split_pairs(corpus, arrays, cfg.val_fraction, block_size)
+    corpus = Corpus(tokenizer=tokenizer, mode="pairs", from_cache=cached is not None, cache_path=cache_path, key=key)
+    _split_pairs(corpus, arrays, cfg.val_fraction, block_size)
+    return corpus
+
+
+class _CacheLock:
+    """An exclusive lock on a cache entry while it is built, so processes preparing the same corpus at once
+    (the ranks of a multi-device run) tokenize it once; the others wait, then read it."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # OSError here: the cache is not writable
+
+    def __enter__(self) -> "_CacheLock":
+        try:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - not POSIX: no lock, at worst the work is done twice
+            pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        os.close(self.fd)
+
+
+def _build_text_entry(folder: Path, key: str, cfg: DataConfig, sources: list, progress: Progress) -> None:
+    """Train the tokenizer and write the split ids into ``folder``; meta.json last marks the entry complete."""
+    (folder / "meta.json").unlink(missing_ok=True)
+    check_free_space(folder, sources, cfg.tokenizer, cfg.val_fraction)
+    tokenizer = tokenize_corpus(folder, cfg.tokenizer, _tokenizer_options(cfg), sources, cfg.eos_mode(),
+                                cfg.val_fraction, errors=cfg.encoding_errors,
+                                workers=effective_workers(cfg.workers, sources), progress=progress)
+    try:
+        atomic_write(folder / "tokenizer.json", lambda f: f.write(json.dumps(tokenizer.to_dict()).encode()))
+        meta = {"format": CACHE_FORMAT, "key": key, "arrays": ["train", "val"]}
+        atomic_write(folder / "meta.json", lambda f: f.write(json.dumps(meta).encode()))
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(folder, exc) from None
+        raise
+
+
+def _prepare_text(cfg: DataConfig, progress: Progress) -> Corpus:
+    """A plain-text corpus, streamed: scanned and hashed in one pass, then read from the cache or built into it."""
+    sources, key = scan(cfg.data, builtin_texts() if cfg.data is None else None, _key_header(cfg, "text"),
+                        errors=cfg.encoding_errors, progress=progress)
+    entry = corpus_cache_dir(cfg.cache_dir) / f"corpus-{key}"
+    cache_path: Optional[Path] = entry
+    cached = _load_cache(entry, key)
+    from_cache = cached is not None
+    if cached is None:
+        try:
+            entry.mkdir(parents=True, exist_ok=True)
+            lock: Optional[_CacheLock] = _CacheLock(entry / ".lock")
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise disk_full_error(entry, exc) from None
+            logger.warning("cannot write the corpus cache at %s (%s); continuing without it", entry, exc)
+            lock, cache_path = None, None
+        if lock is not None:
+            with lock:
+                cached = _load_cache(entry, key)  # another process may have built it while this one waited
+                from_cache = cached is not None
+                if cached is None:
+                    _build_text_entry(entry, key, cfg, sources, progress)
+                    cached = _load_cache(entry, key)
+        else:  # build in a temporary folder; the memory maps outlive its removal
+            with tempfile.TemporaryDirectory(prefix="wordformer-corpus-", ignore_cleanup_errors=True) as tmp:
+                _build_text_entry(Path(tmp), key, cfg, sources, progress)
+                cached = _load_cache(Path(tmp), key)
+        if cached is None:  # pragma: no cover - written a moment ago
+            raise WordformerError(f"the corpus cache at {entry} could not be read back; delete it and run again")
     else:
-        corpus.train_ids, corpus.val_ids = arrays["train"], arrays["val"]
-        _check_text_fits(corpus, block_size)
+        logger.info("loaded the tokenized corpus from %s", entry)
+    tokenizer, arrays = cached
+    corpus = Corpus(tokenizer=tokenizer, mode="text", from_cache=from_cache, cache_path=cache_path, key=key,
+                    train_ids=arrays["train"], val_ids=arrays["val"])
+    corpus.stats = {"bytes": sum(s.nbytes for s in sources), "documents": len(sources),
+                    "seconds": dict(progress.seconds)}
     return corpus
 
 
@@ -336,6 +405,7 @@ class WordDataModule(L.LightningDataModule):
         """Continue the batch sequence where a resumed trainer left off."""
         if self.trainer is not None:
             self.train_set.start_batch = self.trainer.global_step * self.grad_accum
+            self.train_set.set_ranks(self.trainer.global_rank, self.trainer.world_size)  # each rank: its share
         return DataLoader(self.train_set, batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:

@@ -17,6 +17,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
+from itertools import chain, repeat
 from typing import Any, ClassVar, Iterable, Optional, Sequence
 
 import numpy as np
@@ -117,6 +118,26 @@ class Tokenizer(ABC):
         """:meth:`encode_array` for many texts; BPE batches them in Rust."""
         return [np.asarray(ids, dtype=np.int64) for ids in self.encode_batch(texts)]
 
+    def encode_lines(self, text: str, *, cont: bool = False, open_end: bool = False) -> np.ndarray:
+        """The ids of a corpus in ``eos="line"`` mode: every line with some non-space text, then ``<eos>``;
+        blank and whitespace-only lines are left out. The end of ``text`` ends its last line, unless
+        ``open_end`` (a streamed piece cut inside a long line: no ``<eos>`` yet); ``cont`` says ``text`` starts
+        inside a line whose earlier part had text (so its first line counts whatever it holds)."""
+        lines = text.split("\n")
+        last = len(lines) - 1
+        kept, ends = [], []
+        for k, line in enumerate(lines):
+            if (k == 0 and cont) or (line and not line.isspace()):
+                kept.append(line)
+                ends.append(not (open_end and k == last))
+        eos = np.array([self.eos_id], dtype=np.int64)
+        parts: list[np.ndarray] = []
+        for ids, end in zip(self.encode_arrays(kept), ends):
+            parts.append(ids)
+            if end:
+                parts.append(eos)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
     def _check_id(self, i: int) -> int:
         if not 0 <= int(i) < self.vocab_size:
             raise WordformerError(f"token id {i} is outside the vocabulary 0..{self.vocab_size - 1}; check the model and tokenizer match")
@@ -167,6 +188,8 @@ class WordTokenizer(Tokenizer):
         self._index = {tok: i for i, tok in enumerate(self._vocab)}
         if len(self._index) != len(self._vocab):
             raise WordformerError("word vocabulary has duplicate entries; retrain the tokenizer")
+        self.grows = False  # see growing()
+        self._forget()  # encode_array / encode_lines: whitespace-free piece -> its code
 
     def split(self, text: str) -> list[str]:
         """The normalised word and punctuation tokens of ``text`` (before vocabulary look-up)."""
@@ -191,6 +214,34 @@ class WordTokenizer(Tokenizer):
         counts: Counter[str] = Counter()
         for text in texts:
             counts.update(probe.split(text))
+        return cls.from_counts(counts, lowercase=lowercase, min_freq=min_freq, max_vocab=max_vocab)
+
+    @classmethod
+    def growing(cls, *, lowercase: bool = True) -> "WordTokenizer":
+        """A tokenizer whose vocabulary grows: every new word gets the next id (ids by first appearance) instead of
+        ``<unk>``. A streamed corpus is encoded once with it, counted from those ids, and its ids mapped to the
+        final vocabulary's (:meth:`from_counts`) afterwards: one pass over the text instead of two."""
+        tok = cls([PAD, EOS, UNK], lowercase=lowercase)
+        tok.grows = True
+        return tok
+
+    def _ids(self, words: Sequence[str]) -> tuple[int, ...]:
+        if not self.grows:
+            unk, get = self._index[UNK], self._index.get
+            return tuple(get(w, unk) for w in words)
+        index, vocab = self._index, self._vocab
+        for w in words:
+            if w not in index:
+                index[w] = len(vocab)
+                vocab.append(w)
+        return tuple(index[w] for w in words)
+
+    @classmethod
+    def from_counts(cls, counts: Counter, *, lowercase: bool = True, min_freq: int = 1,
+                    max_vocab: Optional[int] = None) -> "WordTokenizer":
+        """The vocabulary :meth:`train` builds, from word counts gathered elsewhere (a streamed corpus counts
+        its pieces in parallel and adds them up)."""
+        counts = Counter(counts)
         counts.pop(EOS, None)
         if not counts:
             raise WordformerError("no words to build the word tokenizer from; give a corpus with some text")
@@ -207,9 +258,91 @@ class WordTokenizer(Tokenizer):
         return len(self._vocab)
 
     def encode(self, text: str) -> list[int]:
-        unk = self._index[UNK]
-        get = self._index.get
-        return [get(w, unk) for w in self.split(text)]
+        return list(self._ids(self.split(text)))
+
+    # Fast paths for large corpora. No token spans whitespace, and ``str.split()`` cuts at exactly the characters
+    # of the pattern's ``\s`` (both are str.isspace), so the text splits into whitespace-free pieces that tokenize
+    # on their own; natural text repeats them ("the", "lord,"), so each distinct piece is split and looked up
+    # once and remembered as one code: its id when it is one token, else -(k + 1) for entry k of a table of id
+    # runs, which numpy expands. The plain path above stays the definition (tests check that both agree).
+    _MEMO_LIMIT = 1 << 20  # distinct pieces remembered (~100 MB at most; CPython's sources hold 456k); emptied when full
+    _LINE_MARK = "\x00"  # a line end in encode_lines; never in a corpus (NUL means binary), else the plain path
+    _MARK = -(1 << 61)  # the line end's code
+    _MISSING = -(1 << 62)  # not in the memo yet
+
+    def _forget(self) -> None:
+        self._codes: dict[str, int] = {self._LINE_MARK: self._MARK}
+        self._run_flat = np.zeros(0, dtype=np.int64)  # the ids of the pieces of several tokens, one after another
+        self._run_start = np.zeros(0, dtype=np.int64)
+        self._run_len = np.zeros(0, dtype=np.int64)
+
+    def _piece_codes(self, pieces: list[str]) -> np.ndarray:
+        """One code per piece (int64, (n,)), learning the pieces not seen yet."""
+        codes = np.fromiter(map(self._codes.get, pieces, repeat(self._MISSING)), dtype=np.int64, count=len(pieces))
+        missing = np.flatnonzero(codes == self._MISSING)
+        if len(missing):
+            new = {pieces[i] for i in missing.tolist()}
+            if len(self._codes) + len(new) > self._MEMO_LIMIT:  # full: start again with this text's pieces
+                self._forget()
+                codes[:] = self._MISSING
+                codes[np.fromiter(map(self._LINE_MARK.__eq__, pieces), dtype=bool, count=len(pieces))] = self._MARK
+                missing = np.flatnonzero(codes == self._MISSING)
+                new = {pieces[i] for i in missing.tolist()}
+            runs = []
+            for piece in new:
+                # a piece of letters and digits only (all \w) is one word: no regex needed
+                words = [piece.lower() if self.lowercase else piece] if piece.isalnum() else self.split(piece)
+                ids = self._ids(words)
+                if len(ids) == 1:
+                    self._codes[piece] = ids[0]
+                else:
+                    self._codes[piece] = -(len(self._run_len) + len(runs) + 1)
+                    runs.append(ids)
+            if runs:
+                lens = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
+                self._run_start = np.concatenate([self._run_start, len(self._run_flat) + np.cumsum(lens) - lens])
+                self._run_len = np.concatenate([self._run_len, lens])
+                self._run_flat = np.concatenate([self._run_flat, np.fromiter(chain.from_iterable(runs), np.int64)])
+            codes[missing] = [self._codes[pieces[i]] for i in missing.tolist()]
+        return codes
+
+    def _expand(self, codes: np.ndarray) -> np.ndarray:
+        """Codes to ids: each run code becomes its ids, in place, by one gather (line marks stay as they are)."""
+        several = (codes < 0) & (codes > self._MARK)  # (n,)
+        if not several.any():
+            return codes
+        k = -codes[several] - 1  # (m,) table entries
+        run_len = self._run_len[k]  # (m,)
+        lens = np.ones(len(codes), dtype=np.int64)
+        lens[several] = run_len
+        out = np.repeat(codes, lens)  # every run's slot, one id per slot to fill
+        first = (np.cumsum(lens) - lens)[several]  # (m,) where each run starts in out
+        within = np.arange(int(run_len.sum())) - np.repeat(np.cumsum(run_len) - run_len, run_len)
+        out[np.repeat(first, run_len) + within] = self._run_flat[np.repeat(self._run_start[k], run_len) + within]
+        return out
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """:meth:`encode` as an int64 array, through the piece memo (several times faster on long text)."""
+        if self._LINE_MARK in text:
+            return np.asarray(self.encode(text), dtype=np.int64)
+        return self._expand(self._piece_codes(text.split()))
+
+    def encode_lines(self, text: str, *, cont: bool = False, open_end: bool = False) -> np.ndarray:
+        # every line end becomes a marker piece; a marker right after a word is a line with text: <eos>
+        if self._LINE_MARK in text:
+            return super().encode_lines(text, cont=cont, open_end=open_end)
+        pieces = text.replace("\n", "\n\x00\n").split()
+        if not open_end and not text.endswith("\n"):
+            pieces.append(self._LINE_MARK)  # the end of the text ends its last line
+        ids = self._expand(self._piece_codes(pieces))  # (n,), _MARK = line end
+        mark = ids == self._MARK
+        after_word = np.empty(len(ids), dtype=bool)
+        if len(ids):
+            after_word[0] = cont
+            after_word[1:] = ~mark[:-1]
+        out = ids[~mark | after_word]
+        out[out == self._MARK] = self.eos_id
+        return out
 
     def unknown(self, text: str) -> list[str]:
         return list(dict.fromkeys(w for w in self.split(text) if w not in self._index))
@@ -230,6 +363,9 @@ class WordTokenizer(Tokenizer):
 
 # --------------------------------------------------------------------------------------------------- chars
 
+# whitespace as str.isspace and the regex \s define it; every such character lies below U+3001
+SPACE_LUT = np.array([chr(c).isspace() for c in range(0x3002)], dtype=bool)
+
 
 class CharTokenizer(Tokenizer):
     """One id per character: ``<pad>``=0, ``<eos>``=1, ``<unk>``=2, then the training characters sorted.
@@ -246,6 +382,10 @@ class CharTokenizer(Tokenizer):
         self._vocab = [PAD, EOS, UNK, *chars]
         self._index = {tok: i for i, tok in enumerate(self._vocab)}
         self._codes = np.array([ord(c) for c in chars], dtype=np.uint32)  # sorted code points
+        # code point -> id, one gather per character; the last entry (<unk>) catches every larger code point
+        top = int(self._codes[-1]) + 1 if len(self._codes) else 0
+        self._lut = np.full(top + 1, self._index[UNK], dtype=np.int64)
+        self._lut[self._codes] = np.arange(3, 3 + len(self._codes))
 
     @classmethod
     def train(cls, texts: Iterable[str], **opts: Any) -> "CharTokenizer":
@@ -266,18 +406,37 @@ class CharTokenizer(Tokenizer):
 
     def _encode_part(self, part: str) -> np.ndarray:
         """Vectorised look-up, so a 50 MB line costs a few numpy passes, not a Python loop; done in chunks so
-        the temporaries (UTF-32 codes, search positions) stay a few tens of MB whatever the line's length."""
+        the temporaries (UTF-32 codes) stay a few tens of MB whatever the line's length."""
         out = np.empty(len(part), dtype=np.int64)
         for start in range(0, len(part), self._CHUNK):
             codes = np.frombuffer(part[start:start + self._CHUNK].encode("utf-32-le"), dtype=np.uint32)  # (c,)
-            chunk = out[start:start + len(codes)]
-            if len(self._codes) == 0:
-                chunk[:] = self._index[UNK]
-                continue
-            pos = np.searchsorted(self._codes, codes)  # (c,)
-            found = self._codes[np.minimum(pos, len(self._codes) - 1)] == codes
-            np.copyto(chunk, np.where(found, pos + 3, self._index[UNK]))
+            np.take(self._lut, codes, mode="clip", out=out[start:start + len(codes)])
         return out
+
+    def encode_lines(self, text: str, *, cont: bool = False, open_end: bool = False) -> np.ndarray:
+        # vectorised: each character's line number, each line's "has non-space text", then one mask
+        if EOS in text:
+            return super().encode_lines(text, cont=cont, open_end=open_end)
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # (c,)
+        ids = np.take(self._lut, codes, mode="clip")  # (c,)
+        newline = codes == 10
+        line = np.cumsum(newline) - newline  # (c,) a line end belongs to its line
+        lines = int(newline.sum()) + 1  # the last is what follows the last line end (maybe nothing)
+        text_at = ~np.take(SPACE_LUT, codes, mode="clip")  # (c,)
+        content = np.bincount(line[text_at], minlength=lines) > 0  # (lines,)
+        content[0] |= cont
+        keep = content[line]
+        out, ends = ids[keep], newline[keep]
+        out[ends] = self.eos_id
+        if not open_end and content[-1]:
+            out = np.append(out, self.eos_id)
+        return out
+
+    @staticmethod
+    def characters(text: str) -> set[str]:
+        """The characters :meth:`train` collects from ``text`` (the literal ``<eos>`` aside), by one counting pass."""
+        codes = np.frombuffer(text.replace(EOS, "").encode("utf-32-le"), dtype=np.uint32)
+        return {chr(c) for c in np.flatnonzero(np.bincount(codes))} if len(codes) else set()
 
     def encode_array(self, text: str) -> np.ndarray:
         """Like :meth:`encode` but returns an int64 array (fast path for large corpora)."""

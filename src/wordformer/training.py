@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics.classification import MulticlassAccuracy
 
 from .batches import IGNORE_INDEX
@@ -34,12 +33,15 @@ from .callbacks import (AtomicCheckpointIO, LineProgress, RunCheckpoint, RunCSVL
 from .checkpoint import KEY, parse_entry, read_checkpoint, wordformer_entry
 from .config import DataConfig, ModelConfig, TrainConfig
 from .data import Corpus, WordDataModule, check_same_corpus, prepare_corpus
+from . import distributed
+from .distributed import check_cluster, check_same_global_batch, is_fsdp, lightning_strategy, resolve_accelerator
 from .errors import WordformerError
 from .hardware import check_batch_fits, cpu_has_native_bf16, resolve_precision
 from .model import WordPredictor
 from .optim import build_optimizer, build_scheduler
 from .runs import (BEST, LAST, METRICS_CSV, TENSORBOARD, check_out_dir, check_resumable, claim_for_training,
                    interrupted_message, remove_stale_temp_checkpoints)
+from .streaming import Progress
 from .tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,10 @@ class WordPredictorModule(L.LightningModule):
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,
                                     gradient_clip_algorithm: Optional[str] = None) -> None:
+        # FSDP: only the root module sees every shard, so the norm is its to compute (Lightning refuses "norm")
+        if gradient_clip_val and is_fsdp(self.trainer.strategy):
+            self.trainer.strategy.model.clip_grad_norm_(float(gradient_clip_val))
+            return
         # bf16 autocast has no loss scaler, so the gradients are the true ones and clipping them directly is
         # exact; Lightning's own path refuses a fused optimizer under any mixed precision
         if gradient_clip_val and str(self.trainer.precision).startswith("bf16"):
@@ -130,7 +136,8 @@ class WordPredictorModule(L.LightningModule):
         if self.tokenizer is None:
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
-        info: dict[str, Any] = {"step": int(self.global_step), "metrics": metrics}
+        info: dict[str, Any] = {"step": int(self.global_step), "metrics": metrics,
+                                "world_size": int(self.trainer.world_size)}  # resume checks the global batch
         if self.corpus_key:
             info["corpus"] = self.corpus_key
         checkpoint[KEY] = wordformer_entry(self.model_config, self.data_config, self.train_config, self.tokenizer,
@@ -167,9 +174,10 @@ class TrainResult:
 
 
 def is_rank_zero() -> bool:
-    """False in the extra processes Lightning starts for multi-device training (they re-run the command): those
-    neither check the output folder nor print reports, so both happen once."""
-    return rank_zero_only.rank == 0
+    """False in the extra processes Lightning starts for multi-device training (they re-run the command) and on
+    every other machine of a multi-node run: those neither check the output folder nor print reports, so both
+    happen once."""
+    return distributed.is_rank_zero()
 
 
 def train(
@@ -214,6 +222,7 @@ class _Resumed:
     step: int
     info: dict[str, Any]
     tokenizer: Tokenizer
+    batch_size: int  # per process, with info["world_size"] processes (1 before multi-process runs recorded it)
 
 
 def _check_resume(model: ModelConfig, data: DataConfig, train: TrainConfig, last: Path) -> _Resumed:
@@ -223,7 +232,7 @@ def _check_resume(model: ModelConfig, data: DataConfig, train: TrainConfig, last
     saved_model, _, saved_train, saved_tokenizer, info = parse_entry(read_checkpoint(last), last)
     step = int(info.get("step", 0))
     check_resumable(model, data, train, (saved_model, saved_train), step, last)
-    return _Resumed(last, step, info, saved_tokenizer)
+    return _Resumed(last, step, info, saved_tokenizer, saved_train.batch_size)
 
 
 def _warn_about(model: ModelConfig, train: TrainConfig) -> None:
@@ -238,7 +247,7 @@ def _prepare(model: ModelConfig, data: DataConfig, train: TrainConfig,
              resumed: Optional[_Resumed]) -> tuple[ModelConfig, Corpus, WordDataModule]:
     """Stage 2: tokenize (or load the cached corpus), size the vocabulary, build the batches."""
     L.seed_everything(train.seed, verbose=False)
-    corpus = prepare_corpus(data, model.block_size)
+    corpus = prepare_corpus(data, model.block_size, progress=Progress(enabled=train.progress and is_rank_zero()))
     if resumed is not None:
         check_same_corpus(corpus, resumed.info.get("corpus"), data, resumed.checkpoint, resumed.tokenizer,
                           advice="restore that text (--data PATH if it moved), or start a new run with --out")
@@ -270,18 +279,23 @@ def _run_callbacks(train: TrainConfig, out_dir: Path, extra: Sequence[L.Callback
 
 
 def _trainer(train: TrainConfig, out_dir: Path, callbacks: list[L.Callback], *, logger: bool,
-             resumed_step: Optional[int]) -> L.Trainer:
-    """Stage 4: the Lightning Trainer, its set-up errors turned into one line."""
+             resumed: Optional[_Resumed]) -> L.Trainer:
+    """Stage 4: the Lightning Trainer on ``num_nodes`` machines with ``strategy``, its set-up errors turned into
+    one line; a resumed run must keep its global batch (processes x batch size)."""
+    accelerator = resolve_accelerator(train.strategy, train.accelerator)
     loggers: Any = False
     if logger:
-        loggers = [RunCSVLogger(out_dir, name="logs", version=METRICS_CSV.parent.name, keep_until=resumed_step),
+        loggers = [RunCSVLogger(out_dir, name="logs", version=METRICS_CSV.parent.name,
+                                keep_until=resumed.step if resumed else None),
                    TensorBoardLogger(out_dir, name="logs", version=TENSORBOARD.name)]
     eval_interval = min(train.eval_interval, train.max_steps)
     try:
         trainer = L.Trainer(
             max_steps=train.max_steps,
-            accelerator=train.accelerator,
+            accelerator=accelerator,
             devices=train.devices if train.devices == "auto" else int(train.devices),
+            num_nodes=train.num_nodes,
+            strategy=lightning_strategy(train.strategy),
             precision=resolve_precision(train.precision),
             gradient_clip_val=train.grad_clip or None,
             accumulate_grad_batches=train.grad_accum,
@@ -301,6 +315,9 @@ def _trainer(train: TrainConfig, out_dir: Path, callbacks: list[L.Callback], *, 
     except (ValueError, MisconfigurationException) as exc:  # unknown precision, unavailable accelerator, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise WordformerError(f"cannot set up training: {first}") from None
+    if resumed is not None:  # the same global batch, or the resumed batches would not be the ones it had
+        check_same_global_batch(resumed.batch_size, int(resumed.info.get("world_size", 1)), train.batch_size,
+                                trainer.world_size, resumed.checkpoint)
     if (str(trainer.precision).startswith("bf16") and trainer.strategy.root_device.type == "cpu"
             and not cpu_has_native_bf16()):
         log.warning("this CPU has no native bf16 (AVX512-BF16 or AMX): --precision %s will train slower than "
@@ -345,6 +362,8 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     """The body of :func:`train`, once the output folder is checked: six named stages."""
     last = out_dir / LAST
     resumed = _check_resume(model, data, train, last) if resume else None
+    check_cluster(train.num_nodes)
+    resolve_accelerator(train.strategy, train.accelerator)  # FSDP without CUDA: refused before any tokenizing
     _warn_about(model, train)
     started = time.perf_counter()
     model, corpus, datamodule = _prepare(model, data, train, resumed)
@@ -353,8 +372,7 @@ def _fit(model: ModelConfig, data: DataConfig, train: TrainConfig, out_dir: Path
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
     best, all_callbacks = _run_callbacks(train, out_dir, callbacks, logger=logger)
-    trainer = _trainer(train, out_dir, all_callbacks, logger=logger,
-                       resumed_step=resumed.step if resumed else None)
+    trainer = _trainer(train, out_dir, all_callbacks, logger=logger, resumed=resumed)
     if overwrite and not resume and is_rank_zero():
         _clear_replaced_run(out_dir)
     _fit_until_done(trainer, module, datamodule, last if resume else None)

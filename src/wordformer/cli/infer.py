@@ -70,9 +70,10 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..evaluate import evaluate
+    from ..streaming import Progress
 
     loaded = load_checkpoint(args.checkpoint)
-    metrics = evaluate(loaded, args.data, batch_size=args.batch_size)
+    metrics = evaluate(loaded, args.data, batch_size=args.batch_size, progress=Progress())
     if args.json:
         print(json.dumps(metrics))
     else:

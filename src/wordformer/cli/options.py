@@ -14,8 +14,8 @@ from dataclasses import MISSING, fields
 from typing import Any, Optional, Sequence
 
 from ..config import (ACTIVATIONS, EOS_MODES, NORM_TYPES, NORMS, OPTIMIZERS, POSITIONALS, SAMPLINGS, SCHEDULES,
-                      SECTIONS, TOKENIZERS, DataConfig, ModelConfig, TrainConfig, build_configs, field_help, field_type,
-                      read_config_file)
+                      SECTIONS, STRATEGIES, TOKENIZERS, DataConfig, ModelConfig, TrainConfig, build_configs, field_help,
+                      field_type, read_config_file)
 from ..presets import DEFAULT_PRESET, preset_names, preset_values
 
 CHOICES = {
@@ -29,9 +29,10 @@ CHOICES = {
     "norm_type": NORM_TYPES,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
+    "strategy": STRATEGIES,
 }
 SKIP = {"vocab_size"}  # set from the tokenizer
-DEFAULT_SHOWN = {"data": "the built-in corpus"}  # help text for defaults that read badly as a value
+DEFAULT_SHOWN = {"data": "the built-in corpus", "workers": "every core"}  # help text for defaults that read badly as a value
 
 # options that only one tokenizer or mode reads: given elsewhere they would be dropped without a word
 ONLY_FOR = {"lowercase": ("tokenizer", "word"), "min_freq": ("tokenizer", "word"), "max_vocab": ("tokenizer", "word"),
