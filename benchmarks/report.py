@@ -25,7 +25,7 @@ TITLES = {"train": "1. Training throughput (CPU)", "generate": "2. Generation (C
           "omp": "7. Supplementary: OpenMP wait policy (what `import wordformer` sets)",
           "serve": "8. Serving: `wordformer serve` against `transformers serve`",
           "scale": "9. Scale: corpora of gigabytes, several processes",
-          "recipe": "10. Time to quality: Muon, RoPE, RMSNorm, QK-norm, ReLU², SwiGLU, WSD (issue 15)"}
+          "recipe": "12. Time to quality: Muon, RoPE, RMSNorm, QK-norm, ReLU², SwiGLU, WSD (issue 15)"}
 
 
 def load_results() -> dict[str, dict[str, Any]]:

@@ -3,7 +3,7 @@
 ``chapter`` is the chapter's model and wordformer's default. ``gpt2`` is GPT-2's architecture at any size
 (the released sizes are :func:`wordformer.gpt2.gpt2_preset`); its models export to GPT-2 exactly. ``fast`` is the
 combination of the recipe options (issue 15) that reached the lowest validation loss at 2000 steps in the
-measurements of ``benchmarks/bench_recipe.py`` (BENCHMARKS.md, section 10), at char-level tinyshakespeare sizes on a
+measurements of ``benchmarks/bench_recipe.py`` (BENCHMARKS.md, section 12), at char-level tinyshakespeare sizes on a
 CPU: Muon and rotary positions. Everything else measured there (RMS norm, QK-norm, squared ReLU, SwiGLU, WSD,
 zero-initialisation, soft-capping) did not lower the loss at that size and is left out.
 
@@ -55,7 +55,7 @@ PRESETS: dict[str, Preset] = {
     "fast": Preset(
         "fast",
         "the combination that measured best at 2000 steps on char-level tinyshakespeare (BENCHMARKS.md, section "
-        "10): rotary positions (RoPE), Muon (lr 0.01) for the blocks' weight matrices, AdamW at lr 4e-3 for the "
+        "12): rotary positions (RoPE), Muon (lr 0.01) for the blocks' weight matrices, AdamW at lr 4e-3 for the "
         "rest, warm-up and cosine decay; the other recipe options did not help at that size and stay off",
         {**CHAPTER, "positional": "rope", "optimizer": "muon", "muon_lr": 0.01, "lr": 4e-3, "min_lr": 4e-4},
     ),
