@@ -186,9 +186,22 @@ def test_native_wordformer_gpt2_exports_to_hf(bias):
     assert max_diff(hf, model, random_ids()) < TOL
 
 
+def test_to_hf_model_with_the_tokenizer_knows_eos_and_pad(tmp_path):
+    from wordformer.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.train(["abc"])
+    model = WordPredictor(gpt2_config(LAYERS, HEADS, WIDTH, N_POS, tok.vocab_size)).eval()
+    hf = to_hf_model(model, tok)
+    hf.save_pretrained(tmp_path)
+    saved = transformers.AutoConfig.from_pretrained(str(tmp_path), local_files_only=True)
+    assert (saved.eos_token_id, saved.pad_token_id, saved.bos_token_id) == (tok.eos_id, tok.pad_id, tok.eos_id)
+    assert to_hf_model(model).config.eos_token_id is None  # without it nothing is known
+
+
 def test_only_gpt2_shaped_models_export():
     model = WordPredictor(ModelConfig(vocab_size=VOCAB, block_size=N_POS, d_model=WIDTH, num_heads=HEADS, num_layers=1))
-    with pytest.raises(WordformerError, match="positional='sinusoidal'"):
+    with pytest.raises(WordformerError, match="--positional sinusoidal: GPT-2 has learned positions; train with "
+                                              "--positional learned"):
         to_hf_state_dict(model)
 
 

@@ -131,7 +131,7 @@ def test_the_gpt2_preset_exports_to_gpt2_and_back_exactly():
 
 
 @pytest.mark.parametrize("options, words", [
-    (dict(positional="rope"), ["positional='rope'"]),
+    (dict(positional="rope"), ["--positional rope"]),
     (dict(norm_type="rmsnorm"), ["norm_type='rmsnorm'"]),
     (dict(qk_norm=True), ["qk_norm=True"]),
     (dict(activation="relu2"), ["activation='relu2'"]),

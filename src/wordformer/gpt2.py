@@ -83,11 +83,13 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "GPT2_PRESETS",
     "GPT2BPETokenizer",
+    "check_gpt2_exportable",
     "from_hf_model",
     "from_hf_state_dict",
     "from_nanogpt_checkpoint",
     "gpt2_config",
     "gpt2_preset",
+    "hf_config_dict",
     "load_gpt2_tokenizer",
     "load_pretrained_gpt2",
     "to_hf_config",
@@ -180,7 +182,7 @@ def gpt2_preset(name: str, **overrides: Any) -> ModelConfig:
 def _check_gpt2_shaped(config: ModelConfig) -> None:
     """GPT-2 has nowhere to put sinusoidal or rotary positions, post-norm or RMS norms, QK-norm, gated or squared
     activations, another attention scale or capped logits: refuse each up front, naming the option (an untied or
-    zero-initialised output layer is fine: GPT-2 can hold its own lm_head)."""
+    zero-initialised output layer is fine: GPT-2 can hold its own lm_head; exports: :func:`check_gpt2_exportable`)."""
     if config.positional != "learned":
         raise WordformerError(f"positional={config.positional!r} has no GPT-2 equivalent; GPT-2 needs positional='learned'")
     if config.norm != "pre":
@@ -378,7 +380,7 @@ def _export(model: WordPredictor, *, conv1d: bool, zero_biases: bool) -> dict[st
     if not isinstance(model, WordPredictor):
         raise WordformerError(f"expected a WordPredictor, got {type(model).__name__}")
     config = model.config
-    _check_gpt2_shaped(config)
+    check_gpt2_exportable(config)
     ours = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     out: dict[str, Tensor] = {}
 
@@ -414,25 +416,69 @@ def to_hf_state_dict(model: WordPredictor) -> dict[str, Tensor]:
     return _export(model, conv1d=True, zero_biases=True)
 
 
-def to_hf_config(model: WordPredictor) -> Any:
-    """The ``transformers.GPT2Config`` of ``model`` (activation read from the modules, not the config)."""
-    _check_gpt2_shaped(model.config)
-    transformers = _transformers("to_hf_config")
+def check_gpt2_exportable(config: ModelConfig) -> None:
+    """Refuse, naming the option to train with, a model GPT-2 cannot express.
+
+    Everything else maps: any of the three activations (HF ``gelu_new``, ``gelu``, ``relu``), an untied
+    head (``tie_word_embeddings=False``), ``ff_mult`` (``n_inner``), ``--no-bias`` (zero biases, the same
+    function), ``layer_norm_eps`` and dropout.
+    """
+    if config.positional != "learned":
+        raise WordformerError(f"--positional {config.positional}: GPT-2 has learned positions; train with "
+                              f"--positional learned to export to GPT-2 / HuggingFace")
+    if config.norm != "pre":
+        what = "a layer norm after each sublayer" if config.norm == "post" else "no layer norms"
+        raise WordformerError(f"--norm {config.norm}: GPT-2 has a layer norm before each sublayer, not {what}; "
+                              f"train with --norm pre to export to GPT-2 / HuggingFace")
+    _check_gpt2_shaped(config)  # the recipe options (issue 15): RMS norm, QK-norm, ReLU², SwiGLU, attn_scale, softcap
+
+
+def hf_config_dict(model: WordPredictor, *, eos_token_id: Optional[int] = None,
+                   pad_token_id: Optional[int] = None) -> dict[str, Any]:
+    """The fields of ``model``'s ``transformers.GPT2Config``, as ``config.json`` holds them (no transformers needed).
+
+    ``eos_token_id`` is also the ``bos_token_id`` (GPT-2 begins and ends texts with one token).
+    """
+    check_gpt2_exportable(model.config)
     config = model.config
-    eos = GPT2_VOCAB_SIZE - 1 if config.vocab_size >= GPT2_VOCAB_SIZE else None
-    return transformers.GPT2Config(
-        vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.d_model, n_layer=config.num_layers,
-        n_head=config.num_heads, n_inner=None if config.ff_mult == 4 else config.ff_mult * config.d_model,
-        activation_function=TO_HF_ACTIVATION[_activation_of(model)], resid_pdrop=config.dropout,
-        embd_pdrop=config.dropout, attn_pdrop=config.dropout, layer_norm_epsilon=config.layer_norm_eps,
-        tie_word_embeddings=config.tie_weights, bos_token_id=eos, eos_token_id=eos,
-    )
+    return {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "vocab_size": config.vocab_size, "n_positions": config.block_size, "n_embd": config.d_model,
+        "n_layer": config.num_layers, "n_head": config.num_heads,
+        "n_inner": None if config.ff_mult == 4 else config.ff_mult * config.d_model,
+        "activation_function": TO_HF_ACTIVATION[_activation_of(model)],
+        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
+        "layer_norm_epsilon": config.layer_norm_eps, "initializer_range": 0.02,
+        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
+        "use_cache": True, "tie_word_embeddings": config.tie_weights,
+        "bos_token_id": eos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id,
+    }
 
 
-def to_hf_model(model: WordPredictor) -> Any:
-    """A ``transformers.GPT2LMHeadModel`` computing what ``model`` computes (save it with ``save_pretrained``)."""
+def to_hf_config(model: WordPredictor, *, eos_token_id: Optional[int] = None,
+                 pad_token_id: Optional[int] = None) -> Any:
+    """The ``transformers.GPT2Config`` of ``model`` (activation read from the modules, not the config).
+
+    Without ``eos_token_id`` a model with GPT-2's vocabulary gets ``<|endoftext|>`` (50256).
+    """
+    transformers = _transformers("to_hf_config")
+    if eos_token_id is None and model.config.vocab_size >= GPT2_VOCAB_SIZE:
+        eos_token_id = GPT2_VOCAB_SIZE - 1
+    fields = hf_config_dict(model, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    for name in ("architectures", "model_type"):
+        fields.pop(name)
+    return transformers.GPT2Config(**fields)
+
+
+def to_hf_model(model: WordPredictor, tokenizer: Optional[Any] = None) -> Any:
+    """A ``transformers.GPT2LMHeadModel`` computing what ``model`` computes (save it with ``save_pretrained``).
+
+    With the model's ``tokenizer`` its config holds the ``<eos>`` and ``<pad>`` ids, so ``generate`` stops
+    at ``<eos>``. For a folder with the tokenizer too: :func:`wordformer.hf.save_hf` (``wordformer export --to hf DIR``).
+    """
     transformers = _transformers("to_hf_model")
-    hf_model = transformers.GPT2LMHeadModel(to_hf_config(model))
+    ids = {} if tokenizer is None else {"eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}
+    hf_model = transformers.GPT2LMHeadModel(to_hf_config(model, **ids))
     hf_model.load_state_dict(to_hf_state_dict(model), strict=True)
     return hf_model.eval()
 

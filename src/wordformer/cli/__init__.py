@@ -58,7 +58,8 @@ COMMANDS: tuple[Command, ...] = (
             "plot a study. Options of train set the base config; each one given here is fixed for all trials and "
             "leaves the search space (so --max-steps is the per-trial step budget). The storage opens in "
             "`optuna-dashboard URL`.", trains=True),
-    Command("export", "files", "convert a checkpoint to safetensors (weights + config + tokenizer; loading runs no code)"),
+    Command("export", "files", "convert a checkpoint to safetensors (loading runs no code) or to a HuggingFace folder "
+                               "(transformers loads model and tokenizer)"),
     Command("download", "files", "fetch a pretrained file into the local cache and print its path",
             "Fetch a registry file or URL into the cache (reused when already there) and print its path."),
     Command("task", "task", "the tutorial 6 tasks: sequence reversal and set anomaly detection", trains=True),

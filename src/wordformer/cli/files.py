@@ -1,23 +1,63 @@
-"""Files in and out: ``wordformer export`` (checkpoint -> safetensors) and ``wordformer download``."""
+"""Files in and out: ``wordformer export`` (checkpoint -> safetensors file or HuggingFace folder) and
+``wordformer download``."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Optional
 
 from ..errors import WordformerError
 from .options import add_checkpoint
 
 
+EXPORT_FORMATS = ("safetensors", "hf")
+
+
 def add_export(p: argparse.ArgumentParser) -> None:
     add_checkpoint(p)
-    p.add_argument("--to", required=True, help="output file, ending in .safetensors (required)")
-    p.add_argument("--overwrite", action="store_true", help="replace --to if it exists")
+    p.add_argument("--to", required=True, nargs="+", metavar=("FILE.safetensors|hf", "DIR"),
+                   help="where to write (required): FILE.safetensors (one file every --checkpoint option reads), "
+                        "or a folder for HuggingFace transformers: `--to hf DIR` (or a DIR without a suffix)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default=None,
+                   help="safetensors or hf (default: from --to: a .safetensors name is one file, a name without "
+                        "a suffix a HuggingFace folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace what --to holds (the export's own files only)")
+
+
+def export_target(to: list[str], fmt: Optional[str]) -> tuple[str, Path]:
+    """(format, path) from ``--to [FORMAT] PATH`` and ``--format``; one line for anything ambiguous."""
+    if len(to) == 2 and to[0] in EXPORT_FORMATS:
+        if fmt is not None and fmt != to[0]:
+            raise WordformerError(f"--to {to[0]} {to[1]} and --format {fmt} disagree; give one of them")
+        return to[0], Path(to[1])
+    if len(to) != 1:
+        raise WordformerError(f"--to takes a path, or a format and a path (--to hf DIR, --to safetensors FILE), "
+                              f"not {' '.join(to)}")
+    path = Path(to[0])
+    if fmt is not None:
+        return fmt, path
+    if path.suffix == ".safetensors":
+        return "safetensors", path
+    if not path.suffix or path.is_dir():
+        return "hf", path
+    raise WordformerError(f"--to {path} must end in .safetensors (one file), or name a folder for HuggingFace: "
+                          f"--to hf {path}")
 
 
 def run_export(args: argparse.Namespace) -> int:
+    fmt, to = export_target(args.to, args.format)
+    if fmt == "hf":
+        from ..hf import HF_FILES, export_hf
+
+        folder = export_hf(args.checkpoint, to, overwrite=args.overwrite)
+        print(f"wrote {folder}/ ({', '.join(HF_FILES)}) from {args.checkpoint}")
+        print(f"load:  AutoModelForCausalLM.from_pretrained({str(folder)!r}), "
+              f"AutoTokenizer.from_pretrained({str(folder)!r})")
+        return 0
     from ..checkpoint import export_checkpoint
 
-    to = export_checkpoint(args.checkpoint, args.to, overwrite=args.overwrite)
+    to = export_checkpoint(args.checkpoint, to, overwrite=args.overwrite)
     print(f"wrote {to} ({to.stat().st_size:,} bytes: weights, configs and tokenizer) from {args.checkpoint}")
     return 0
 

@@ -1,15 +1,17 @@
 """``wordformer tune``: the command-line glue around the tuning library (:mod:`wordformer.tune`).
 
 * ``wordformer tune [options]`` runs (or continues) a study; each trial is a real training run.
-* ``wordformer tune report [--storage URL] --study NAME [--out DIR]`` prints the ranked table and the
-  hyperparameter table (range, type, transform, default, tuned value, importance) and writes
-  ``trials.csv``, ``params.csv``, ``params.txt`` and plots into ``OUT/STUDY/report``.
+* ``wordformer tune report [--storage URL] --study NAME [--out DIR]`` prints what the trials shared (data,
+  tokenizer, pairs, fixed options), the ranked table and the hyperparameter table (range, type, transform,
+  default, tuned value, importance) and writes ``trials.txt``, ``trials.csv``, ``params.csv``, ``params.txt``,
+  ``fixed_options.json`` and plots into ``OUT/STUDY/report``.
 * ``wordformer tune --retrain-best --max-steps N`` trains the best configuration longer and writes a
   checkpoint that ``wordformer generate`` accepts.
 
 Model, data and training options (``--d-model``, ``--data``, ``--eval-interval``, ...) set the base
 configuration; an option given on the command line fixes that field for every trial and removes it
-from the search space (``--max-steps`` is then the per-trial step budget). Several workers: start the
+from the search space (``--max-steps`` is then the per-trial step budget). The study records its corpus,
+tokenizer, pairs mode and these options (:mod:`wordformer.tune.fixed`); a run that differs is refused. Several workers: start the
 same command with ``--storage postgresql://...`` on each machine (or ``--storage journal:FILE`` for
 local processes without a server). The storage also opens in ``optuna-dashboard URL``.
 """
@@ -164,6 +166,7 @@ def _tune(args: argparse.Namespace) -> int:
     """Run or continue the study, then print the best trial and how to look at the results."""
     import optuna
 
+    from ..tune.fixed import fixed_options
     from ..tune.objective import CheckpointPruner, ObjectiveSettings, TrainingObjective, check_corpus, first_validation
     from ..tune.report import summary_counts, trial_rows
     from ..tune.space import load_space
@@ -210,7 +213,8 @@ def _tune(args: argparse.Namespace) -> int:
         callbacks.append(CheckpointPruner())
     if settings.sampler == "grid":
         space.grid()  # refuse a float without step before reading the corpus
-    check_corpus(space, model, data)
+    corpus_key = check_corpus(space, model, data)
+    settings.fixed = fixed_options(space, model, data, train, corpus_key=corpus_key, given=fixed)
     _quiet_optuna(args)
     where = safe_url(with_default_driver(settings.storage_spec))  # the URL that works, for the commands below
 
@@ -250,9 +254,12 @@ def _report(args: argparse.Namespace) -> int:
     out = make_folder(Path(args.out) / study.study_name / "report", advice="pass another --out")
     report = write_report(study, out)
     print(f"study {report.study_name} ({report.direction}), {len(report.rows)} trial(s)")
+    for line in report.fixed:
+        print(line)
     print(report.table)
     print("hyperparameters (range, type, transform, default; tuned = the best trial's value):")
     print(report.param_table)
+    print(f"text:  {report.text_path}")
     print(f"csv:   {report.csv_path}")
     print(f"csv:   {report.param_csv}")
     print(f"text:  {report.param_txt}")
@@ -265,8 +272,35 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain_options(args: argparse.Namespace, trial: Any) -> dict[str, Any]:
+    """The runtime options given with --retrain-best; any other option must match what the trial trained with."""
+    from ..tune.fixed import describe_value
+    from ..tune.objective import RETRAIN_RUNTIME, trial_configs
+
+    owner = {name: section for section, cls in SECTIONS.items() for name in field_names(cls)}
+    configs = dict(zip(("model", "data", "train"), (dataclasses.asdict(c) for c in trial_configs(trial))))
+    runtime: dict[str, Any] = {}
+    for name, value in given_config_values(args).items():
+        target = f"{owner[name]}.{name}"
+        if name == "max_steps":
+            continue
+        if target in RETRAIN_RUNTIME:
+            runtime[target] = value
+            continue
+        recorded = configs[owner[name]].get(name)
+        if name == "data" and value is not None:
+            value = str(Path(value).expanduser().resolve())
+        if value != recorded:
+            raise WordformerError(
+                f"--retrain-best trains trial {trial.number} on the data and options it ran with "
+                f"({describe_value(target, recorded)}), not {describe_value(target, value)}: drop that option "
+                f"(or tune with it in another --study)")
+    return runtime
+
+
 def _retrain(args: argparse.Namespace) -> int:
     """Train the best trial's configuration for --max-steps steps into --retrain-out."""
+    from ..tune.fixed import recorded_fixed
     from ..tune.objective import retrain
     from ..tune.study import best_trial, check_study_dir, load_existing_study
 
@@ -276,10 +310,17 @@ def _retrain(args: argparse.Namespace) -> int:
     if not args.retrain_out:
         check_study_dir(Path(args.out) / study.study_name, study)
     trial = best_trial(study)
+    runtime = _retrain_options(args, trial)
+    record = recorded_fixed(study) or {}
+    tunes_data = any(str(t).startswith("data.") for t in record.get("tuned") or ())
     out = Path(args.retrain_out) if args.retrain_out else Path(args.out) / study.study_name / "best"
-    _err(f"wordformer tune: retraining trial {trial.number} ({study.study_name}, value {trial.value:.4f}) "
-         f"for {args.max_steps} steps -> {out}")
-    result = retrain(trial, out, max_steps=args.max_steps, overwrite=args.overwrite, progress=args.progress_bar)
+
+    def announce() -> None:
+        _err(f"wordformer tune: retraining trial {trial.number} ({study.study_name}, value {trial.value:.4f}) "
+             f"for {args.max_steps} steps -> {out}")
+
+    result = retrain(trial, out, max_steps=args.max_steps, overwrite=args.overwrite, progress=args.progress_bar,
+                     corpus_key=None if tunes_data else record.get("corpus"), runtime=runtime, on_start=announce)
     m = result.metrics
     print(f"steps: {result.steps}   time: {result.seconds:.1f} s   best val_loss {result.val_loss:.4f}   "
           f"val_ppl {m.get('val_ppl', float('nan')):.2f}   val_acc {m.get('val_acc', float('nan')):.3f}")

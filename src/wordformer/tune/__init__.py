@@ -3,6 +3,7 @@
 * :mod:`.space` - the YAML search space (types, bounds, log scale, power-of-two transform, defaults);
   heads divide the width by construction.
 * :mod:`.study` - storages (SQLite, any SQLAlchemy URL, journal files), samplers, pruners, heartbeats.
+* :mod:`.fixed` - what every trial shares (corpus, tokenizer, pairs, untuned options): recorded, compared.
 * :mod:`.objective` - one trial = one ``wordformer.training.train`` run, failures recorded with a reason.
 * :mod:`.report` - ranked table, CSV, PNG (and HTML with plotly) plots.
 * :mod:`.choices` - the metrics, samplers and pruners a study can use (no Optuna import).

@@ -13,7 +13,7 @@ import gc
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -22,9 +22,9 @@ from optuna_integration import PyTorchLightningPruningCallback
 from ..config import DataConfig, ModelConfig, TrainConfig, from_dict
 from ..errors import WordformerError, check_int
 from .space import SearchSpace, apply_overrides
+from .fixed import CONFIG_ATTR
 from .study import DIR_ATTR, FAIL_REASON, METRICS, check_study_name, fail_trial
 
-CONFIG_ATTR = "config"  # trial user attr: the three configs the trial trained, as dicts
 CHECKPOINT_ATTR = "checkpoint"
 MIN_REPORTS = 4  # validations per trial when eval_interval is chosen automatically
 
@@ -232,6 +232,14 @@ def trial_configs(trial: FrozenTrial) -> tuple[ModelConfig, DataConfig, TrainCon
     )
 
 
+# Options --retrain-best takes from the command line: where and how the run executes, not what it trains.
+RETRAIN_RUNTIME = frozenset({
+    "data.cache_dir", "train.accelerator", "train.devices", "train.precision", "train.compile", "train.log_every",
+    "train.deterministic", "train.eval_interval", "train.eval_batches", "data.workers", "train.num_nodes",
+    "train.strategy",
+})
+
+
 def retrain(
     trial: FrozenTrial,
     out_dir: Path,
@@ -240,43 +248,76 @@ def retrain(
     overwrite: bool = False,
     progress: bool = True,
     train_fn: Optional[Callable[..., Any]] = None,
+    corpus_key: Optional[str] = None,
+    runtime: Optional[Mapping[str, Any]] = None,
+    on_start: Optional[Callable[[], None]] = None,
 ) -> Any:
-    """Train a trial's configuration again for ``max_steps`` steps; returns train()'s result."""
+    """Train a trial's configuration again for ``max_steps`` steps; returns train()'s result.
+
+    It trains on the data and options the trial recorded, never on others: with ``corpus_key`` (the
+    study's record) a corpus whose text changed since is refused. ``runtime`` (``section.field`` ->
+    value, keys from :data:`RETRAIN_RUNTIME`) changes only where and how the run executes. ``on_start``
+    is called once these checks passed, just before training (the CLI's header line).
+    """
     model, data, train = trial_configs(trial)
     check_int("--max-steps", max_steps)
     # The trial validated often so pruners could compare it; a long run needs that less (about 10 times).
     eval_interval = max(train.eval_interval, max_steps // 10, 1)
     train = dataclasses.replace(train, max_steps=max_steps, eval_interval=eval_interval, progress=progress)
+    changes: dict[str, dict[str, Any]] = {"data": {}, "train": {}}
+    for target, value in (runtime or {}).items():
+        if target not in RETRAIN_RUNTIME:
+            raise WordformerError(f"{target} is not an option --retrain-best can change")
+        section, name = target.split(".", 1)
+        changes[section][name] = value
+    data = dataclasses.replace(data, **changes["data"])
+    train = dataclasses.replace(train, **changes["train"])
+    if corpus_key is not None:
+        from ..data import prepare_corpus
+
+        if prepare_corpus(data, model.block_size).key != corpus_key:
+            raise WordformerError(
+                f"the text of {data.data or 'the built-in corpus'} changed since trial {trial.number} trained on it "
+                f"(its sha256 differs from the study's record); restore it, or tune anew on the new text")
     if train_fn is None:
         from ..training import train as train_fn
+    if on_start is not None:
+        on_start()
     return train_fn(model, data, train, Path(out_dir), overwrite=overwrite, logger=True)
 
 
-def check_corpus(space: SearchSpace, model: ModelConfig, data: DataConfig) -> None:
-    """Refuse up front a corpus that no trial could train on (too short for every block size, unreadable).
+def check_corpus(space: SearchSpace, model: ModelConfig, data: DataConfig) -> Optional[str]:
+    """Refuse up front a corpus that no trial could train on (too short for every block size, unreadable);
+    returns the corpus key (sha256 of the texts and tokenizer options) that the study records.
 
-    Skipped when the space tunes a data option: then the corpus differs from trial to trial.
+    When the space tunes a data option the corpus differs from trial to trial: nothing is refused then,
+    and the key is that of the base data options (it still changes whenever the text does), or None
+    when those options cannot tokenize it.
     The tokenized corpus goes to the cache, where the trials find it.
     """
-    if any(p.section == "data" for p in space.params):
-        return
+    from ..data import prepare_corpus  # torch and Lightning: only once a study really starts
+
     fixed = {k: v for k, v in space.fixed.items() if k.startswith("data.") or k == "model.block_size"}
     model, data, _ = apply_overrides(fixed, model, data)
+    if any(p.section == "data" for p in space.params):
+        # Any block fits for the key alone: 1 needs two tokens of text, a huge one cuts no pair.
+        try:
+            return prepare_corpus(data, 2**30 if data.pairs else 1).key
+        except WordformerError:
+            return None
     sizes = [model.block_size]
     for p in space.params:
         if p.target == "model.block_size":
             sizes = [p.to_value(p.low), p.to_value(p.high)]
     # Text needs block_size + 1 tokens (the smallest block is the easiest); pairs must fit in one (the largest).
     block = max(sizes) if data.pairs else min(sizes)
-    from ..data import prepare_corpus  # torch and Lightning: only once a study really starts
-
     try:
-        prepare_corpus(data, int(block))
+        return prepare_corpus(data, int(block)).key
     except WordformerError as exc:
         raise WordformerError(f"every trial would fail: {exc}") from None
 
 
 __all__ = [
-    "CHECKPOINT_ATTR", "CONFIG_ATTR", "CheckpointPruner", "ObjectiveSettings", "StepPruningCallback",
+    "CHECKPOINT_ATTR", "CONFIG_ATTR", "CheckpointPruner", "ObjectiveSettings", "RETRAIN_RUNTIME", "StepPruningCallback",
     "TrainingObjective", "check_corpus", "first_validation", "metric_value", "remove_checkpoints", "retrain", "trial_configs",
 ]

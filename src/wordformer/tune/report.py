@@ -12,6 +12,7 @@ report says so. For a live view of any storage: ``optuna-dashboard STORAGE_URL``
 from __future__ import annotations
 
 import csv
+import json
 import math
 import sys
 import warnings
@@ -23,13 +24,17 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import WordformerError
+from .fixed import REPORT_WIDTH, describe_fixed, recorded_fixed, wrap_items
 from .objective import CHECKPOINT_ATTR, CONFIG_ATTR
 from .space import SearchSpace, space_from_dict
 from .study import FAIL_REASON
 
 PLOTS = ("history", "importances", "parallel_coordinate", "slice", "intermediate_values")
 PARAM_COLUMNS = ("name", "type", "range", "transform", "default", "tuned", "importance")
-TABLE_WIDTH = 120  # the text table never gets wider (long cells are cut with "...")
+PARALLEL_AXES = 8  # a parallel-coordinate figure: the objective and at most 7 parameters (more: split in files)
+SLICE_COLUMNS = 4  # the slice plot's panels, this many to a row (Optuna draws one long strip)
+IMPORTANCE_MIN_TRIALS = 10  # with fewer completed trials the importances are flagged as rough
+TABLE_WIDTH = REPORT_WIDTH  # the text tables never get wider (long cells are wrapped or cut with "...")
 
 
 @dataclass
@@ -63,6 +68,8 @@ class Report:
     param_table: str = ""
     param_csv: Optional[Path] = None
     param_txt: Optional[Path] = None
+    fixed: list[str] = field(default_factory=list)  # what every trial shared: data, tokenizer, pairs, options
+    text_path: Optional[Path] = None  # trials.txt: the fixed options and the table, as printed
 
 
 def _stored_targets(study: optuna.Study) -> dict[str, list[str]]:
@@ -131,27 +138,33 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: list[Row], *, max_note: int = 60) -> str:
-    """A plain-text table: rank, trial, state, value, duration, parameters (config values)."""
-    header = ("rank", "trial", "state", "value", "duration", "parameters", "note")
-    lines = [header]
-    for r in rows:
+def format_table(rows: list[Row], *, width: int = TABLE_WIDTH) -> str:
+    """A plain-text table: rank, trial, state, value, duration, then the parameters (config values) wrapped
+    under their column so no line is wider than ``width``, and the note on a line of its own (cut to fit, but
+    the best trial's checkpoint path is shown whole)."""
+    header = ("rank", "trial", "state", "value", "duration")
+    cells = [header] + [(
+        str(r.rank) if r.rank is not None else "-",
+        str(r.number),
+        r.state,
+        _fmt(r.value) if r.value is not None else "-",
+        f"{r.duration_s:.1f}s" if r.duration_s is not None else "-",
+    ) for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+
+    def lead(line: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) + "  "
+
+    indent = len(lead(header))
+    out = [(lead(header) + "parameters (note)").rstrip()]
+    for r, line in zip(rows, cells[1:]):
         shown = r.config or r.params
-        params = " ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
-        note = r.note if len(r.note) <= max_note else r.note[: max_note - 3] + "..."
-        lines.append((
-            str(r.rank) if r.rank is not None else "-",
-            str(r.number),
-            r.state,
-            _fmt(r.value) if r.value is not None else "-",
-            f"{r.duration_s:.1f}s" if r.duration_s is not None else "-",
-            params,
-            note,
-        ))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = []
-    for line in lines:
-        out.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+        items = [f"{k}={_fmt(v)}" for k, v in shown.items()] or ["-"]
+        out += [text.rstrip() for text in wrap_items(lead(line), items, width)]
+        if r.note.startswith("checkpoint "):  # a path is never cut: the line may run past ``width``
+            out.append(" " * indent + f"({r.note})")
+        elif r.note:
+            out.append(" " * indent + _cut(f"({r.note})", max(8, width - indent)))
     return "\n".join(out)
 
 
@@ -178,16 +191,6 @@ def write_csv(rows: list[Row], path: Path) -> Path:
     return path
 
 
-def _plot_functions(module: Any) -> dict[str, Callable[[optuna.Study], Any]]:
-    return {
-        "history": module.plot_optimization_history,
-        "importances": module.plot_param_importances,
-        "parallel_coordinate": module.plot_parallel_coordinate,
-        "slice": module.plot_slice,
-        "intermediate_values": module.plot_intermediate_values,
-    }
-
-
 def _why_skipped(name: str, study: optuna.Study) -> Optional[str]:
     """Plots Optuna would draw empty or refuse: say why instead."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -206,12 +209,123 @@ def _why_skipped(name: str, study: optuna.Study) -> Optional[str]:
     return None
 
 
-def _save_png(fn: Callable[[optuna.Study], Any], study: optuna.Study, path: Path) -> None:
+@dataclass
+class Plot:
+    """One figure of the report: the file's stem, which Optuna plot, and the parameters it shows (None: all)."""
+
+    name: str
+    kind: str  # one of PLOTS
+    params: Optional[list[str]] = None
+    title: str = ""  # replaces Optuna's title when set
+
+
+def plot_order(study: optuna.Study, importance: dict[str, float]) -> list[str]:
+    """Parameter names, most important first; those without an importance after, in the order trials used them."""
+    names: list[str] = []
+    for t in study.get_trials(deepcopy=False):
+        names += [n for n in t.params if n not in names]
+    return sorted(names, key=lambda n: -importance.get(n, -1.0))  # stable: ties keep their order
+
+
+def split_evenly(items: list[str], most: int) -> list[list[str]]:
+    """``items`` in consecutive parts of at most ``most``, as even as can be (15 by 7: 5, 5, 5, not 7, 7, 1)."""
+    if not items:
+        return [[]]
+    parts = math.ceil(len(items) / most)
+    size = math.ceil(len(items) / parts)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def plan_plots(order: list[str], *, ranked: bool = False) -> list[Plot]:
+    """The figures: one each, but the parallel coordinates split so that none has more than PARALLEL_AXES axes.
+    ``ranked``: ``order`` is by importance (the titles say so: the first part holds the most important)."""
+    plots: list[Plot] = []
+    by = " by importance" if ranked else ""
+    for kind in PLOTS:
+        if kind == "parallel_coordinate":
+            parts = split_evenly(order, PARALLEL_AXES - 1)
+            done = 0
+            for i, part in enumerate(parts, 1):
+                title = "" if len(parts) == 1 else (f"Parallel Coordinate Plot, part {i} of {len(parts)}: "
+                                                    f"parameters {done + 1}-{done + len(part)} of {len(order)}{by}")
+                plots.append(Plot(kind if i == 1 else f"{kind}_{i}", kind, part or None, title))
+                done += len(part)
+        elif kind == "slice":
+            plots.append(Plot(kind, kind, order or None, "Slice Plot" + (", most important first" if ranked else "")))
+        else:
+            plots.append(Plot(kind, kind))
+    return plots
+
+
+def _draw(module: Any, plot: Plot, study: optuna.Study) -> Any:
+    """The Optuna figure (``module`` is optuna.visualization or its matplotlib twin)."""
+    if plot.kind == "history":
+        return module.plot_optimization_history(study)
+    if plot.kind == "importances":
+        from optuna.importance import FanovaImportanceEvaluator
+
+        return module.plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))  # as the table
+    if plot.kind == "parallel_coordinate":
+        return module.plot_parallel_coordinate(study, params=plot.params)
+    if plot.kind == "slice":
+        return module.plot_slice(study, params=plot.params)
+    return module.plot_intermediate_values(study)
+
+
+def _slice_grid(fig: Any, axes: list[Any], order: list[str], title: str) -> None:
+    """Optuna draws one panel per parameter in a single row (by name); lay them out SLICE_COLUMNS wide instead,
+    in ``order``."""
+    rank = {name: i for i, name in enumerate(order)}
+    label = next((ax.get_ylabel() for ax in axes if ax.get_ylabel()), "")
+    axes = sorted(axes, key=lambda ax: rank.get(ax.get_xlabel(), len(rank)))
+    cols = min(SLICE_COLUMNS, len(axes))
+    rows = math.ceil(len(axes) / cols)
+    height = 2.7 * rows + 0.9  # inches
+    fig.set_size_inches(3.2 * cols + 1.0, height)
+    if title:
+        fig.suptitle(title, y=1 - 0.15 / height)
+    grid = fig.add_gridspec(rows, cols, left=0.08, right=0.86, bottom=0.5 / height, top=1 - 0.6 / height,
+                            hspace=0.5, wspace=0.12)
+    for i, ax in enumerate(axes):
+        spec = grid[i // cols, i % cols]
+        ax.set_subplotspec(spec)
+        ax.set_position(spec.get_position(fig))
+        first = i % cols == 0
+        ax.tick_params(axis="y", labelleft=first)  # shared y: values on the first panel of each row
+        ax.set_ylabel(label if first else "")
+    top, bottom = axes[0].get_position().y1, axes[-1].get_position().y0
+    for bar in (a for a in fig.axes if a not in axes):  # the colour bar (trial number)
+        bar.set_position([0.89, bottom, 0.015, top - bottom])
+
+
+def draw_figure(plot: Plot, study: optuna.Study, caveat: Optional[str] = None) -> Any:
+    """The matplotlib figure of ``plot``, made readable: a parallel-coordinate part wide enough for its axes,
+    the slice panels in a grid, the importances' title carrying ``caveat``. The caller closes it."""
+    import optuna.visualization.matplotlib as mpl_vis
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        result = _draw(mpl_vis, plot, study)
+    axes = list(result.flat) if hasattr(result, "flat") else [result]
+    fig = axes[0].figure
+    if plot.kind == "parallel_coordinate":
+        n_axes = len(plot.params or ()) + 1  # the objective's axis too
+        fig.set_size_inches(max(6.4, 1.3 * n_axes + 2.4), 5.6)
+        if plot.title:
+            axes[0].set_title(plot.title)
+    elif plot.kind == "slice" and len(axes) > 1:
+        _slice_grid(fig, axes, plot.params or [], plot.title)
+    elif plot.kind == "importances" and caveat:
+        ax = axes[0]
+        loc = "left" if ax.get_title(loc="left") else "center"
+        ax.set_title(f"{ax.get_title(loc=loc)}\n({caveat})", loc=loc, fontsize=11)
+    return fig
+
+
+def _save_png(plot: Plot, study: optuna.Study, path: Path, caveat: Optional[str] = None) -> None:
     import matplotlib.pyplot as plt
 
-    result = fn(study)
-    axes = result.flat[0] if hasattr(result, "flat") else result
-    fig = axes.figure
+    fig = draw_figure(plot, study, caveat)
     try:
         fig.savefig(path, dpi=100, bbox_inches="tight")
     finally:
@@ -226,14 +340,18 @@ def plotly_available() -> bool:
     return True
 
 
-def write_plots(study: optuna.Study, out_dir: Path, *, html: Optional[bool] = None) -> tuple[list[Path], list[Path], list[str]]:
-    """Save each plot as PNG (and HTML when plotly is there); returns pngs, htmls and notes."""
+def write_plots(study: optuna.Study, out_dir: Path, *, html: Optional[bool] = None, order: Optional[list[str]] = None,
+                caveat: Optional[str] = None, ranked: bool = False) -> tuple[list[Path], list[Path], list[str]]:
+    """Save each plot as PNG (and HTML when plotly is there); returns pngs, htmls and notes.
+
+    ``order``: the parameters, most important first (default: as the trials used them); the slice panels and
+    the parallel-coordinate parts follow it (``ranked``: it is by importance, the titles say so), and
+    ``parallel_coordinate_2.png``... hold what one figure cannot.
+    ``caveat``: a line drawn under the importances' title (too few trials to trust them)."""
     import matplotlib
 
     if "matplotlib.pyplot" not in sys.modules:
         matplotlib.use("Agg")  # files only; never open a window
-    import optuna.visualization.matplotlib as mpl_vis
-
     out_dir.mkdir(parents=True, exist_ok=True)
     pngs: list[Path] = []
     htmls: list[Path] = []
@@ -241,33 +359,36 @@ def write_plots(study: optuna.Study, out_dir: Path, *, html: Optional[bool] = No
     want_html = plotly_available() if html is None else html
     if html is None and not want_html:
         notes.append("plotly is not installed: wrote PNG only (pip install 'wordformer[dashboard]' for HTML)")
-    plotly_fns = None
+    plotly_vis = None
     if want_html:
         import optuna.visualization as plotly_vis
-
-        plotly_fns = _plot_functions(plotly_vis)
-    for name, fn in _plot_functions(mpl_vis).items():
-        why = _why_skipped(name, study)
+    for plot in plan_plots(plot_order(study, {}) if order is None else order, ranked=ranked):
+        why = _why_skipped(plot.kind, study)
         if why:
-            notes.append(f"skipped {name}: {why}")
+            notes.append(f"skipped {plot.name}: {why}")
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                path = out_dir / f"{name}.png"
-                _save_png(fn, study, path)
+                path = out_dir / f"{plot.name}.png"
+                _save_png(plot, study, path, caveat)
                 pngs.append(path)
             except Exception as exc:  # a plot Optuna cannot draw must not lose the rest of the report
-                notes.append(f"skipped {name}.png: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+                notes.append(f"skipped {plot.name}.png: {_first_line(exc)}")
                 continue
-            if plotly_fns is not None:
+            if plotly_vis is not None:
                 try:
-                    path = out_dir / f"{name}.html"
-                    plotly_fns[name](study).write_html(str(path), include_plotlyjs="directory")
+                    path = out_dir / f"{plot.name}.html"
+                    _draw(plotly_vis, plot, study).write_html(str(path), include_plotlyjs="directory")
                     htmls.append(path)
                 except Exception as exc:
-                    notes.append(f"skipped {name}.html: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+                    notes.append(f"skipped {plot.name}.html: {_first_line(exc)}")
     return pngs, htmls, notes
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def write_report(study: optuna.Study, out_dir: Path | str, *, plots: bool = True, html: Optional[bool] = None) -> Report:
@@ -276,25 +397,32 @@ def write_report(study: optuna.Study, out_dir: Path | str, *, plots: bool = True
     out_dir = Path(out_dir)
     rows = trial_rows(study)
     csv_path = write_csv(rows, out_dir / "trials.csv")
+    importance, why = param_importances(study)
+    caveat = importance_caveat(study) if importance else None
     pngs: list[Path] = []
     htmls: list[Path] = []
     notes: list[str] = []
     if plots:
-        pngs, htmls, notes = write_plots(study, out_dir, html=html)
+        pngs, htmls, notes = write_plots(study, out_dir, html=html, order=plot_order(study, importance),
+                                         caveat=caveat, ranked=bool(importance))
     best = rows[0] if rows and rows[0].rank == 1 else None
-    params, param_notes = param_rows(study)
-    notes = param_notes + notes
+    fixed = describe_fixed(study)
+    table = format_table(rows)
+    text_path = write_text(study, fixed, table, out_dir)
+    params, param_notes = param_rows(study, importances=(importance, why))
+    notes = param_notes + ([f"importance {caveat}"] if caveat else []) + notes
     param_table = format_param_table(params)
     param_csv = write_param_csv(params, out_dir / "params.csv")
     param_txt = out_dir / "params.txt"
     heading = f"study {study.study_name}: " + (f"best trial {best.number}, value {best.value:.6g}" if best is not None
                                                 else "no completed trial")
-    param_txt.write_text(heading + "\n" + param_table + "\n", encoding="utf-8")
+    lines = [heading, param_table] + ([f"importance {caveat}"] if caveat else [])
+    param_txt.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return Report(
         study_name=study.study_name,
         direction=study.direction.name.lower(),
         rows=rows,
-        table=format_table(rows),
+        table=table,
         csv_path=csv_path,
         pngs=pngs,
         htmls=htmls,
@@ -304,7 +432,21 @@ def write_report(study: optuna.Study, out_dir: Path | str, *, plots: bool = True
         param_table=param_table,
         param_csv=param_csv,
         param_txt=param_txt,
+        fixed=fixed,
+        text_path=text_path,
     )
+
+
+def write_text(study: optuna.Study, fixed: list[str], table: str, out_dir: Path) -> Path:
+    """``trials.txt``: what the trials shared (data, tokenizer, pairs, fixed options), then the table;
+    and ``fixed_options.json``, the study's record as stored (absent for a study made before records)."""
+    path = out_dir / "trials.txt"
+    heading = f"study {study.study_name} ({study.direction.name.lower()})"
+    path.write_text("\n".join([heading, *fixed, "", table]) + "\n", encoding="utf-8")
+    record = recorded_fixed(study)
+    if record is not None:
+        (out_dir / "fixed_options.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,14 +504,25 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float], Optional[s
     return values, None
 
 
-def param_rows(study: optuna.Study) -> tuple[list[ParamRow], list[str]]:
-    """One row per tuned hyperparameter (then the space's fixed values), and notes on what is missing."""
+def importance_caveat(study: optuna.Study) -> Optional[str]:
+    """Why importances from this few completed trials are only a hint, or None when there are enough."""
+    n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if n >= IMPORTANCE_MIN_TRIALS:
+        return None
+    return (f"from {n} completed trials only: a rough hint, not a ranking "
+            f"- fANOVA needs ~{IMPORTANCE_MIN_TRIALS} or more")
+
+
+def param_rows(study: optuna.Study, *, importances: Optional[tuple[dict[str, float], Optional[str]]] = None
+               ) -> tuple[list[ParamRow], list[str]]:
+    """One row per tuned hyperparameter (then the space's fixed values), and notes on what is missing;
+    ``importances``: what :func:`param_importances` gave, when the caller has it already."""
     notes: list[str] = []
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = study.best_trial if complete else None
     if best is None:
         notes.append("no completed trial: the tuned column is empty")
-    importance, why = param_importances(study)
+    importance, why = param_importances(study) if importances is None else importances
     if why:
         notes.append(why)
     space = _stored_space(study)
@@ -492,7 +645,8 @@ def summary_counts(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-__all__ = ["PARAM_COLUMNS", "PLOTS", "ParamRow", "Report", "Row", "TABLE_WIDTH", "format_param_table", "format_table",
-           "param_importances", "param_rows", "plotly_available", "summary_counts", "trial_rows", "write_csv",
-           "write_param_csv", "write_plots", "write_report"]
+__all__ = ["IMPORTANCE_MIN_TRIALS", "PARALLEL_AXES", "PARAM_COLUMNS", "PLOTS", "ParamRow", "Plot", "Report", "Row",
+           "SLICE_COLUMNS", "TABLE_WIDTH", "draw_figure", "format_param_table", "format_table", "importance_caveat",
+           "param_importances", "param_rows", "plan_plots", "plot_order", "plotly_available", "split_evenly",
+           "summary_counts", "trial_rows", "write_csv", "write_param_csv", "write_plots", "write_report", "write_text"]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import re
 import time
@@ -39,7 +40,10 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import WordformerError, check_int
 from ..files import make_folder
 from .choices import DIRECTIONS, METRICS, PRUNERS, SAMPLERS
+from .fixed import check_fixed, record_fixed
 from .space import SearchSpace
+
+logger = logging.getLogger(__name__)
 
 JOURNAL_PREFIX = "journal:"
 FAIL_REASON = "fail_reason"  # trial user attr that says why a trial failed
@@ -96,6 +100,7 @@ class StudySettings:
     n_startup_trials: Optional[int] = None  # random trials before tpe/gp model the results
     pruner_min_resource: int = 1  # hyperband: fewest steps before a trial may be stopped
     gc_after_trial: bool = True  # free each trial's tensors before the next (costs ~0.5 s per trial)
+    fixed: Optional[dict[str, Any]] = None  # what every trial shares (tune.fixed.fixed_options); None: not checked
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -504,8 +509,9 @@ def check_space_matches(study: optuna.Study, space: SearchSpace) -> None:
 
 
 def open_study(settings: StudySettings, space: SearchSpace) -> optuna.Study:
-    """Create the study or load it to continue; refuses a metric, direction or space it was not made
-    with, and a study folder that holds another study's trials (before any trial starts)."""
+    """Create the study or load it to continue; refuses a metric, direction, space or fixed options
+    (corpus, tokenizer, pairs, options it does not tune) it was not made with, and a study folder that
+    holds another study's trials (before any trial starts)."""
     storage = open_storage(
         settings.storage, settings.out_dir, heartbeat_interval=settings.heartbeat_interval,
         grace_period=settings.grace_period, max_retry=settings.max_retry,
@@ -542,7 +548,12 @@ def open_study(settings: StudySettings, space: SearchSpace) -> optuna.Study:
             f"pass --metric {attrs['metric']} or a new --study NAME"
         )
     check_space_matches(study, space)
+    note = check_fixed(study, settings.fixed, where) if settings.fixed is not None else None
     claim_study_dir(folder, study, uid, where)
+    if settings.fixed is not None:
+        record_fixed(study, settings.fixed, where)
+    if note:
+        logger.warning("%s", note)
     if "metric" not in attrs:
         study.set_user_attr("metric", settings.metric)
     if "space" not in attrs:
