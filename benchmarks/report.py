@@ -18,13 +18,14 @@ from typing import Any, Optional
 from .common import QUICK_RESULTS, RESULTS, ROOT, command_line, loadavg, log, machine_info, write_json
 
 OUT = ROOT / "BENCHMARKS.md"
-ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp", "serve", "scale")
+ORDER = ("train", "generate", "memory", "quality", "scaling", "gpu", "omp", "serve", "scale", "recipe")
 TITLES = {"train": "1. Training throughput (CPU)", "generate": "2. Generation (CPU)", "memory": "3. Peak memory (RSS)",
           "quality": "4. Quality: validation loss after 2000 steps", "scaling": "5. Scaling and fraction of matmul peak",
           "gpu": "6. GPU: GPT-2 small, bf16, compiled",
           "omp": "7. Supplementary: OpenMP wait policy (what `import wordformer` sets)",
           "serve": "8. Serving: `wordformer serve` against `transformers serve`",
-          "scale": "9. Scale: corpora of gigabytes, several processes"}
+          "scale": "9. Scale: corpora of gigabytes, several processes",
+          "recipe": "12. Time to quality: Muon, RoPE, RMSNorm, QK-norm, ReLU², SwiGLU, WSD (issue 15)"}
 
 
 def load_results() -> dict[str, dict[str, Any]]:
@@ -279,6 +280,12 @@ def section_quality(r: dict[str, Any]) -> list[str]:
     return lines + [""] + provenance(r)
 
 
+def section_recipe(r: dict[str, Any]) -> list[str]:
+    # bench_recipe renders its own tables (they follow its plan) into the result file: importing it here would
+    # make an import circle, as it writes its results through this module
+    return list(r.get("section", [])) + provenance(r)
+
+
 def section_scaling(r: dict[str, Any]) -> list[str]:
     c = r["config"]
     lines = [f"{c['num_layers']} layers, {c['num_heads']} heads, batch {c['batch_size']}, float32; {c['loop']}; "
@@ -519,7 +526,7 @@ def goal_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         for g in r.get("goals", []):
             value = g["value"]
             shown = "—" if value is None else (f"{value * 100:+.1f}%" if "overhead" in g["goal"] else f"{value:.3f}"
-                                                 if name in ("quality", "serve") else f"{value:.2f}")
+                                                 if name in ("quality", "serve", "recipe") else f"{value:.2f}")
             if g.get("note"):
                 shown += f" ({g['note']})"
             rows.append([g["goal"], g["target"], shown, met(g["met"])])
@@ -569,6 +576,8 @@ def render(path: Path = OUT) -> str:
     if notes.is_file():  # the hand-written reading of the figures, right after the summary
         lines += [notes.read_text().rstrip(), ""]
     for name in ORDER:
+        if name == "recipe":  # numbered after the tuning sections below
+            continue
         lines += [f"## {TITLES[name]}", ""]
         r = results.get(name)
         if name == "gpu":
@@ -578,7 +587,7 @@ def render(path: Path = OUT) -> str:
         else:
             lines += {"train": section_train, "generate": section_generate, "memory": section_memory,
                       "quality": section_quality, "scaling": section_scaling, "omp": section_omp,
-                      "serve": section_serve, "scale": section_scale}[name](r)
+                      "serve": section_serve, "scale": section_scale, "recipe": section_recipe}[name](r)
         lines.append("")
     if (ROOT / "benchmarks" / "TUNE.md").is_file():
         tune = (ROOT / "benchmarks" / "TUNE.md").read_text().strip().splitlines()
@@ -591,6 +600,9 @@ def render(path: Path = OUT) -> str:
         lines += ["## 11. Tuning against spotpython's SPOT (issue 17)", "",
                   "Written by `python -m benchmarks.bench_spot`, copied from [benchmarks/SPOT.md](benchmarks/SPOT.md).", ""]
         lines += spot[1:] + [""]
+    lines += [f"## {TITLES['recipe']}", ""]
+    lines += section_recipe(results["recipe"]) if "recipe" in results else [
+        "Not run yet: `python -m benchmarks.bench_recipe`."]
     text = "\n".join(lines).rstrip() + "\n"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

@@ -2,10 +2,12 @@
 
     python -m benchmarks.run_all [--quick] [--only train,generate] [--skip quality]
 
-Order: train, generate, memory, scaling, quality (the long one: four 2000-step CLI runs), gpu (exits at once
+Order: train, generate, memory, scaling, quality (four 2000-step CLI runs), gpu (exits at once
 without a CUDA device), omp (supplementary: the OpenMP wait policy wordformer sets), serve (`wordformer serve`
 against `transformers serve`), spot, scale (corpora of 10 MB to 1 GB built in the temp folder, about 20 minutes;
-it needs ~6 GB of free disk there). A failing benchmark is reported and the others still run; the exit status is 1 if
+it needs ~6 GB of free disk there), recipe (the longest: about a hundred training runs, hours on 2 cores;
+resumable, it skips runs whose results are stored). A failing benchmark is reported and the others still run;
+the exit status is 1 if
 any failed. Not part of ``make test``.
 """
 
@@ -20,7 +22,7 @@ import time
 
 from .common import ROOT, loadavg, log
 
-BENCHMARKS = ("train", "generate", "memory", "scaling", "quality", "gpu", "omp", "serve", "spot", "scale")
+BENCHMARKS = ("train", "generate", "memory", "scaling", "quality", "gpu", "omp", "serve", "spot", "scale", "recipe")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,8 @@ def alone(model, ids, n, **options) -> list[int]:
 
 
 @pytest.mark.parametrize("length", [1, 3, BLOCK - 1, BLOCK, BLOCK + 5])
-@pytest.mark.parametrize("arch", [dict(), dict(positional="learned", norm="post", activation="gelu_tanh")])
+@pytest.mark.parametrize("arch", [dict(), dict(positional="learned", norm="post", activation="gelu_tanh"),
+                                  dict(positional="rope", norm_type="rmsnorm", qk_norm=True, activation="swiglu")])
 def test_single_row_greedy_matches_generate_ids_through_window_slides(length, arch):
     model = tiny_model(**arch)
     ids = prompt(length, seed=length)

@@ -39,8 +39,8 @@ def record_forward(model, idx, layer, monkeypatch):
     calls = []
     real = attention_module.scaled_dot_product
 
-    def recording(q, k, v, mask=None):
-        values, weights = real(q, k, v, mask)
+    def recording(q, k, v, mask=None, *, scale=None):
+        values, weights = real(q, k, v, mask, scale=scale)
         calls.append(dict(q=q, k=k, v=v, values=values, weights=weights))
         return values, weights
 
@@ -64,11 +64,22 @@ def record_forward(model, idx, layer, monkeypatch):
     return calls[layer], seen, logits, attentions
 
 
-@pytest.mark.parametrize("norm, layer, head, token", [
-    ("none", 0, 0, -1), ("pre", 1, 1, 2), ("post", 1, 0, 3), ("pre", 0, 1, 0),
+RECIPE_OPTIONS = [  # issue 15: each option alone, then all at once
+    dict(positional="rope"), dict(positional="rope", rope_base=100.0), dict(norm_type="rmsnorm"), dict(qk_norm=True),
+    dict(qk_norm=True, attn_scale=0.3), dict(attn_scale=1.5), dict(activation="relu2"), dict(activation="swiglu"),
+    dict(logit_softcap=2.0), dict(zero_init_residual=True), dict(tie_weights=False, zero_init_output=True),
+    dict(positional="rope", norm_type="rmsnorm", qk_norm=True, attn_scale=0.4, activation="swiglu", logit_softcap=3.0,
+         tie_weights=False, bias=False),
+]
+
+
+@pytest.mark.parametrize("norm, layer, head, token, options", [
+    ("none", 0, 0, -1, {}), ("pre", 1, 1, 2, {}), ("post", 1, 0, 3, {}), ("pre", 0, 1, 0, {}),
+    *[("pre", 1, 1, 3, o) for o in RECIPE_OPTIONS], ("post", 0, 0, 2, RECIPE_OPTIONS[-1]),
+    ("none", 0, 1, 3, RECIPE_OPTIONS[0]),
 ])
-def test_every_step_equals_the_forward_pass(tok, monkeypatch, norm, layer, head, token):
-    model = random_model(tok, d_model=4, num_heads=2, num_layers=2, norm=norm)
+def test_every_step_equals_the_forward_pass(tok, monkeypatch, norm, layer, head, token, options):
+    model = random_model(tok, d_model=4, num_heads=2, num_layers=2, norm=norm, **options)
     ids = tok.encode("what is statquest <eos> awesome")
     e = explain_token(model, ids, layer, head, token, tokenizer=tok)
     t = token % len(ids)
@@ -77,7 +88,9 @@ def test_every_step_equals_the_forward_pass(tok, monkeypatch, norm, layer, head,
     torch.testing.assert_close(e.block_input, seen["block_input"][0, : t + 1], **close)
     torch.testing.assert_close(e.query, rec["q"][0, head, t], **close)  # 1
     torch.testing.assert_close(e.keys, rec["k"][0, head, : t + 1], **close)  # 2
-    torch.testing.assert_close(e.scores, e.keys @ e.query / math.sqrt(2), **close)  # 3
+    scale = options.get("attn_scale", 1 / math.sqrt(2))
+    assert e.score_factor == pytest.approx(scale)
+    torch.testing.assert_close(e.scores, e.keys @ e.query * scale, **close)  # 3
     torch.testing.assert_close(e.weights, attentions[layer][0, head, t, : t + 1], **close)  # 4
     torch.testing.assert_close(e.weights, rec["weights"][0, head, t, : t + 1], **close)
     assert float(rec["weights"][0, head, t, t + 1 :].sum()) == 0.0  # later tokens are masked

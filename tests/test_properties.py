@@ -98,17 +98,25 @@ def test_word_round_trip_is_exact_up_to_normalisation(text, lowercase):
 @st.composite
 def models(draw, *, max_layers: int = 2) -> WordPredictor:
     heads = draw(st.sampled_from([1, 2, 4]))
+    tied = draw(st.booleans())
     cfg = ModelConfig(vocab_size=draw(st.integers(5, 40)), block_size=draw(st.integers(2, 10)), d_model=16,
                       num_heads=heads, num_layers=draw(st.integers(1, max_layers)),
-                      positional=draw(st.sampled_from(["sinusoidal", "learned"])),
+                      positional=draw(st.sampled_from(["sinusoidal", "learned", "rope"])),
                       norm=draw(st.sampled_from(["pre", "post", "none"])),
-                      activation=draw(st.sampled_from(["gelu", "relu"])), tie_weights=draw(st.booleans()),
-                      bias=draw(st.booleans()))
+                      activation=draw(st.sampled_from(["gelu", "relu", "relu2", "swiglu"])), tie_weights=tied,
+                      bias=draw(st.booleans()),
+                      # the recipe options (issue 15); zero-initialised layers are scaled up below like the rest
+                      norm_type=draw(st.sampled_from(["layernorm", "rmsnorm"])), qk_norm=draw(st.booleans()),
+                      attn_scale=draw(st.sampled_from([None, 0.3])), logit_softcap=draw(st.sampled_from([0.0, 50.0])),
+                      zero_init_output=not tied and draw(st.booleans()))
     torch.manual_seed(draw(st.integers(0, 2**16)))
     model = WordPredictor(cfg).eval()
     with torch.no_grad():  # larger than initial weights, so a leak through the mask could not hide in rounding
         for p in model.parameters():
-            p.mul_(10.0)
+            if p.any():
+                p.mul_(10.0)
+            else:  # a zero-initialised output layer: give it weights too
+                p.normal_(0.0, 0.2)
     return model
 
 

@@ -440,6 +440,25 @@ def checkpoint_step(path: Path) -> int:
         return -1
 
 
+def kill_after_checkpoint(argv: list[str], out: Path, step: int) -> Path:
+    """Run ``wordformer ARGV`` in a child process and SIGKILL it once ``out/last.ckpt`` holds ``step`` or later."""
+    proc = subprocess.Popen([sys.executable, "-m", "wordformer.cli", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=one_thread_env())
+    last, seen = out / "last.ckpt", None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        stamp = last.stat().st_mtime_ns if last.exists() else None
+        if stamp is not None and stamp != seen:
+            seen = stamp
+            if checkpoint_step(last) >= step:
+                proc.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"not killed (rc {proc.returncode}): {proc.stderr.read()[-2000:]}"
+    return last
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_the_uninterrupted_run(reference_runs, tmp_path, capsys):
     """SIGKILL ``wordformer train`` after its step-10 checkpoint, resume, and land on the same weights.
@@ -448,21 +467,7 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(reference_runs, tmp_
     """
     reference, _, data = reference_runs
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "wordformer.cli", "train", "--data", str(data), "--out", str(out),
-                             *RUN], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=one_thread_env())
-    last, seen, killed_after = out / "last.ckpt", None, -1
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        stamp = last.stat().st_mtime_ns if last.exists() else None
-        if stamp is not None and stamp != seen:
-            seen, killed_after = stamp, checkpoint_step(last)
-            if killed_after >= 10:
-                proc.send_signal(signal.SIGKILL)
-                break
-        time.sleep(0.005)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"not killed (rc {proc.returncode}): {proc.stderr.read()[-2000:]}"
+    last = kill_after_checkpoint(["train", "--data", str(data), "--out", str(out), *RUN], out, 10)
     assert 10 <= checkpoint_step(last) < 60
     # a kill in the middle of a save leaves its temp file (see test_sigkill_during_a_save_leaves_the_previous_file);
     # the resumed run clears those, and only those
@@ -518,6 +523,41 @@ def test_ctrl_c_saves_the_step_reached_and_the_resume_matches_the_uninterrupted_
     ours, theirs = train_losses(out), train_losses(reference)
     assert sorted(ours) == sorted(theirs) == list(range(60))  # one history, no step lost or repeated
     assert all(float(ours[s]) == pytest.approx(float(theirs[s]), abs=1e-6) for s in ours)
+
+
+RECIPES = {  # issue 15: Muon (its momentum warm-up in the scheduler state) and the WSD schedule, with RoPE and friends
+    "muon": ["--optimizer", "muon", "--muon-momentum-warmup", "30", "--positional", "rope", "--qk-norm",
+             "--norm-type", "rmsnorm", "--activation", "swiglu"],
+    "wsd": ["--schedule", "wsd", "--cooldown-fraction", "0.5", "--activation", "relu2", "--no-tie-weights",
+            "--zero-init-output", "--logit-softcap", "10"],
+    "muon+wsd": ["--preset", "fast", "--schedule", "wsd"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_muon_and_wsd_runs_resume_after_sigkill_to_bitwise_equal_weights(tmp_path, capsys, recipe):
+    data = tmp_path / "small.txt"
+    data.write_text(SMALL_TEXT, encoding="utf-8")
+    argv = ["--data", str(data), "--cache-dir", str(tmp_path / "cache"), *RUN, *RECIPES[recipe]]
+    reference, out = tmp_path / "reference", tmp_path / "killed"
+    assert main(["train", "--out", str(reference), *argv]) == 0
+    last = kill_after_checkpoint(["train", "--out", str(out), *argv], out, 20)  # after the warm-ups began
+    assert 20 <= checkpoint_step(last) < 60
+    code, _, err = run_cli(capsys, "train", "--resume", out, "--no-progress")
+    assert code == 0, err
+    resumed, full = load_checkpoint(out / "last.ckpt"), load_checkpoint(reference / "last.ckpt")
+    assert resumed.info["step"] == full.info["step"] == 60
+    assert resumed.train_config == full.train_config
+    wa, wb = resumed.model.state_dict(), full.model.state_dict()
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert train_losses(out) == train_losses(reference)  # every logged step, as text: bitwise
+    optimizer_a = torch.load(out / "last.ckpt", weights_only=True)["optimizer_states"][0]
+    optimizer_b = torch.load(reference / "last.ckpt", weights_only=True)["optimizer_states"][0]
+    assert optimizer_a["param_groups"] == optimizer_b["param_groups"]  # lr and Muon's momentum at step 60
+    for key, state in optimizer_b["state"].items():
+        for name, value in state.items():
+            assert torch.equal(optimizer_a["state"][key][name], value), (key, name)
 
 
 # ------------------------------------------------------------------------------------------ NaN, unwritable, full disk

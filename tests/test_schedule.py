@@ -62,3 +62,19 @@ def test_the_resume_line_gives_the_numbers_of_each_choice():
     assert "decay: 1.00e-04 at step 601" in line and "restart: 1.00e-03 at step 601" in line
     with pytest.raises(WordformerError, match="resume_schedule='later' must be one of: continue, decay, restart"):
         RUN.resumed(600, 900, "later")
+
+
+def test_a_wsd_run_keeps_its_curve_through_the_checkpoint_and_a_resume():
+    """The saved schedule knows it is warm-up-stable-decay: a resume that continues it follows the same rates."""
+    from wordformer.config import TrainConfig
+    from wordformer.schedule import Schedule, learning_rate
+
+    train = TrainConfig(schedule="wsd", cooldown_fraction=0.5, lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=100)
+    schedule = Schedule.of(train)
+    expected = [learning_rate(s, lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=100, schedule="wsd",
+                              cooldown_fraction=0.5) for s in range(120)]
+    assert [schedule.rate(s) for s in range(120)] == expected
+    assert schedule.rate(40) == 1e-3 and schedule.rate(75) < 1e-3  # stable, then decaying
+    again = Schedule.from_dict(schedule.to_dict(), "test")
+    assert again == schedule
+    assert [again.resumed(60, 200, "continue").rate(s) for s in range(120)] == expected

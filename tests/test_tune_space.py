@@ -233,6 +233,76 @@ def test_warm_up_is_bounded_by_half_the_step_budget() -> None:
         assert cfg.warmup_steps <= cfg.max_steps // 2
 
 
+# ------------------------------------------------------------------------------------------ the recipe space (issue 15)
+
+RECIPE_TUNABLES = {
+    "model.positional", "model.rope_base", "model.norm_type", "model.qk_norm", "model.attn_scale", "model.activation",
+    "model.zero_init_residual", "model.zero_init_output", "model.logit_softcap", "train.optimizer", "train.muon_lr",
+    "train.muon_momentum", "train.muon_momentum_start", "train.muon_momentum_warmup", "train.muon_weight_decay",
+    "train.muon_split_qkv", "train.schedule", "train.cooldown_fraction",
+}
+
+
+def test_the_recipe_space_tunes_every_recipe_option_and_every_sample_is_valid() -> None:
+    s = load_space("recipe")
+    assert RECIPE_TUNABLES <= set(s.targets)
+    assert {"rope", "learned", "sinusoidal"} == set(s.param("positional").choices)
+    assert {"relu2", "swiglu"} <= set(s.param("activation").choices)
+    seen: dict[str, set] = {"positional": set(), "optimizer": set(), "attn_scale": set(), "zero": set()}
+    for model, _, train in sample_configs(s, 120, seed=5):
+        ModelConfig(**{**model.__dict__})  # each sample passes the config's checks again
+        TrainConfig(**{**train.__dict__})
+        seen["positional"].add(model.positional)
+        seen["optimizer"].add(train.optimizer)
+        seen["attn_scale"].add(model.attn_scale)
+        seen["zero"].add(model.zero_init_output)
+    assert seen == {"positional": {"sinusoidal", "learned", "rope"}, "optimizer": {"adamw", "muon"},
+                    "attn_scale": {None, 0.1, 0.2, 0.3}, "zero": {False, True}}
+
+
+def test_a_space_file_named_recipe_wins_over_the_built_in_one(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("recipe").write_text(yaml.safe_dump(space(lr={"target": "train.lr", "type": "float", "low": 1e-4,
+                                                       "high": 1e-2})))
+    assert load_space("recipe").targets == ["train.lr"]
+
+
+@pytest.mark.parametrize("params, fixed, words", [
+    (dict(z={"target": "model.zero_init_output", "type": "bool"}, t={"target": "model.tie_weights", "type": "bool"}),
+     None, ["zero_init_output", "tie_weights", "fixed"]),
+    (dict(z={"target": "model.zero_init_output", "type": "bool"}), {"model.tie_weights": True},
+     ["zero_init_output", "tie_weights"]),
+    (dict(p={"target": "model.positional", "type": "categorical", "choices": ["learned", "rope"]},
+          h={"target": "model.head_size", "type": "int", "low": 3, "high": 5}), None, ["rope", "even", "head size 3"]),
+    (dict(p={"target": "model.positional", "type": "categorical", "choices": ["rope"]},
+          d={"target": "model.d_model", "type": "categorical", "choices": [12, 18]},
+          n={"target": "model.num_heads", "type": "categorical", "choices": [2, 3, 6]}), None, ["rope", "head size 3"]),
+    (dict(c={"target": "train.cooldown_fraction", "type": "float", "low": 0.0, "high": 0.5}), None,
+     ["cooldown_fraction=0.0"]),
+    (dict(o={"target": "train.optimizer", "type": "categorical", "choices": ["adamw", "lion"]}), None,
+     ["optimizer='lion'"]),
+])
+def test_recipe_options_are_validated_when_a_space_loads(params, fixed, words) -> None:
+    data = space(**params)
+    if fixed:
+        data["fixed"] = fixed
+    with pytest.raises(WordformerError) as info:
+        parse_space(data, source="mine.yaml")
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_combinations_are_checked_against_the_base_config_when_tuning_starts() -> None:
+    s = parse_space(space(z={"target": "model.zero_init_output", "type": "bool"}))  # fine alone: the base decides
+    s.check_heads(ModelConfig(tie_weights=False))
+    with pytest.raises(WordformerError, match="tie_weights"):
+        s.check_heads(ModelConfig())
+    rope = parse_space(space(p={"target": "model.positional", "type": "categorical", "choices": ["rope", "learned"]}))
+    rope.check_heads(ModelConfig(d_model=16, num_heads=2))
+    with pytest.raises(WordformerError, match="head size 3"):
+        rope.check_heads(ModelConfig(d_model=12, num_heads=4))
+
+
 def test_a_stepped_float_defaults_to_the_middle_step_despite_rounding():
     space = parse_space({"params": {"dropout": {"target": "model.dropout", "type": "float", "low": 0.0, "high": 0.3,
                                                 "step": 0.05}}})

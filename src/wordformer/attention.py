@@ -4,7 +4,10 @@ Shape legend: B = batch, T = query tokens, S = key tokens, H = heads, D = head s
 
 The chapter's seven steps map onto this module as follows:
   1-2, 5. queries, keys and values are linear maps of each token's vector       -> ``project_qkv``
-  3.      dot product of each query with every key (scaled by sqrt(D))         -> ``scaled_dot_product``
+          (then, as options, each head's queries and keys are RMS-normalised    -> ``normalize_qk``
+          and rotated by their positions, RoPE                                  -> ``positional.rotate``)
+  3.      dot product of each query with every key (scaled by 1/sqrt(D), or
+          ``attn_scale``)                                                       -> ``scaled_dot_product``
   4.      softmax over the keys the mask allows                                 -> ``scaled_dot_product``
   6-7.    weight the values by the softmax and sum them                         -> ``scaled_dot_product``
 
@@ -22,19 +25,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .norms import make_qk_norm
+from .positional import rotate
 
 
-def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, *,
+                       scale: Optional[float] = None) -> tuple[Tensor, Tensor]:
     """Attention of every query over the keys: ``softmax(q k^T / sqrt(d_k)) v``.
 
     Args:
         q: queries (..., T, D); k: keys (..., S, D); v: values (..., S, D).
         mask: broadcastable to (..., T, S); positions where it is 0/False are not attended to.
+        scale: factor on the dot products instead of 1/sqrt(d_k) (``ModelConfig.attn_scale``).
     Returns:
         ``(values, attention)``: the weighted sums (..., T, D) and the softmax weights (..., T, S).
     """
     d_k = q.size(-1)
-    attn_logits = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(d_k)  # steps 3: (..., T, S)
+    if scale is None:
+        attn_logits = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(d_k)  # steps 3: (..., T, S)
+    else:
+        attn_logits = torch.matmul(q, k.transpose(-2, -1)) * scale  # step 3 with the configured factor
     if mask is not None:
         # The most negative finite number rather than -inf: a row with every key masked (a pad query)
         # becomes uniform instead of NaN, and exp(min - max) is exactly 0 for masked keys otherwise.
@@ -117,7 +127,10 @@ class MultiHeadSelfAttention(nn.Module):
         self.num_heads = config.num_heads
         self.head_size = config.head_size
         self.dropout = config.dropout
+        self.scale = config.attn_scale  # None: 1/sqrt(D)
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.q_norm = make_qk_norm(config)  # identity unless qk_norm
+        self.k_norm = make_qk_norm(config)
         self.out = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.out_dropout = nn.Dropout(config.dropout)
 
@@ -128,6 +141,10 @@ class MultiHeadSelfAttention(nn.Module):
         shape = (b, t, self.num_heads, self.head_size)
         return tuple(z.view(shape).transpose(1, 2) for z in (q, k, v))  # type: ignore[return-value]
 
+    def normalize_qk(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """QK-norm: each head's queries and keys (B, H, T, D) RMS-normalised over D (unchanged when off)."""
+        return self.q_norm(q), self.k_norm(k)
+
     def forward(
         self,
         x: Tensor,
@@ -136,11 +153,13 @@ class MultiHeadSelfAttention(nn.Module):
         key_padding_mask: Optional[Tensor] = None,
         return_attention: bool = False,
         fused: bool = True,
+        rotary: Optional[tuple[Tensor, Tensor]] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
         """Attend causally over ``x`` (B, T, C), plus any cached earlier tokens.
 
         Args:
-            cache: this layer's KV cache; the new keys/values are appended to it.
+            cache: this layer's KV cache; the new keys/values are appended to it (keys already rotated).
+            rotary: RoPE's (cos, sin) for the new tokens' positions, (T, D/2) or (B, 1, T, D/2).
             key_padding_mask: (B, S) bool, False for padding tokens that no query may attend to.
             return_attention: also return the weights (B, H, T, S); forces the explicit path.
             fused: use ``F.scaled_dot_product_attention`` when no weights are asked for.
@@ -149,6 +168,9 @@ class MultiHeadSelfAttention(nn.Module):
         """
         b, t, c = x.shape
         q, k, v = self.project_qkv(x)  # (B, H, T, D)
+        q, k = self.normalize_qk(q, k)
+        if rotary is not None:
+            q, k = rotate(q, *rotary), rotate(k, *rotary)  # positions enter here, as rotations
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, S, D)
         s = k.size(2)
@@ -166,13 +188,13 @@ class MultiHeadSelfAttention(nn.Module):
         attention: Optional[Tensor] = None
         dropout_p = self.dropout if self.training else 0.0
         if return_attention or not fused:
-            y, attention = scaled_dot_product(q, k, v, mask)  # (B, H, T, D), (B, H, T, S)
+            y, attention = scaled_dot_product(q, k, v, mask, scale=self.scale)  # (B, H, T, D), (B, H, T, S)
             if dropout_p > 0:
                 y = torch.matmul(F.dropout(attention, dropout_p), v)
         elif mask is None:
             # no cache and no padding: the plain causal case (t == s), or one new token that sees all keys
-            y = fused_attention(q, k, v, dropout_p=dropout_p, is_causal=(t == s and t > 1))
+            y = fused_attention(q, k, v, dropout_p=dropout_p, is_causal=(t == s and t > 1), scale=self.scale)
         else:
-            y = fused_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            y = fused_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale)
         y = y.transpose(1, 2).contiguous().view(b, t, c)  # concatenate heads: (B, T, C)
         return self.out_dropout(self.out(y)), attention

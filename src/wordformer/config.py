@@ -12,9 +12,12 @@ from typing import Any, Optional
 
 from .errors import WordformerError, check_choice, check_int, check_number
 
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "relu2", "swiglu")
 NORMS = ("pre", "post", "none")
-POSITIONALS = ("sinusoidal", "learned")
+NORM_TYPES = ("layernorm", "rmsnorm")
+POSITIONALS = ("sinusoidal", "learned", "rope")
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "wsd")
 TOKENIZERS = ("word", "char", "bpe")
 EOS_MODES = ("auto", "line", "document", "none")
 SAMPLINGS = ("random", "epoch")
@@ -55,13 +58,21 @@ class ModelConfig:
     num_layers: int = 4  # decoder blocks
     ff_mult: int = 4  # feed-forward hidden size = ff_mult * d_model
     # choices the chapter and its sources differ on
-    positional: str = "sinusoidal"  # "sinusoidal" (Vaswani / uvadlc) or "learned" (GPT-2)
+    positional: str = "sinusoidal"  # "sinusoidal" (Vaswani / uvadlc), "learned" (GPT-2) or "rope" (rotated queries and keys)
     norm: str = "pre"  # "pre" (GPT-2), "post" (uvadlc, the original transformer) or "none" (the chapter's toy)
-    activation: str = "gelu"  # "gelu" (exact), "gelu_tanh" (GPT-2's tanh approximation) or "relu" (uvadlc)
+    activation: str = "gelu"  # "gelu" (exact), "gelu_tanh" (GPT-2's), "relu" (uvadlc), "relu2" (squared ReLU) or "swiglu" (gated)
     tie_weights: bool = True  # output layer = token embedding run backwards (the chapter's note)
     bias: bool = True  # biases in linear layers and layer norms
     dropout: float = 0.0  # dropout after embedding, attention and feed-forward; in [0, 1)
-    layer_norm_eps: float = 1e-5  # layer norm epsilon
+    layer_norm_eps: float = 1e-5  # epsilon of every norm (layer norm, RMS norm, qk_norm)
+    # --- the recipe options (issue 15); their defaults keep the chapter's model unchanged
+    rope_base: float = 10000.0  # positional=rope: the angle of pair i turns by position / rope_base^(2i/head_size)
+    norm_type: str = "layernorm"  # "layernorm" (mean and variance) or "rmsnorm" (root mean square only, no bias)
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys before their dot products
+    attn_scale: Optional[float] = None  # factor on q . k (default 1/sqrt(head_size), the chapter's scaling)
+    zero_init_residual: bool = False  # start the projections into the residual stream (attention out, feed-forward down) at zero
+    zero_init_output: bool = False  # start the (untied) output layer at zero: every first prediction is uniform
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap), bounded to (-cap, cap); 0 turns it off
 
     def __post_init__(self) -> None:
         _check_positive(self, "vocab_size", "block_size", "d_model", "num_heads", "num_layers", "ff_mult")
@@ -75,9 +86,20 @@ class ModelConfig:
         check_choice("activation", self.activation, ACTIVATIONS)
         check_number("dropout", self.dropout, 0.0, 1.0)
         check_number("layer_norm_eps", self.layer_norm_eps, 0.0, 1.0, low_open=True)
-        for name in ("tie_weights", "bias"):
+        for name in ("tie_weights", "bias", "qk_norm", "zero_init_residual", "zero_init_output"):
             if not isinstance(getattr(self, name), bool):
                 raise WordformerError(f"{name}={getattr(self, name)!r} must be true or false")
+        check_choice("norm_type", self.norm_type, NORM_TYPES)
+        check_number("rope_base", self.rope_base, 1.0, 1e12, low_open=True)
+        if self.positional == "rope" and self.head_size % 2:
+            raise WordformerError(f"positional='rope' rotates pairs of numbers, so the head size must be even; "
+                                  f"d_model={self.d_model} / num_heads={self.num_heads} = {self.head_size}")
+        if self.attn_scale is not None:
+            check_number("attn_scale", self.attn_scale, 0.0, 1e6, low_open=True)
+        check_number("logit_softcap", self.logit_softcap, 0.0, 1e6)
+        if self.zero_init_output and self.tie_weights:
+            raise WordformerError("zero_init_output=True needs tie_weights=False: a tied output layer is the token "
+                                  "embedding, which must not start at zero")
 
     @property
     def head_size(self) -> int:
@@ -154,6 +176,16 @@ class TrainConfig:
     max_time: Optional[float] = None  # stop after this many seconds, whatever max_steps says
     compile: bool = False  # torch.compile the model
     progress: bool = True  # show a progress bar
+    # --- the recipe options (issue 15); their defaults keep today's AdamW and cosine schedule
+    schedule: str = "cosine"  # "cosine" (warm-up, cosine decay) or "wsd" (warm-up, stable, linear decay at the end)
+    cooldown_fraction: float = 0.2  # schedule=wsd: the last fraction of max_steps decays linearly to min_lr
+    optimizer: str = "adamw"  # "adamw", or "muon": Muon for the blocks' weight matrices, AdamW (lr) for the rest
+    muon_lr: float = 0.02  # optimizer=muon: peak learning rate of the Muon matrices (scheduled like lr)
+    muon_momentum: float = 0.95  # optimizer=muon: Muon's (Nesterov) momentum after its warm-up
+    muon_momentum_start: float = 0.85  # optimizer=muon: momentum at step 0, rising linearly to muon_momentum
+    muon_momentum_warmup: int = 300  # optimizer=muon: steps of that momentum warm-up (0: none)
+    muon_weight_decay: float = 0.0  # optimizer=muon: torch.optim.Muon's decoupled decay, w <- w - lr_t * wd * w
+    muon_split_qkv: bool = True  # optimizer=muon: orthogonalise the query, key and value matrices separately
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_every",
@@ -173,6 +205,16 @@ class TrainConfig:
         check_int("seed", self.seed, 0, 2**32 - 1)
         if self.devices != "auto" and not (str(self.devices).isdigit() and int(self.devices) >= 1):
             raise WordformerError(f"devices={self.devices!r} must be 'auto' or an integer >= 1")
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_number("cooldown_fraction", self.cooldown_fraction, 0.0, 1.0, low_open=True, high_open=False)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_number("muon_lr", self.muon_lr, 0.0, 10.0, low_open=True)
+        check_number("muon_momentum", self.muon_momentum, 0.0, 1.0)
+        check_number("muon_momentum_start", self.muon_momentum_start, 0.0, 1.0)
+        check_int("muon_momentum_warmup", self.muon_momentum_warmup, 0)
+        check_number("muon_weight_decay", self.muon_weight_decay, 0.0, 10.0)
+        if not isinstance(self.muon_split_qkv, bool):
+            raise WordformerError(f"muon_split_qkv={self.muon_split_qkv!r} must be true or false")
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -215,6 +257,12 @@ def field_type(cls: type, name: str) -> type:
         if scalar.__name__ in annotation:
             return scalar
     return str
+
+
+def field_optional(cls: type, name: str) -> bool:
+    """Whether a field may hold None (``Optional[float]``: ``attn_scale``, ``max_time``, ...)."""
+    annotation = str({f.name: f.type for f in fields(cls)}[name])
+    return "Optional" in annotation or "None" in annotation
 
 
 def coerce(cls: type, values: dict[str, Any], *, where: str) -> dict[str, Any]:

@@ -32,11 +32,15 @@ class TokenEmbedding(nn.Module):
 class OutputLayer(nn.Module):
     """From the residual stream to one logit per vocabulary token.
 
-    ``tied_to`` shares the embedding matrix: logits = x @ E^T, the embedding run backwards.
+    ``tied_to`` shares the embedding matrix: logits = x @ E^T, the embedding run backwards. ``softcap`` > 0
+    bounds the logits smoothly to (-softcap, softcap) with ``softcap * tanh(logits / softcap)`` (Gemma 2, the
+    speedruns): the model cannot grow its confidence by inflating logits, which steadies early training.
     """
 
-    def __init__(self, d_model: int, vocab_size: int, *, tied_to: TokenEmbedding | None = None, bias: bool = False):
+    def __init__(self, d_model: int, vocab_size: int, *, tied_to: TokenEmbedding | None = None, bias: bool = False,
+                 softcap: float = 0.0):
         super().__init__()
+        self.softcap = softcap
         self.tied = tied_to is not None
         if tied_to is not None:
             self.weight = tied_to.weight  # weight tying: one (V, C) matrix for both directions
@@ -46,4 +50,8 @@ class OutputLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         logits = x @ self.weight.t()  # (B, T, C) @ (C, V) -> (B, T, V)
-        return logits if self.bias is None else logits + self.bias
+        if self.bias is not None:
+            logits = logits + self.bias
+        if self.softcap > 0:  # in float32: tanh of bf16 logits would lose the small differences that matter
+            logits = self.softcap * torch.tanh(logits.float() / self.softcap)
+        return logits

@@ -7,6 +7,9 @@ block's input with a forward hook, and recomputes from it exactly what the block
   with the query;  4. the softmax of those (the attention weights);  5. the values;  6. the values
   weighted by the softmax;  7. their sum, the token's masked self-attention value for this head.
 
+With ``qk_norm`` the query and keys are RMS-normalised per head, and with rotary positions (RoPE) rotated by
+their positions, before step 3: steps 1 and 2 show each stage, and step 3 uses the final ones.
+
 Then the heads' sums are concatenated and projected back to ``d_model`` (the attention output), the
 residual connection adds the block's input, and the model's next-token probabilities at this position
 close the picture. With the chapter's toy (d_model = 2, one head) every vector has two numbers, so each
@@ -27,6 +30,7 @@ from .checkpoint import LoadedModel
 from .errors import WordformerError, check_int
 from .generation import encode_prompt, never_generated, suppress, top_k_allowed
 from .model import WordPredictor
+from .positional import rotate
 from .token_display import token_labels
 from .tokenizers import Tokenizer
 
@@ -52,10 +56,10 @@ class Explanation:
     position: Tensor  # (t+1, C) their positional encodings
     block_input: Tensor  # (t+1, C) the layer's input (embedding + position for layer 0)
     attention_input: Tensor  # (t+1, C) what attention reads: norm1(block_input) with pre-norm, else block_input
-    query: Tensor  # (D,) step 1
-    keys: Tensor  # (t+1, D) step 2
+    query: Tensor  # (D,) step 1: the query step 3 uses (after qk_norm and RoPE, when on)
+    keys: Tensor  # (t+1, D) step 2: the keys step 3 uses
     dot_products: Tensor  # (t+1,) step 3 before scaling: q . k
-    scores: Tensor  # (t+1,) step 3: q . k / sqrt(D)
+    scores: Tensor  # (t+1,) step 3: q . k * score_factor (1/sqrt(D) unless attn_scale says otherwise)
     weights: Tensor  # (t+1,) step 4: softmax(scores)
     values: Tensor  # (t+1, D) step 5
     weighted: Tensor  # (t+1, D) step 6: weights * values
@@ -67,6 +71,12 @@ class Explanation:
     probabilities: Tensor  # (V,) the model's next-token distribution here, <pad> at 0 as in generation
     top: list[tuple[str, float]]  # the most likely next tokens, most likely first (never <pad>)
     embedding_scale: float = 1.0  # the token embedding's factor: sqrt(d_model) with sinusoidal positions
+    positional: str = "sinusoidal"  # with "rope" nothing is added in step 0 (position is zero)
+    qk_norm: bool = False  # queries and keys RMS-normalised per head before step 3
+    norm_type: str = "layernorm"  # the block's norms: "layernorm" or "rmsnorm"
+    score_factor: float = 0.0  # step 3's factor on q . k: 1/sqrt(D) unless attn_scale says otherwise (0: not recorded)
+    query_stages: list[tuple[str, Tensor]] = field(default_factory=list)  # (what, (D,)) before the final query
+    keys_stages: list[tuple[str, Tensor]] = field(default_factory=list)  # (what, (t+1, D)) before the final keys
     projections: dict[str, tuple[Tensor, Optional[Tensor]]] = field(default_factory=dict)
     # "query"/"key"/"value"/"output" -> (weight, bias): this head's rows of the linear maps, for checking by hand
     labels: list[str] = field(default_factory=list)  # (T) the tokens as the page shows them: "␣the", "\xf0⟨😀⟩"
@@ -91,12 +101,14 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         """Plain lists and numbers, for JSON (``wordformer explain --json`` and the page's seven-steps view).
 
-        Every tensor field by its name, plus ``head_size``, ``d_model`` and ``scale`` (sqrt of the head size,
-        step 3's divisor); ``tokens`` are vocabulary entries and ``labels`` what to show; ``top`` is a list of
-        ``{"token", "label", "probability"}``.
+        Every tensor field by its name, plus ``head_size``, ``d_model`` and ``scale`` (step 3's divisor: sqrt of
+        the head size, or 1 / attn_scale); ``tokens`` are vocabulary entries and ``labels`` what to show; ``top``
+        is a list of ``{"token", "label", "probability"}``; ``query_stages``/``keys_stages`` of
+        ``{"stage", "value"}`` (before qk_norm and RoPE, when on).
         """
+        divisor = 1 / self.score_factor if self.score_factor else math.sqrt(self.head_size)
         out: dict[str, Any] = {"head_size": self.head_size, "d_model": int(self.block_input.size(-1)),
-                               "scale": math.sqrt(self.head_size)}
+                               "scale": divisor}
         for name, value in self.__dict__.items():
             if isinstance(value, Tensor):
                 out[name] = value.tolist()
@@ -108,6 +120,8 @@ class Explanation:
                              for k, (t, p) in enumerate(value)]
             elif name == "top_labels":
                 continue  # inside "top"
+            elif name in ("query_stages", "keys_stages"):
+                out[name] = [{"stage": what, "value": v.tolist()} for what, v in value]
             else:
                 out[name] = value
         return out
@@ -203,14 +217,23 @@ def explain_token(
     x = captured["block_input"][0].float()  # (T, C)
     attn_in = block.norm1(x) if block.pre_norm else x  # post-norm and none: attention reads the raw input
     q, k, v = attention.project_qkv(attn_in[None])  # 3 x (1, H, T, D)
+    stages: list[tuple[str, Tensor, Tensor]] = []  # (what, all queries, all keys) before the final ones
+    if cfg.qk_norm:
+        stages.append(("W x + b", q, k))
+        q, k = attention.normalize_qk(q, k)
+    positions = torch.arange(t + 1, device=device)
+    if model.rotary:
+        stages.append(("RMS-normalised per head (qk_norm)" if cfg.qk_norm else "W x + b", q, k))
+        cos, sin = model.positional_encoding.angles(torch.arange(len(ids), device=device))  # (T, D/2)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
     d = attention.head_size
-    scale = math.sqrt(d)
+    factor = cfg.attn_scale if cfg.attn_scale is not None else 1 / math.sqrt(d)
 
     def steps(h: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         query = q[0, h, t]  # (D,)
         keys = k[0, h, : t + 1]  # (t+1, D): the token and every one before it (the mask hides the rest)
         dots = keys @ query  # (t+1,)
-        scores = dots / scale  # (t+1,)
+        scores = dots / math.sqrt(d) if cfg.attn_scale is None else dots * factor  # (t+1,)
         weights = F.softmax(scores, dim=-1)  # (t+1,)
         values = v[0, h, : t + 1]  # (t+1, D)
         weighted = weights[:, None] * values  # (t+1, D)
@@ -230,7 +253,6 @@ def explain_token(
         return token_labels(tokenizer, some) if tokenizer is not None else [str(i) for i in some]
 
     top_ids = [int(i) for i in top.indices]
-    positions = torch.arange(t + 1, device=device)
     projections = {
         "query": head_projection(attention.qkv, 0, head, d),
         "key": head_projection(attention.qkv, 1, head, d),
@@ -249,7 +271,14 @@ def explain_token(
         norm=cfg.norm,
         embedding=model.token_embedding(x_ids[0, : t + 1]).float().cpu(),
         embedding_scale=float(model.token_embedding.scale),
-        position=model.positional_encoding(positions).float().cpu(),
+        positional=cfg.positional,
+        qk_norm=cfg.qk_norm,
+        norm_type=cfg.norm_type,
+        score_factor=float(factor),
+        query_stages=[(what, sq[0, head, t].cpu()) for what, sq, _ in stages],
+        keys_stages=[(what, sk[0, head, : t + 1].cpu()) for what, _, sk in stages],
+        position=(torch.zeros(t + 1, cfg.d_model) if model.rotary
+                  else model.positional_encoding(positions).float().cpu()),
         block_input=x[: t + 1].cpu(),
         attention_input=attn_in[: t + 1].cpu(),
         query=query.cpu(),
@@ -333,7 +362,13 @@ def format_explanation(e: Explanation, *, decimals: int = 4, max_dims: Optional[
     lines.append(f"layer {e.layer} (of {e.num_layers}), head {e.head} (of {e.num_heads}), head size {dk}, "
                  f"d_model {e.block_input.size(-1)}, norm: {e.norm}")
     lines.append("")
-    if e.layer == 0:
+    rope = e.positional == "rope"
+    if e.layer == 0 and rope:
+        lines.append("0. input: token embedding (RoPE adds no positional vector: positions rotate the queries and keys "
+                     "in steps 1-2)")
+        for i in range(e.token + 1):
+            lines.append(row(i, vec(e.block_input[i])))
+    elif e.layer == 0:
         scaled = (f" (the embedding table's row x sqrt(d_model) = {e.embedding_scale:.4g}, as Vaswani et al.)"
                   if e.embedding_scale != 1.0 else "")
         lines.append(f"0. input: token embedding{scaled} + positional encoding")
@@ -344,7 +379,8 @@ def format_explanation(e: Explanation, *, decimals: int = 4, max_dims: Optional[
         for i in range(e.token + 1):
             lines.append(row(i, vec(e.block_input[i])))
     if e.norm == "pre":
-        lines.append("   attention reads them after the block's layer norm (pre-norm):")
+        kind = "RMS norm" if e.norm_type == "rmsnorm" else "layer norm"
+        lines.append(f"   attention reads them after the block's {kind} (pre-norm):")
         for i in range(e.token + 1):
             lines.append(row(i, vec(e.attention_input[i])))
     if weights:
@@ -355,17 +391,35 @@ def format_explanation(e: Explanation, *, decimals: int = 4, max_dims: Optional[
             if b is not None:
                 lines.append(f"   b_{symbol[-1]} = {vec(b)}")
     x = "x" if e.norm != "pre" else "norm(x)"
+    then = ((", then RMS-normalised per head (qk_norm)" if e.qk_norm else "")
+            + (", then rotated by its position (RoPE)" if rope else ""))
     lines.append("")
-    lines.append(f"1. query of {me} = W_q {x} + b_q")
+    lines.append(f"1. query of {me} = W_q {x} + b_q{then}")
+    for what, value in e.query_stages:
+        lines.append(row(e.token, f"{what}: {vec(value)}"))
     lines.append(row(e.token, f"q = {vec(e.query)}"))
-    lines.append(f"2. keys of {me} and every token before it = W_k {x} + b_k")
+    then_keys = then.replace("its position", "each key's position")
+    lines.append(f"2. keys of {me} and every token before it = W_k {x} + b_k{then_keys}")
+    for what, value in e.keys_stages:
+        lines.append(f"   {what}:")
+        for i in range(e.token + 1):
+            lines.append(row(i, f"k = {vec(value[i])}"))
+    if e.keys_stages:
+        lines.append("   " + ("rotated, each by its own position (RoPE):" if rope else "RMS-normalised per head (qk_norm):"))
     for i in range(e.token + 1):
         lines.append(row(i, f"k = {vec(e.keys[i])}"))
-    lines.append(f"3. dot products of the query with each key, scaled by 1/sqrt({dk}) = "
-                 f"{1 / math.sqrt(dk):.{decimals}f}")
+    what = "the rotated query with each rotated key" if rope else "the query with each key"
+    if not e.score_factor or math.isclose(e.score_factor, 1 / math.sqrt(dk), rel_tol=1e-9):
+        lines.append(f"3. dot products of {what}, scaled by 1/sqrt({dk}) = {1 / math.sqrt(dk):.{decimals}f}")
+        label = f"/ sqrt({dk})"
+    else:
+        lines.append(f"3. dot products of {what}, scaled by attn_scale = {e.score_factor:.{decimals}g}")
+        label = f"x {e.score_factor:.{decimals}g}"
+    if rope:
+        lines.append("   (both rotated by their positions: each product depends only on how far apart the tokens are)")
     for i in range(e.token + 1):
         lines.append(row(i, f"q . k = {_num(float(e.dot_products[i]), decimals)}, "
-                            f"/ sqrt({dk}) = {_num(float(e.scores[i]), decimals)}"))
+                            f"{label} = {_num(float(e.scores[i]), decimals)}"))
     lines.append("4. softmax of the scaled dot products = attention weights (they sum to 1)")
     for i in range(e.token + 1):
         lines.append(row(i, _num(float(e.weights[i]), decimals)))

@@ -63,6 +63,7 @@ reproduces its source's forward pass exactly.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 import zipfile
@@ -179,12 +180,25 @@ def gpt2_preset(name: str, **overrides: Any) -> ModelConfig:
 
 
 def _check_gpt2_shaped(config: ModelConfig) -> None:
-    """GPT-2 has nowhere to put sinusoidal positions or post-norm layer norms: refuse them up front (import;
-    exports say which option to train with, see :func:`check_gpt2_exportable`)."""
+    """GPT-2 has nowhere to put sinusoidal or rotary positions, post-norm or RMS norms, QK-norm, gated or squared
+    activations, another attention scale or capped logits: refuse each up front, naming the option (an untied or
+    zero-initialised output layer is fine: GPT-2 can hold its own lm_head; exports: :func:`check_gpt2_exportable`)."""
     if config.positional != "learned":
         raise WordformerError(f"positional={config.positional!r} has no GPT-2 equivalent; GPT-2 needs positional='learned'")
     if config.norm != "pre":
         raise WordformerError(f"norm={config.norm!r} has no GPT-2 equivalent; GPT-2 needs norm='pre'")
+    if config.norm_type != "layernorm":
+        raise WordformerError(f"norm_type={config.norm_type!r} has no GPT-2 equivalent; GPT-2 needs norm_type='layernorm'")
+    if config.qk_norm:
+        raise WordformerError("qk_norm=True has no GPT-2 equivalent; GPT-2 needs qk_norm=False")
+    if config.activation not in TO_HF_ACTIVATION:
+        raise WordformerError(f"activation={config.activation!r} has no GPT-2 equivalent; GPT-2 needs one of: "
+                              f"{', '.join(TO_HF_ACTIVATION)}")
+    if config.attn_scale is not None and not math.isclose(config.attn_scale, config.head_size ** -0.5, rel_tol=1e-12):
+        raise WordformerError(f"attn_scale={config.attn_scale} has no GPT-2 equivalent; GPT-2 scales by "
+                              f"1/sqrt(head size) = {config.head_size ** -0.5:.6g} (attn_scale=None)")
+    if config.logit_softcap:
+        raise WordformerError(f"logit_softcap={config.logit_softcap} has no GPT-2 equivalent; GPT-2 needs logit_softcap=0")
 
 
 # --------------------------------------------------------------------------------------------------- activations
@@ -416,6 +430,7 @@ def check_gpt2_exportable(config: ModelConfig) -> None:
         what = "a layer norm after each sublayer" if config.norm == "post" else "no layer norms"
         raise WordformerError(f"--norm {config.norm}: GPT-2 has a layer norm before each sublayer, not {what}; "
                               f"train with --norm pre to export to GPT-2 / HuggingFace")
+    _check_gpt2_shaped(config)  # the recipe options (issue 15): RMS norm, QK-norm, ReLU², SwiGLU, attn_scale, softcap
 
 
 def hf_config_dict(model: WordPredictor, *, eos_token_id: Optional[int] = None,

@@ -14,11 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from .attention import KVCache
-from .block import DecoderBlock, make_norm
+from .block import DecoderBlock
 from .config import ModelConfig
 from .embedding import OutputLayer, TokenEmbedding
 from .errors import WordformerError
-from .positional import build_positional_encoding
+from .norms import make_norm
+from .positional import RotaryPositionalEncoding, build_positional_encoding
 
 
 class WordPredictor(nn.Module):
@@ -32,18 +33,26 @@ class WordPredictor(nn.Module):
         self.config = config
         scale = math.sqrt(config.d_model) if config.positional == "sinusoidal" else 1.0  # see TokenEmbedding
         self.token_embedding = TokenEmbedding(config.vocab_size, config.d_model, scale=scale)
-        self.positional_encoding = build_positional_encoding(config.positional, config.block_size, config.d_model)
+        self.positional_encoding = build_positional_encoding(config.positional, config.block_size, config.d_model,
+                                                             head_size=config.head_size, rope_base=config.rope_base)
+        self.rotary = isinstance(self.positional_encoding, RotaryPositionalEncoding)  # rotates q, k; adds nothing
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.num_layers))
         # pre-norm blocks leave the residual stream un-normalised, so GPT-2 adds one final norm
         self.final_norm = make_norm(config) if config.norm == "pre" else nn.Identity()
         tied = self.token_embedding if config.tie_weights else None
-        self.output_layer = OutputLayer(config.d_model, config.vocab_size, tied_to=tied)
+        self.output_layer = OutputLayer(config.d_model, config.vocab_size, tied_to=tied, softcap=config.logit_softcap)
         self.apply(self._init_weights)
-        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * layers)
+        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * layers); or start them at
+        # zero (zero_init_residual), so every block begins as the identity and the stream is the embedding
         for block in self.blocks:
             for proj in (block.attention.out, block.feed_forward.down):
-                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * config.num_layers))
+                if config.zero_init_residual:
+                    nn.init.zeros_(proj.weight)
+                else:
+                    nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * config.num_layers))
+        if config.zero_init_output:  # untied only (the config refuses it with tied weights): uniform first guesses
+            nn.init.zeros_(self.output_layer.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -64,7 +73,9 @@ class WordPredictor(nn.Module):
         return total
 
     def embed(self, idx: Tensor, positions: Optional[Tensor] = None) -> Tensor:
-        """Token embedding plus positional encoding: (B, T) -> (B, T, C)."""
+        """Token embedding plus positional encoding: (B, T) -> (B, T, C); with RoPE the embedding alone."""
+        if self.rotary:
+            return self.token_embedding(idx)
         if positions is None:
             positions = torch.arange(idx.size(1), device=idx.device)  # (T,)
         return self.token_embedding(idx) + self.positional_encoding(positions)
@@ -101,11 +112,13 @@ class WordPredictor(nn.Module):
                                       "give at most that many (generation keeps the last block_size tokens)")
             positions = torch.arange(past, past + t, device=idx.device)
         x = self.dropout(self.embed(idx, positions))  # (B, T, C)
+        rotary = self.positional_encoding.angles(positions) if self.rotary else None  # once for every layer
         attentions: list[Tensor] = []
         for i, block in enumerate(self.blocks):
             layer_cache = cache.layers[i] if cache is not None else None
             x, attention = block(
-                x, cache=layer_cache, key_padding_mask=key_padding_mask, return_attention=return_attention, fused=fused
+                x, cache=layer_cache, key_padding_mask=key_padding_mask, return_attention=return_attention, fused=fused,
+                rotary=rotary,
             )
             if attention is not None:
                 attentions.append(attention)

@@ -281,6 +281,9 @@ def positional_table(
             raise WordformerError("give either a model or block_size/d_model, not both")
         cfg = model.config
         pe = model.positional_encoding
+        if cfg.positional == "rope":
+            raise WordformerError("this model uses rotary positions (RoPE): they rotate queries and keys and add no "
+                                  "table to the embedding; plot its attention instead (wordformer plot attention)")
         if cfg.positional == "learned":
             table = pe.table.weight.detach().float().cpu()  # type: ignore[union-attr]
             return table, f"learned positional encoding ({cfg.block_size} positions x d_model {cfg.d_model})"
@@ -353,7 +356,7 @@ def plot_positional_encoding(
 
 
 def plot_lr_schedule(train_config: Union[TrainConfig, LoadedModel], *, steps: Optional[int] = None) -> Figure:
-    """The learning rate of every optimiser step: linear warm-up, then cosine decay to ``min_lr``.
+    """The learning rate of every optimiser step: linear warm-up, then cosine (or WSD) decay to ``min_lr``.
 
     Values come from :class:`wordformer.schedule.Schedule`, what training uses; for a checkpoint, the
     schedule it recorded (with the new decays of resumes that changed ``--max-steps``).
@@ -380,7 +383,9 @@ def plot_lr_schedule(train_config: Union[TrainConfig, LoadedModel], *, steps: Op
     ax.axhline(cfg.min_lr, color="tab:orange", linestyle="--", linewidth=1, label=f"min_lr {cfg.min_lr:g}")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("learning rate")
-    ax.set_title(f"warm-up {cfg.warmup_steps} steps, cosine decay {cfg.lr:g} → {schedule.min_lr:g} "
+    decay = ("cosine decay" if schedule.kind == "cosine"
+             else f"constant, then linear decay over the last {schedule.cooldown_fraction:.0%}")
+    ax.set_title(f"warm-up {cfg.warmup_steps} steps, {decay} {cfg.lr:g} → {schedule.min_lr:g} "
                  f"by step {schedule.max_steps}", fontsize=10)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     ax.grid(alpha=0.3)

@@ -117,7 +117,9 @@ def resume_folder(folder: str, out: str | None) -> Path:
     return path
 
 
-RESTORED_OPTIMIZER = ("lr", "beta1", "beta2", "weight_decay")  # Lightning restores these with the optimizer state
+RESTORED_OPTIMIZER = ("lr", "beta1", "beta2", "weight_decay",  # Lightning restores these with the optimizer state
+                      "optimizer", "muon_lr", "muon_momentum", "muon_momentum_start", "muon_momentum_warmup",
+                      "muon_weight_decay", "muon_split_qkv")
 
 
 def check_same_optimizer(train: TrainConfig, saved: TrainConfig, checkpoint: Path) -> None:

@@ -1,7 +1,10 @@
-"""Learning-rate schedule: linear warm-up, then cosine decay to a floor, stepped once per batch.
+"""Learning-rate schedules, stepped once per batch: linear warm-up, then cosine decay or warm-up–stable–decay.
 
-Warm-up keeps the first updates small while Adam's moment estimates are still noisy; the cosine
-decay then anneals towards ``min_lr`` (as in uvadlc tutorial 6's CosineWarmupScheduler and nanoGPT).
+Warm-up keeps the first updates small while Adam's moment estimates are still noisy. ``cosine`` then anneals
+towards ``min_lr`` over the rest of the run (as in uvadlc tutorial 6's CosineWarmupScheduler and nanoGPT).
+``wsd`` (warm-up, stable, decay; MiniCPM, the modded-nanogpt speedruns) holds the peak rate and decays linearly
+to ``min_lr`` only over the last ``cooldown_fraction`` of the steps: most of the run learns at full speed, and
+the cool-down at the end harvests it.
 
 A resumed run that trains past (or short of) the ``max_steps`` it was started with does not recompute
 that curve for the new length, which would make the rate jump (from the floor at step 599 of a 600-step
@@ -23,12 +26,22 @@ from .errors import WordformerError, check_choice
 RESUME_SCHEDULES = ("continue", "decay", "restart")
 
 
-def learning_rate(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
+def learning_rate(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int,
+                  schedule: str = "cosine", cooldown_fraction: float = 0.2) -> float:
     """Learning rate for optimiser step ``step`` (0-based)."""
     if step < warmup_steps:
         return lr * (step + 1) / (warmup_steps + 1)
     if step >= max_steps:
         return min_lr
+    if schedule == "wsd":
+        cooldown = max(1, round(cooldown_fraction * max_steps))
+        start = max(warmup_steps, max_steps - cooldown)  # the decay never eats into the warm-up
+        if step < start:
+            return lr
+        progress = (step - start) / max(1, max_steps - start)  # 0 -> 1
+        return lr + (min_lr - lr) * progress
+    if schedule != "cosine":
+        raise ValueError(f"unknown schedule {schedule!r}")
     progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)  # 0 -> 1
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
 
@@ -61,11 +74,14 @@ class Schedule:
     warmup_steps: int
     max_steps: int
     decays: tuple[Decay, ...] = ()
+    kind: str = "cosine"  # the run's own curve: "cosine" or "wsd" (decays a resume adds are cosine)
+    cooldown_fraction: float = 0.2  # wsd: the share of the steps that decay
 
     @classmethod
     def of(cls, train: TrainConfig) -> "Schedule":
         """The curve a run's options describe, before any resume changed its length."""
-        return cls(train.lr, train.min_lr, train.warmup_steps, train.max_steps)
+        return cls(train.lr, train.min_lr, train.warmup_steps, train.max_steps, kind=train.schedule,
+                   cooldown_fraction=train.cooldown_fraction)
 
     def rate(self, step: int) -> float:
         """The learning rate of optimiser step ``step`` (0-based)."""
@@ -74,7 +90,7 @@ class Schedule:
                 return cosine_decay(step, start=decay.start, end=decay.end, start_lr=decay.start_lr,
                                     min_lr=decay.min_lr)
         return learning_rate(step, lr=self.lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps,
-                             max_steps=self.max_steps)
+                             max_steps=self.max_steps, schedule=self.kind, cooldown_fraction=self.cooldown_fraction)
 
     def resumed(self, step: int, max_steps: int, how: str, *, min_lr: Optional[float] = None) -> "Schedule":
         """The schedule of a run resumed at ``step`` to train until ``max_steps``; ``how`` is one of
@@ -91,13 +107,15 @@ class Schedule:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the checkpoint (``info["lr_schedule"]``)."""
         return {"lr": self.lr, "min_lr": self.min_lr, "warmup_steps": self.warmup_steps, "max_steps": self.max_steps,
-                "decays": [[d.start, d.end, d.start_lr, d.min_lr] for d in self.decays]}
+                "decays": [[d.start, d.end, d.start_lr, d.min_lr] for d in self.decays], "kind": self.kind,
+                "cooldown_fraction": self.cooldown_fraction}
 
     @classmethod
     def from_dict(cls, raw: Any, where: str) -> "Schedule":
         try:
             decays = tuple(Decay(int(s), int(e), float(a), float(b)) for s, e, a, b in raw.get("decays", ()))
-            return cls(float(raw["lr"]), float(raw["min_lr"]), int(raw["warmup_steps"]), int(raw["max_steps"]), decays)
+            return cls(float(raw["lr"]), float(raw["min_lr"]), int(raw["warmup_steps"]), int(raw["max_steps"]), decays,
+                       str(raw.get("kind", "cosine")), float(raw.get("cooldown_fraction", 0.2)))
         except (AttributeError, KeyError, TypeError, ValueError):
             raise WordformerError(f"{where} holds a damaged learning-rate schedule ({raw!r:.80}); start a new run "
                                   "with --out") from None

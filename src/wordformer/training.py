@@ -36,6 +36,7 @@ from .distributed import check_cluster, check_same_global_batch, is_fsdp, lightn
 from .errors import WordformerError, check_choice
 from .hardware import check_batch_fits, cpu_has_native_bf16, resolve_precision
 from .model import WordPredictor
+from .optim import build_optimizer, build_scheduler
 from .runs import (BEST, LAST, METRICS_CSV, TENSORBOARD, check_out_dir, check_resumable, claim_for_training,
                    interrupted_message, remove_stale_temp_checkpoints)
 from .schedule import RESUME_SCHEDULES, Schedule, describe_resume, saved_schedule
@@ -50,7 +51,7 @@ class NonFiniteLossError(WordformerError):
 
 
 class WordPredictorModule(L.LightningModule):
-    """Trains a :class:`WordPredictor` with AdamW and a warm-up + cosine learning-rate schedule."""
+    """Trains a :class:`WordPredictor` with AdamW (or Muon) and a warm-up + cosine (or WSD) learning-rate schedule."""
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig, *,
                  data_config: Optional[DataConfig] = None, tokenizer: Optional[Tokenizer] = None,
@@ -113,26 +114,10 @@ class WordPredictorModule(L.LightningModule):
             self.log("val_ppl", torch.exp(torch.as_tensor(float(val_loss))))  # from the synced val_loss
 
     def configure_optimizers(self) -> Any:
-        cfg = self.train_config
-        # weight decay on weight matrices only (and embeddings); biases and norms are left alone
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        # fused AdamW (one kernel for all parameters) on CUDA and CPU. Lightning refuses to clip the gradients
-        # of a fused optimizer under mixed precision; bf16 is clipped here instead (configure_gradient_clipping),
-        # fp16 with its loss scaler uses the multi-tensor (foreach) implementation
+        # AdamW, or Muon for the hidden matrices + AdamW for the rest; warm-up then cosine or WSD (wordformer.optim)
         precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
-        if precision == "16-mixed" and cfg.grad_clip > 0:
-            impl: dict[str, bool] = {"foreach": True}
-        else:
-            impl = {"fused": True} if self.device.type in ("cuda", "cpu") else {}
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **impl)
-
-        def factor(step: int) -> float:  # a closure, not an object: LambdaLR then saves none of its state
-            return self.schedule.rate(step) / cfg.lr
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        optimizer = build_optimizer(self.model, self.train_config, device_type=self.device.type, precision=precision)
+        scheduler = build_scheduler(optimizer, self.train_config, rate=self.schedule.rate)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,

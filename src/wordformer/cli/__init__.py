@@ -37,6 +37,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "train", "train a word predictor; writes OUT/best.ckpt, OUT/last.ckpt and logs", trains=True),
     Command("demo", "train", "train on the built-in corpus for about two minutes, then generate and predict",
             trains=True),
+    Command("presets", "train", "list the presets (--preset NAME of train, demo, tune) and what each sets",
+            "Presets are named bundles of options; options given beside --preset (on the command line or in "
+            "--config) override it. `wordformer presets NAME --yaml` prints one as a config file."),
     Command("generate", "infer", "continue a prompt with a trained model",
             "Print the prompt as the model read it (a word model's lowercasing and <unk> shown; ' <eos> ' after a "
             "pairs model's question), then the continuation, joined as the tokenizer joins tokens: the line that "

@@ -13,9 +13,10 @@ import logging
 from dataclasses import MISSING, fields
 from typing import Any, Optional, Sequence
 
-from ..config import (ACTIVATIONS, ENCODING_ERRORS, EOS_MODES, NORMS, POSITIONALS, SAMPLINGS, SECTIONS, STRATEGIES,
-                      TOKENIZERS,
-                      DataConfig, ModelConfig, TrainConfig, build_configs, field_help, field_type, read_config_file)
+from ..config import (ACTIVATIONS, ENCODING_ERRORS, EOS_MODES, NORM_TYPES, NORMS, OPTIMIZERS, POSITIONALS, SAMPLINGS,
+                      SCHEDULES, SECTIONS, STRATEGIES, TOKENIZERS, DataConfig, ModelConfig, TrainConfig, build_configs,
+                      field_help, field_type, read_config_file)
+from ..presets import DEFAULT_PRESET, preset_names, preset_values
 
 CHOICES = {
     "positional": POSITIONALS,
@@ -25,12 +26,16 @@ CHOICES = {
     "eos": EOS_MODES,
     "encoding_errors": ENCODING_ERRORS,
     "sampling": SAMPLINGS,
+    "norm_type": NORM_TYPES,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
     "strategy": STRATEGIES,
 }
 SKIP = {"vocab_size"}  # set from the tokenizer
 # help text for defaults that read badly as a value (None, most of all)
 DEFAULT_SHOWN = {"data": "the built-in corpus", "max_vocab": "every word", "max_time": "no limit",
-                 "cache_dir": "$WORDFORMER_CACHE, else ~/.cache/wordformer", "workers": "every core"}
+                 "cache_dir": "$WORDFORMER_CACHE, else ~/.cache/wordformer", "workers": "every core",
+                 "attn_scale": "1/sqrt(head_size)"}
 METAVARS = {"encoding": "NAME", "data": "PATH", "cache_dir": "DIR"}
 
 # options that only one tokenizer or mode reads: given elsewhere they would be dropped without a word
@@ -44,7 +49,10 @@ def flag(name: str) -> str:
 
 
 def add_config_options(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
-    """One option per config field, defaulting to "not given" so YAML values are not overridden."""
+    """``--preset`` and one option per config field, defaulting to "not given" so YAML values are not overridden."""
+    parser.add_argument("--preset", default=None, choices=preset_names(),
+                        help="a named bundle of options (`wordformer presets` lists them); options given beside it, "
+                             f"here or in --config, override it (default: {DEFAULT_PRESET})")
     titles = {"model": "model options", "data": "data options", "train": "training options"}
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(titles[section])
@@ -72,13 +80,17 @@ def given_config_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def configs_from_args(args: argparse.Namespace, base: Optional[dict[str, Any]] = None, *,
                       warn: bool = True) -> tuple[ModelConfig, DataConfig, TrainConfig]:
-    """Defaults < ``base`` < YAML file (``--config``) < options given on the command line; ``warn``: say which
-    given options the chosen tokenizer or mode ignores."""
+    """Defaults < ``base`` < preset (``--preset``, else the file's ``preset:``) < YAML file (``--config``) < options
+    given on the command line; ``warn``: say which given options the chosen tokenizer or mode ignores."""
     values: dict[str, Any] = dict(base or {})
     where = "options"
     given = dict(given_config_values(args))
+    from_file = read_config_file(args.config) if getattr(args, "config", None) else {}
+    preset = getattr(args, "preset", None) or from_file.pop("preset", None)
+    from_file.pop("preset", None)
+    if preset is not None:
+        values.update(preset_values(str(preset)))
     if getattr(args, "config", None):
-        from_file = read_config_file(args.config)
         values.update(from_file)
         given = {**from_file, **given}
         where = f"{args.config} or options"

@@ -1,4 +1,5 @@
-"""``wordformer train`` and ``wordformer demo``: build the configs from options, train, report."""
+"""``wordformer train``, ``wordformer demo`` and ``wordformer presets``: build the configs from options (or list the
+named bundles of them), train, report."""
 
 from __future__ import annotations
 
@@ -127,3 +128,35 @@ def run_demo(args: argparse.Namespace) -> int:
           f"  wordformer serve{'' if ckpt == DEMO_CHECKPOINT else f' --checkpoint {ckpt}'}"
           "      (the page at http://127.0.0.1:8000/ and an OpenAI-compatible API at /v1)")
     return 0
+
+
+def add_presets(p: argparse.ArgumentParser) -> None:
+    from ..presets import preset_names
+
+    p.add_argument("name", nargs="?", choices=preset_names(), default=None, help="show only this preset")
+    p.add_argument("--yaml", action="store_true", help="print the preset as a YAML config file (needs NAME)")
+
+
+def run_presets(args: argparse.Namespace) -> int:
+    from ..errors import WordformerError
+    from ..presets import DEFAULT_PRESET, PRESETS, preset_names, preset_values, preset_yaml
+
+    if args.yaml:
+        if args.name is None:
+            raise WordformerError("--yaml prints one preset: give its name, e.g. `wordformer presets fast --yaml`")
+        print(preset_yaml(args.name), end="")
+        return 0
+    for name in [args.name] if args.name else preset_names():
+        default = " (the default)" if name == DEFAULT_PRESET else ""
+        print(f"{name}{default}: {PRESETS[name].summary}")
+        print("  " + ", ".join(f"{k}={shown(v)}" for k, v in preset_values(name).items()))
+    return 0
+
+
+def shown(value: Any) -> str:
+    """A config value as YAML spells it: null, true/false, 0.003."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{value:g}" if isinstance(value, float) else str(value)

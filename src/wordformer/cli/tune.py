@@ -38,7 +38,8 @@ def add_tune(p: argparse.ArgumentParser) -> None:
                    help="run: tune (default); report: table, CSV and plots of a study")
     g = p.add_argument_group("tuning options")
     g.add_argument("--space", default=None, metavar="FILE.yaml",
-                   help="search space YAML (default: the built-in space, wordformer/tune/default_space.yaml)")
+                   help="search space YAML, or `recipe` for the built-in space with the recipe options (Muon, RoPE, ...; "
+                        "wordformer/tune/recipe_space.yaml) (default: wordformer/tune/default_space.yaml)")
     g.add_argument("--trials", type=int, default=None, metavar="N",
                    help=f"trials this run adds; each worker adds its own (default: {DEFAULT_TRIALS}, "
                         "or unlimited with --timeout)")

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
-from ..config import SECTIONS, DataConfig, ModelConfig, TrainConfig, field_names, field_type
+from ..config import SECTIONS, DataConfig, ModelConfig, TrainConfig, field_names, field_optional, field_type
 from ..errors import WordformerError
 
 TYPES = ("int", "float", "categorical", "bool")
@@ -250,12 +250,52 @@ class SearchSpace:
             out["fixed"] = dict(self.fixed)
         return out
 
+    def check_combinations(self, base: Optional[ModelConfig] = None) -> None:
+        """Refuse a space that could combine options the config refuses together, so no trial fails for it:
+        ``zero_init_output`` with a tied output layer, and rotary positions with an odd head size.
+
+        Without ``base`` (at load time) only what the space itself sets is judged; with it, the base config supplies
+        the rest (``wordformer tune`` checks again with its base config).
+        """
+        in_space = set(self.targets) | set(self.fixed)
+        if base is None and not {"model.zero_init_output", "model.tie_weights"} <= in_space:
+            zero, tied = [], []
+        else:
+            defaults = base or ModelConfig()
+            zero = _values_for(self, "model.zero_init_output", defaults.zero_init_output) or []
+            tied = _values_for(self, "model.tie_weights", defaults.tie_weights) or []
+        base_given = base is not None
+        base = base or ModelConfig()
+        if True in zero and True in tied:
+            raise WordformerError(
+                f"search space {self.source}: model.zero_init_output can be true while model.tie_weights is true, "
+                f"which the config refuses; fix model.tie_weights: false (under fixed:) or leave zero_init_output out"
+            )
+        if "rope" not in (_values_for(self, "model.positional", base.positional) or []):
+            return
+        if any(p.target == HEAD_SIZE for p in self.params) or HEAD_SIZE in self.fixed:
+            sizes = _values_for(self, HEAD_SIZE, None) or []
+        elif not base_given and not {"model.num_heads", "model.d_model"} & in_space:
+            sizes = []  # the base config decides the head size: judged when tuning starts
+        else:
+            heads = _values_for(self, "model.num_heads", base.num_heads) or []
+            widths = _values_for(self, "model.d_model", base.d_model) or []
+            sizes = [d // h for h in heads for d in widths if _is_int(h) and _is_int(d) and h >= 1 and d % h == 0]
+        odd = sorted({s for s in sizes if _is_int(s) and s % 2})
+        if odd:
+            raise WordformerError(
+                f"search space {self.source}: model.positional can be rope, which needs an even head size, but the "
+                f"space allows head size {odd[0]}; use even head sizes (e.g. model.head_size as a power of two >= 2)"
+            )
+
     def check_heads(self, base: Optional[ModelConfig] = None) -> None:
-        """Refuse a space whose head counts might not divide its widths (see the module doc).
+        """Refuse a space whose head counts might not divide its widths (see the module doc), or whose options
+        could meet in a combination the config refuses (:meth:`check_combinations`).
 
         Without ``base`` only a space that sets both num_heads and d_model is checked (at load
         time); with it, the base config supplies whichever of the two the space leaves alone.
         """
+        self.check_combinations(base)
         has_head_size = any(p.target == HEAD_SIZE for p in self.params) or HEAD_SIZE in self.fixed
         if has_head_size:
             return
@@ -511,7 +551,8 @@ def _check_value_types(param: Param, bad: Any) -> None:
     if param.type == "categorical":
         for c in param.choices:
             ok = (
-                (want is bool and isinstance(c, bool))
+                (c is None and field_optional(SECTIONS[section], name))
+                or (want is bool and isinstance(c, bool))
                 or (want is int and _is_int(c))
                 or (want is float and _is_number(c))
                 or (want is str and isinstance(c, str))
@@ -533,6 +574,8 @@ def _config_complaint(target: str, value: Any) -> Optional[str]:
         overrides["model.num_heads"] = 1
     elif target == "train.min_lr":
         overrides["train.lr"] = math.nextafter(10.0, 0.0)  # the largest lr the config allows
+    elif target == "model.zero_init_output" and value is True:
+        overrides["model.tie_weights"] = False  # the pair is check_combinations' business
     try:
         apply_overrides(overrides)
     except WordformerError as exc:
@@ -616,11 +659,15 @@ def parse_space(data: Any, *, source: str = "<memory>") -> SearchSpace:
     return space
 
 
+BUILTIN_SPACES = {"default": "default_space.yaml", "recipe": "recipe_space.yaml"}  # --space NAME, beside this module
+
+
 def load_space(path: Optional[str | Path] = None) -> SearchSpace:
-    """Read a space file, or the built-in default space when ``path`` is None."""
-    if path is None:
-        text = resources.files("wordformer.tune").joinpath("default_space.yaml").read_text(encoding="utf-8")
-        source = "default_space.yaml"
+    """Read a space file, or a built-in space: the default one when ``path`` is None, ``"recipe"`` for the recipe
+    options of issue 15 (``recipe_space.yaml``), unless a file of that name exists."""
+    if path is None or (str(path) in BUILTIN_SPACES and not Path(path).is_file()):
+        source = BUILTIN_SPACES[str(path or "default")]
+        text = resources.files("wordformer.tune").joinpath(source).read_text(encoding="utf-8")
     else:
         p = Path(path)
         if not p.is_file():
