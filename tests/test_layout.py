@@ -94,6 +94,21 @@ def test_no_private_name_is_imported_from_another_module():
     assert private == []
 
 
+def test_every_name_imported_from_our_modules_exists(monkeypatch):
+    """Lazy imports (inside functions) run only when their code does: a name moved or renamed elsewhere would
+    break them silently (bench_serve once imported ``finish`` from where it no longer was)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    known = module_files()
+    missing = []
+    for name, path in known.items():
+        for module, taken in imports_of(name, path, known):
+            if taken and taken != "*" and not hasattr(importlib.import_module(module), taken):
+                missing.append(f"{name} imports {taken} from {module}")
+    assert missing == []
+
+
 def test_only_the_cli_package_parses_arguments_or_prints():
     offenders = []
     for path in (SRC / "wordformer").rglob("*.py"):
