@@ -90,8 +90,9 @@ def check_unchanged(source: Source) -> None:
 
 
 class _Normaliser:
-    """Incremental decoding (UTF-8 unless ``encoding`` says otherwise) with the whole-file rules: byte-order mark dropped, ``\\r\\n`` and ``\\r`` as
-    ``\\n``, NUL bytes refused as binary; the offsets in messages are byte offsets in the file."""
+    """Incremental decoding (UTF-8 unless ``encoding`` says otherwise) with the whole-file rules: byte-order
+    mark dropped, ``\\r\\n`` and ``\\r`` as ``\\n``, NUL bytes refused as binary (UTF-16/32 excepted); the
+    offsets in messages are byte offsets in the file."""
 
     def __init__(self, path: Path, errors: str, encoding: str = "utf-8") -> None:
         self.path, self.errors, self.encoding = path, errors, encoding
