@@ -449,16 +449,26 @@ def _stream(job: Job, chunks: AsyncIterator[str]) -> StreamingResponse:
 
 
 async def _collect(job: Job) -> list[tuple]:
+    """Every event of a job run to its end; a decoding error becomes a 500."""
     watcher = asyncio.create_task(_watch_disconnect(job.request, job))
     try:
-        return [event async for event in job.events_until_done()]
+        events = [event async for event in job.events_until_done()]
     finally:
         watcher.cancel()
         job.cancel()
+    error = next((e[2] for e in events if e[0] == "error"), None)
+    if error:
+        raise ApiError(500, error, type="server_error")
+    return events
 
 
-def _first_error(events: list[tuple]) -> Optional[str]:
-    return next((e[2] for e in events if e[0] == "error"), None)
+def _token_entries(events: list[tuple], choices: int) -> list[list[tuple]]:
+    """Per choice, (token, logprob, top, text offset) of each generated token that carries them."""
+    items: list[list[tuple]] = [[] for _ in range(choices)]
+    for event in events:
+        if event[0] == "token" and event[3] is not None:
+            items[event[1]].append(event[3])
+    return items
 
 
 # ------------------------------------------------------------------------------------------- completions
@@ -584,14 +594,8 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         return _stream(job, chunks())
 
     events = await _collect(job)
-    error = _first_error(events)
-    if error:
-        raise ApiError(500, error, type="server_error")
-    items: list[list[tuple]] = [[] for _ in job.sinks]
-    for event in events:
-        if event[0] == "token" and event[3] is not None:
-            t, v, top, off = event[3]
-            items[event[1]].append((t, v, top, len(head(event[1])) + off))
+    items = [[(t, v, top, len(head(i)) + off) for t, v, top, off in entries]
+             for i, entries in enumerate(_token_entries(events, len(job.sinks)))]
     choices = []
     for i, sink in enumerate(job.sinks):
         lp = None
@@ -708,14 +712,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
         return _stream(job, chunks())
 
     events = await _collect(job)
-    error = _first_error(events)
-    if error:
-        raise ApiError(500, error, type="server_error")
-    items: list[list[tuple]] = [[] for _ in job.sinks]
-    for event in events:
-        if event[0] == "token" and event[3] is not None:
-            t, v, top, _ = event[3]
-            items[event[1]].append((t, v, top))
+    items = [[(t, v, top) for t, v, top, _ in entries] for entries in _token_entries(events, len(job.sinks))]
     choices = [{"index": i, "message": {"role": "assistant", "content": sink.text.text, "refusal": None},
                 "logprobs": _chat_logprobs(tok, items[i]) if want_lp else None,
                 "finish_reason": sink.finish_reason or "stop"} for i, sink in enumerate(job.sinks)]
