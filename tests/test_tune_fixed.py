@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,32 +22,15 @@ from wordformer.tune.objective import ObjectiveSettings, TrainingObjective
 from wordformer.tune.space import parse_space
 from wordformer.tune.study import StudySettings, run_study
 from wordformer.config import DataConfig, ModelConfig, TrainConfig
+from wordformer.training import TrainResult
+
+from stand_ins import train_result
 
 SPACE = """
 params:
   log2_head_size: {target: model.head_size, type: int, low: 2, high: 3, transform: power_2}
   lr: {target: train.lr, type: float, low: 1.0e-3, high: 1.0e-2, log: true}
 """
-
-
-@dataclass
-class StandIn:
-    """What wordformer.training.train returns, for a run that did not train."""
-
-    out_dir: Path
-    val_loss: float
-    metrics: dict = field(default_factory=dict)
-    steps: int = 2
-    seconds: float = 0.01
-    num_parameters: int = 10
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.out_dir / "best.ckpt"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.out_dir / "last.ckpt"
 
 
 @pytest.fixture
@@ -58,12 +40,12 @@ def trained(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any, Any, Path]]
 
     calls: list[tuple[Any, Any, Any, Path]] = []
 
-    def stand_in(model: Any, data: Any, train: Any, out_dir: Path, **kw: Any) -> StandIn:
+    def stand_in(model: Any, data: Any, train: Any, out_dir: Path, **kw: Any) -> TrainResult:
         calls.append((model, data, train, Path(out_dir)))
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "best.ckpt").write_bytes(b"x")
         value = abs(math.log10(train.lr) + 2.5) + 0.01 * model.d_model
-        return StandIn(Path(out_dir), value, {"val_loss": value})
+        return train_result(Path(out_dir), value, {"val_loss": value}, steps=2, num_parameters=10)
 
     monkeypatch.setattr(wordformer.training, "train", stand_in)
     return calls

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -24,6 +23,9 @@ from wordformer.tune.space import parse_space
 from wordformer.tune.study import (
     FAIL_REASON, SAMPLERS, StudySettings, best_trial, fail_trial, load_existing_study, open_storage, run_study,
 )
+from wordformer.training import TrainResult
+
+from stand_ins import train_result
 
 SPACE = parse_space({"params": {
     "lr": {"target": "train.lr", "type": "float", "low": 1e-4, "high": 1e-2, "log": True, "default": 1e-3},
@@ -96,25 +98,7 @@ def test_grid_refuses_float_without_step(tmp_path: Path) -> None:
         run_study(settings(tmp_path, sampler="grid"), SPACE, cheap_objective(SPACE))
 
 
-@dataclass
-class FakeResult:
-    val_loss: float
-    out_dir: Path
-    metrics: dict = field(default_factory=dict)
-    steps: int = 10
-    seconds: float = 0.01
-    num_parameters: int = 100
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.out_dir / "best.ckpt"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.out_dir / "last.ckpt"
-
-
-def fake_train(model: Any, data: Any, train: Any, out_dir: Path, **kw: Any) -> FakeResult:
+def fake_train(model: Any, data: Any, train: Any, out_dir: Path, **kw: Any) -> TrainResult:
     """Stands in for wordformer.training.train: fails on some configurations, writes checkpoint files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if model.num_layers == 2:
@@ -124,7 +108,7 @@ def fake_train(model: Any, data: Any, train: Any, out_dir: Path, **kw: Any) -> F
     (out_dir / "best.ckpt").write_bytes(b"x")
     (out_dir / "last.ckpt").write_bytes(b"x")
     value = math.nan if model.num_layers == 4 else cheap_value(model, train)
-    return FakeResult(val_loss=value, out_dir=out_dir, metrics={"val_loss": value, "val_acc": 0.5})
+    return train_result(out_dir, value, {"val_loss": value, "val_acc": 0.5})
 
 
 def test_failed_trials_recorded_with_reason_and_study_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,7 +209,7 @@ def test_metric_sets_direction_and_a_study_keeps_its_metric(tmp_path: Path) -> N
 
 
 def test_metric_value_per_metric() -> None:
-    result = FakeResult(val_loss=2.0, out_dir=Path("."), metrics={"val_loss": 2.5, "val_acc": 0.4})
+    result = train_result(Path("."), 2.0, {"val_loss": 2.5, "val_acc": 0.4})
     assert metric_value(result, "val_loss") == 2.0
     assert math.isclose(metric_value(result, "val_ppl"), math.exp(2.0))
     assert metric_value(result, "val_acc") == 0.4
