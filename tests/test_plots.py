@@ -1,6 +1,7 @@
 """Plots: files are written, and what is drawn is the model's own data (read back from the artists)."""
 
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from wordformer.checkpoint import wordformer_entry
 from wordformer.cli import main
 from wordformer.errors import WordformerError
 from wordformer.plots import (plot_attention, plot_embeddings, plot_lr_schedule, plot_positional_encoding,
-                              plot_training_curves, read_metrics, save_figure)
+                              plot_training_curves, positional_table, read_metrics, save_figure)
 from wordformer.positional import sinusoidal_table
 from wordformer.schedule import learning_rate
 
@@ -98,6 +99,24 @@ def test_positional_of_a_learned_model_is_its_table(tok):
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), learned)
     with pytest.raises(WordformerError, match="not both"):
         plot_positional_encoding(model, 8, 4)
+
+
+def test_positional_of_a_rope_model_is_the_sine_and_cosine_of_its_rotation_angles(tok):
+    """RoPE adds nothing; what it does per position is turn pair i of each head by position x base^(-2i/D). At
+    base 10000 those sines and cosines are the sinusoidal table at the head size (Vaswani's frequencies)."""
+    model = random_model(tok, positional="rope", d_model=16, num_heads=2)
+    table, title = positional_table(model)
+    assert title.startswith("rotary positions (RoPE)") and table.shape == (16, 8)
+    torch.testing.assert_close(table, sinusoidal_table(16, 8), rtol=0, atol=1e-5)
+    other = random_model(tok, positional="rope", rope_base=100.0, d_model=16, num_heads=2)
+    slow, _ = positional_table(other)
+    assert not torch.allclose(slow, table, atol=1e-3)
+    position, pair = 5, 1  # angle = 5 * 100^(-2/8)
+    assert float(slow[position, 2 * pair]) == pytest.approx(math.sin(position * 100.0 ** (-2 * pair / 8)), abs=1e-6)
+    fig = plot_positional_encoding(model)
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), table.numpy())
+    with pytest.raises(WordformerError, match="head size is 8"):
+        plot_positional_encoding(model, dims=[8])
 
 
 def test_lr_curve_is_the_training_schedule():

@@ -69,8 +69,15 @@ def served(tmp_path_factory, serve_models):
     assert main(["train", "--data", str(root / "toy.tsv"), "--out", str(root / "toy"), "--cache-dir",
                  str(root / "cache"), *TOY]) == 0
     toy = root / "toy" / "best.ckpt"
-    with start_server({"toy": toy, "char": serve_models["char"]}) as running:
+    # the same pairs with the recipe's attention: rotary positions, qk_norm and a non-default attn_scale
+    assert main(["train", "--data", str(root / "toy.tsv"), "--out", str(root / "rope"), "--cache-dir",
+                 str(root / "cache"), *TOY[:TOY.index("--d-model")], "--d-model", "8", "--num-heads", "2",
+                 *TOY[TOY.index("--num-layers"):TOY.index("--max-steps")], "--max-steps", "40",
+                 *TOY[TOY.index("--lr"):], "--positional", "rope", "--qk-norm", "--attn-scale", "0.6"]) == 0
+    rope = root / "rope" / "best.ckpt"
+    with start_server({"toy": toy, "char": serve_models["char"], "rope": rope}) as running:
         running.toy = toy  # type: ignore[attr-defined]
+        running.rope = rope  # type: ignore[attr-defined]
         yield running
 
 
@@ -248,6 +255,59 @@ def test_the_page_end_to_end(browser, served, shots, capsys):
     hosts = {urlsplit(u).hostname for u in browser.requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
     assert hosts == {"127.0.0.1"}, hosts
     assert all(urlsplit(u).scheme in ("http", "data", "blob") for u in browser.requests)
+
+
+def test_the_steps_show_rotated_queries_and_keys(browser, served, shots, capsys):
+    """With RoPE and qk_norm, steps 1-2 show q and k at every stage (projected, normalised, rotated) and step 3
+    the model's own factor, each equal to `wordformer explain --json`; step 0 adds no positional vector."""
+    errors: list[str] = []
+    model = served.ids["rope"]
+    page = open_page(browser, f"{served.base_url}/#m={quote(model)}", errors)
+    page.locator("#prompt").fill("statquest is what")  # the example prompt has 4 tokens too: wait for these
+    page.wait_for_function("Array.from(document.querySelectorAll('#tokens .tok .lbl')).map(e => e.textContent)"
+                           ".join(' ') === 'statquest is what <eos>'")
+    page.wait_for_function("document.querySelectorAll('#attention-grid .mini').length === 2")
+    page.wait_for_function("document.querySelector('#steps .summary') && document.querySelector('#steps .summary')"
+                           ".textContent.includes('token #3')")
+    layer, head, token = 0, 1, 2
+    page.locator(f"#attention-grid .mini[data-layer='{layer}'][data-head='{head}']").click()
+    page.locator(f"#tokens .tok[data-index='{token}']").click()
+    page.wait_for_function(f"document.querySelector('#steps .summary') && document.querySelector('#steps .summary')"
+                           f".textContent.includes('token #{token}') && document.querySelector('#steps .summary')"
+                           f".textContent.includes('head {head} of 2')")
+    assert main(["explain", "--checkpoint", str(served.rope), "--prompt", "statquest is what", "--layer",
+                 str(layer), "--head", str(head), "--token", str(token), "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    assert [s["stage"] for s in expected["query_stages"]] == ["W x + b", "RMS-normalised per head (qk_norm)"]
+    page.locator("#full-vectors").check()
+
+    def shown(selector: str) -> list[float]:
+        return [x for text in page.locator(f"#steps {selector}").all_inner_texts() for x in numbers(text)]
+
+    close = dict(abs=5.1e-5)
+    for k, stage in enumerate(expected["query_stages"]):
+        text = page.locator(f"#steps [data-field='query_stages'][data-row='{k}']").inner_text()
+        assert text.startswith(stage["stage"])
+        assert shown(f"[data-field='query_stages'][data-row='{k}']") == pytest.approx(stage["value"], **close)
+        keys = shown(f"[data-field='keys_stages'][data-stage='{k}']")
+        assert keys == pytest.approx([x for row in expected["keys_stages"][k]["value"] for x in row], **close)
+    assert shown("[data-field='query']") == pytest.approx(expected["query"], **close)
+    assert shown("[data-field='keys']") == pytest.approx([x for row in expected["keys"] for x in row], **close)
+    # rotation changed the numbers (the stages are not the final q and k repeated)
+    assert shown("[data-field='query_stages'][data-row='1']") != pytest.approx(expected["query"], abs=1e-3)
+    for field in ("dot_products", "scores", "weights"):
+        assert shown(f"[data-field='{field}']") == pytest.approx(expected[field], **close), field
+    steps_text = page.locator("#steps").inner_text()
+    assert "rotated by its position (RoPE)" in steps_text and "attn_scale 0.6" in steps_text
+    assert "+ positional encoding" not in steps_text and "RoPE adds no positional vector" in steps_text
+    # the model-wide views load too: RoPE's "positional" view is the sine and cosine of each pair's angle
+    page.wait_for_selector("#positional svg")
+    assert page.locator("#positional svg").get_attribute("aria-label").startswith("rotary positions (RoPE)")
+    page.wait_for_selector("#curves svg")
+    page.evaluate("document.querySelector('.top').style.position = 'static'")
+    page.locator("#steps-card").screenshot(path=str(shots / "serve_steps_rope.png"))
+    page.close()
+    assert not errors, errors
 
 
 def test_the_page_asks_for_the_api_key(browser, served):

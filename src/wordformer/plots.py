@@ -272,7 +272,9 @@ def positional_table(
 ) -> tuple[Tensor, str]:
     """The (P, C) positional encodings to plot and a title.
 
-    ``source``: a model (its own table: fixed sinusoids or learned vectors), ``"sinusoidal"`` or None
+    ``source``: a model (its own table: fixed sinusoids or learned vectors; for rotary positions the sine and cosine
+    of each pair's rotation angle, (P, head size), which turn queries and keys instead of being added),
+    ``"sinusoidal"`` or None
     (the sinusoidal table for ``block_size`` x ``d_model``, defaults from :class:`ModelConfig`).
     """
     if isinstance(source, (WordPredictor, LoadedModel)):
@@ -281,9 +283,14 @@ def positional_table(
             raise WordformerError("give either a model or block_size/d_model, not both")
         cfg = model.config
         pe = model.positional_encoding
-        if cfg.positional == "rope":
-            raise WordformerError("this model uses rotary positions (RoPE): they rotate queries and keys and add no "
-                                  "table to the embedding; plot its attention instead (wordformer plot attention)")
+        if cfg.positional == "rope":  # nothing is added: the table is the sine and cosine of each rotation angle
+            rope = pe  # RotaryPositionalEncoding
+            cos, sin = rope.angles(torch.arange(cfg.block_size))  # type: ignore[operator]  # (P, D/2) each
+            table = torch.stack((sin, cos), dim=-1).flatten(1)  # (P, D): sin, cos of pair 0, then of pair 1, ...
+            head = cfg.d_model // cfg.num_heads
+            return table, (f"rotary positions (RoPE): sin and cos of the angle that turns each of the {head // 2} "
+                           f"pairs of every head's queries and keys ({cfg.block_size} positions x head size {head}); "
+                           "nothing is added to the embedding")
         if cfg.positional == "learned":
             table = pe.table.weight.detach().float().cpu()  # type: ignore[union-attr]
             return table, f"learned positional encoding ({cfg.block_size} positions x d_model {cfg.d_model})"
@@ -330,7 +337,8 @@ def plot_positional_encoding(
     dims = _default_dims(width) if dims is None else list(dims)
     bad = [d for d in dims if not 0 <= d < width]
     if bad:
-        raise WordformerError(f"dimension(s) {bad} out of range: d_model is {width} (0..{width - 1})")
+        what = "the head size" if title.startswith("rotary") else "d_model"
+        raise WordformerError(f"dimension(s) {bad} out of range: {what} is {width} (0..{width - 1})")
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     heat, curves = fig.subplots(1, 2, width_ratios=[1.1, 1])
     limit = max(1e-8, float(table.abs().max()))

@@ -89,7 +89,7 @@ export function positionalSvg(data, used) {
   const lim = Math.max(1e-8, ...table.map((r) => Math.max(...r.map(Math.abs))));
   table.forEach((row, p) => row.forEach((v, d) => node.append(hover(svg("rect", {
     x: x0 + d * cw, y: y0 + p * ch, width: cw, height: ch, fill: diverging(v / lim),
-  }), `position ${p}, dimension ${d}${data.kind === "sinusoidal" ? (d % 2 ? " (cos)" : " (sin)") : ""}\nvalue ${fmt(v)}`))));
+  }), `position ${p}, ${data.kind === "rope" ? `pair ${d >> 1}` : `dimension ${d}`}${data.kind === "learned" ? "" : (d % 2 ? " (cos)" : " (sin)")}\nvalue ${fmt(v)}`))));
   if (used > 0) node.append(svg("rect", { x: x0 - 2, y: y0 - 1, width: C * cw + 4, height: Math.min(used, P) * ch + 2, fill: "none", stroke: "#e8710a", "stroke-width": 2 }));
   const step = Math.max(1, Math.ceil(P / 12));
   for (let p = 0; p < P; p += step) node.append(svg("text", { x: x0 - 4, y: y0 + p * ch + ch / 2 + 3, "font-size": 9, "text-anchor": "end", text: p }));
