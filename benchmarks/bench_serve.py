@@ -4,7 +4,7 @@ Two model sizes, each a GPT-2-shaped model (learned positions, pre-norm, tanh GE
 biases) so that one set of weights is both a wordformer checkpoint and a ``GPT2LMHeadModel`` folder
 (``wordformer.gpt2.to_hf_model``):
 
-* ``demo``: the demo's sizes (``DEMO_OPTIONS``: 2 layers, 4 heads, d_model 64) and its word tokenizer
+* ``demo``: the demo's sizes (``DEMO_SIZES``: 2 layers, 4 heads, d_model 64) and its word tokenizer
   (built-in corpus, min_freq 2);
 * ``bench``: the benchmarks' sizes (``SIZES``: 4 layers, 4 heads, d_model 128) and the char tokenizer of
   tinyshakespeare.
@@ -67,11 +67,11 @@ REQUESTS_PER_CLIENT = 4
 
 
 def size_options() -> dict[str, dict[str, Any]]:
-    from wordformer.cli.train import DEMO_OPTIONS
+    from wordformer.cli.train import DEMO_SIZES
 
-    demo = {k: DEMO_OPTIONS[k] for k in ("num_layers", "num_heads", "d_model")}
+    demo = {k: DEMO_SIZES[k] for k in ("num_layers", "num_heads", "d_model")}
     bench = {k: SIZES[k] for k in ("num_layers", "num_heads", "d_model")}
-    return {"demo": {**demo, "tokenizer": "word", "min_freq": DEMO_OPTIONS["min_freq"]},
+    return {"demo": {**demo, "tokenizer": "word", "min_freq": DEMO_SIZES["min_freq"]},
             "bench": {**bench, "tokenizer": "char"}}
 
 

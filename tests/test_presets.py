@@ -110,6 +110,29 @@ def test_demo_and_tune_take_a_preset_too():
     assert parser.parse_args(["tune", "--preset", "gpt2"]).preset == "gpt2"
 
 
+def test_the_demo_trains_the_fast_preset_at_its_own_sizes_and_chapter_brings_the_chapter_back(capsys):
+    """The demo's default is fast (it won at the demo's sizes, BENCHMARKS.md section 12); its sizes stay whatever
+    preset is chosen, and options beside the preset still win."""
+    from wordformer.cli.train import DEMO_OPTIONS, DEMO_SIZES
+
+    parser = build_parser()
+
+    def demo(*argv: str):
+        return configs_from_args(parser.parse_args(["demo", *argv]), DEMO_OPTIONS)
+
+    model, data, train = demo()
+    assert (model.positional, train.optimizer, train.muon_lr, train.lr) == ("rope", "muon", 0.01, 4e-3)
+    assert (model.d_model, model.num_layers, data.tokenizer, train.max_time) == (
+        DEMO_SIZES["d_model"], DEMO_SIZES["num_layers"], "word", DEMO_SIZES["max_time"])
+    model, data, train = demo("--preset", "chapter")
+    assert (model.positional, train.optimizer, train.lr) == ("sinusoidal", "adamw", 1e-3)
+    assert (model.d_model, data.tokenizer, train.max_steps) == (DEMO_SIZES["d_model"], "word", DEMO_SIZES["max_steps"])
+    model, _, train = demo("--preset", "chapter", "--lr", "3e-3", "--positional", "learned")
+    assert (model.positional, train.lr) == ("learned", 3e-3)
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0 and "fast (wordformer demo's default)" in out
+
+
 # ------------------------------------------------------------------------------------------ GPT-2
 
 

@@ -48,11 +48,12 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_options(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
+def add_config_options(parser: argparse.ArgumentParser, *, skip: Sequence[str] = (),
+                       default_preset: str = DEFAULT_PRESET) -> None:
     """``--preset`` and one option per config field, defaulting to "not given" so YAML values are not overridden."""
     parser.add_argument("--preset", default=None, choices=preset_names(),
                         help="a named bundle of options (`wordformer presets` lists them); options given beside it, "
-                             f"here or in --config, override it (default: {DEFAULT_PRESET})")
+                             f"here or in --config, override it (default: {default_preset})")
     titles = {"model": "model options", "data": "data options", "train": "training options"}
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(titles[section])

@@ -9,15 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WordformerError
+from ..presets import preset_values
 from ..schedule import RESUME_SCHEDULES
 from .options import add_config_options, configs_from_args
 
 TRAIN_OUT = "runs/train"
 DEMO_OUT = "runs/demo"
 # small enough for ~2 minutes on a laptop CPU: a word-level model on the ~110k-token built-in corpus
-DEMO_OPTIONS = dict(tokenizer="word", min_freq=2, block_size=32, d_model=64, num_heads=4, num_layers=2,
-                    batch_size=32, lr=3e-3, min_lr=3e-4, warmup_steps=100, max_steps=4000, dropout=0.1,
-                    eval_interval=500, max_time=110.0)
+DEMO_SIZES = dict(tokenizer="word", min_freq=2, block_size=32, d_model=64, num_heads=4, num_layers=2,
+                  batch_size=32, warmup_steps=100, max_steps=4000, dropout=0.1, eval_interval=500, max_time=110.0)
+# fast (RoPE + Muon): within the demo's 110 s its best validation loss was 2.69 against the chapter preset's 2.76
+# (lr 3e-3; median of 3 seeds, BENCHMARKS.md section 12); `--preset chapter` trains the chapter's model instead
+DEMO_PRESET = "fast"
+DEMO_OPTIONS = {**preset_values(DEMO_PRESET), **DEMO_SIZES}
 DEMO_PROMPTS = ("the python", "a function is", "the list")
 
 
@@ -85,7 +89,7 @@ def add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEMO_OUT, help=f"output folder, replaced on each demo (default: {DEMO_OUT})")
     p.add_argument("--config", default=None,
                    help="YAML file of options overriding the demo's; relative paths in it are read from its folder")
-    add_config_options(p)
+    add_config_options(p, default_preset=DEMO_PRESET)
 
 
 def precheck_demo(args: argparse.Namespace) -> None:
@@ -105,8 +109,9 @@ def run_demo(args: argparse.Namespace) -> int:
     model_cfg, data_cfg, train_cfg = configs_from_args(args, DEMO_OPTIONS, warn=False)  # precheck_demo warned
     out = Path(args.out)
     check_demo_out(out)
-    print(f"wordformer demo: training a {model_cfg.num_layers}-layer word predictor on the Python documentation "
-          f"topics for up to {train_cfg.max_time:.0f} s (CPU is fine) -> {out}", file=sys.stderr)
+    print(f"wordformer demo: training a {model_cfg.num_layers}-layer word predictor ({model_cfg.positional} "
+          f"positions, {train_cfg.optimizer}) on the Python documentation topics for up to "
+          f"{train_cfg.max_time:.0f} s (CPU is fine) -> {out}", file=sys.stderr)
     result = train(model_cfg, data_cfg, train_cfg, out, overwrite=True)
     mark_demo(out)
     report_training(result)
@@ -138,8 +143,7 @@ def add_presets(p: argparse.ArgumentParser) -> None:
 
 
 def run_presets(args: argparse.Namespace) -> int:
-    from ..errors import WordformerError
-    from ..presets import DEFAULT_PRESET, PRESETS, preset_names, preset_values, preset_yaml
+    from ..presets import DEFAULT_PRESET, PRESETS, preset_names, preset_yaml
 
     if args.yaml:
         if args.name is None:
@@ -147,7 +151,7 @@ def run_presets(args: argparse.Namespace) -> int:
         print(preset_yaml(args.name), end="")
         return 0
     for name in [args.name] if args.name else preset_names():
-        default = " (the default)" if name == DEFAULT_PRESET else ""
+        default = {DEFAULT_PRESET: " (the default)", DEMO_PRESET: " (wordformer demo's default)"}.get(name, "")
         print(f"{name}{default}: {PRESETS[name].summary}")
         print("  " + ", ".join(f"{k}={shown(v)}" for k, v in preset_values(name).items()))
     return 0
