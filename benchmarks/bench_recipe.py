@@ -49,6 +49,7 @@ RUNS = RESULTS / "recipe"
 TARGET = 1.88  # nanoGPT's published validation loss at this config
 SEEDS = (1337, 1, 2)
 BUDGETS = (250, 500, 750, 1000, 1500, 2000)  # 250: added when fast reached the target at 500 already
+BASELINE_BUDGETS = (3000,)  # the baseline misses the target at 2000 steps: a longer schedule finds where it gets there
 LR_SWEEP = (1e-3, 2e-3, 3e-3, 4e-3, 6e-3)
 MUON_LR_SWEEP = (0.01, 0.02, 0.04)
 PLOT = DOCS / "bench_recipe.png"
@@ -288,10 +289,14 @@ def tuned_muon_lr(steps: int, lr: float) -> Optional[float]:
     return float(min(results, key=lambda r: r["val_loss"])["spec"]["train"]["muon_lr"])
 
 
-def fast_overrides() -> dict[str, Any]:
+def preset_overrides(name: str) -> dict[str, Any]:
     from wordformer.presets import preset_values
 
-    return preset_values("fast")
+    return preset_values(name)
+
+
+def fast_overrides() -> dict[str, Any]:
+    return preset_overrides("fast")
 
 
 def cases(steps: int) -> Optional[dict[str, tuple[str, dict[str, Any]]]]:
@@ -310,6 +315,8 @@ def cases(steps: int) -> Optional[dict[str, tuple[str, dict[str, Any]]]]:
         extra = {"muon_lr": muon_lr} if overrides.get("optimizer") == "muon" else {}
         out[name] = (label + (f", muon_lr {muon_lr:g}" if extra else ""), {"lr": lr, **overrides, **extra})
     out["fast"] = ("the fast preset (RoPE + Muon; AdamW lr 4e-3 for the rest)", fast_overrides())
+    out["chapter"] = ("the chapter preset, wordformer's default: the baseline with sinusoidal positions",
+                      preset_overrides("chapter"))
     return out
 
 
@@ -348,17 +355,26 @@ def budget_specs(seeds: tuple[int, ...], budgets: tuple[int, ...], steps: int) -
     if found is None:
         return []
     chosen = {k: found[k][1] for k in ("baseline", "control", "fast")}
-    return [run_spec(name, overrides, steps=b, seed=seed) for seed in seeds for b in budgets if b != steps
-            for name, overrides in chosen.items()]
+    return [run_spec(name, overrides, steps=b, seed=seed) for seed in seeds
+            for b in budgets + (BASELINE_BUDGETS if budgets == BUDGETS else ()) if b != steps
+            for name, overrides in chosen.items() if b in budgets or name == "baseline"]
+
+
+def budgets_of(name: str) -> tuple[int, ...]:
+    return BUDGETS + BASELINE_BUDGETS if name == "baseline" else BUDGETS
+
+
+# the demo's learning rates before it took the fast preset (the chapter's model otherwise): the "demo" case
+DEMO_CHAPTER_LR = dict(lr=3e-3, min_lr=3e-4)
 
 
 def word_specs(seeds: tuple[int, ...], steps: int) -> list[dict[str, Any]]:
-    from wordformer.cli.train import DEMO_OPTIONS
+    from wordformer.cli.train import DEMO_SIZES
 
-    demo = dict(DEMO_OPTIONS)
+    demo = dict(DEMO_SIZES)
     base_model = {k: demo[k] for k in ("block_size", "d_model", "num_heads", "num_layers", "dropout")}  # else defaults
     base_data = {"tokenizer": "word", "min_freq": demo["min_freq"], "data": None}  # None: the built-in corpus
-    base_train = {**BASE_TRAIN, "batch_size": demo["batch_size"], "lr": demo["lr"], "min_lr": demo["min_lr"],
+    base_train = {**BASE_TRAIN, "batch_size": demo["batch_size"], **DEMO_CHAPTER_LR,
                   "warmup_steps": demo["warmup_steps"], "eval_batches": 20}
     specs = []
     for seed in seeds:
@@ -420,6 +436,12 @@ def step_cost(steps: int, rounds: int, chunk: int) -> dict[str, Any]:
     variants = dict(found)
     if "muon" in found:
         variants["muon_unbatched_ns"] = ("Muon, Newton-Schulz one matrix at a time", found["muon"][1])
+    from wordformer.hardware import cpu_has_native_bf16
+
+    if cpu_has_native_bf16():  # what --precision bf16-mixed does: the forward pass under bf16 autocast
+        for name in ("baseline", "fast"):
+            if name in found:
+                variants[f"{name}_bf16"] = (f"{name}, bf16-mixed", found[name][1])
     for name, (_, overrides) in variants.items():
         values = {**BASE_MODEL, **BASE_TRAIN, **overrides}
         model_cfg = ModelConfig(vocab_size=vocab, **{k: v for k, v in values.items() if k in field_names(ModelConfig)})
@@ -442,7 +464,8 @@ def step_cost(steps: int, rounds: int, chunk: int) -> dict[str, Any]:
                 x, y = batches[k % len(batches)]
                 k += 1
                 t0 = time.perf_counter()
-                loss = F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name.endswith("_bf16")):
+                    loss = F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -500,7 +523,7 @@ def summarize_runs(steps: int) -> dict[str, Any]:
         if name not in found:
             continue
         per_budget = {}
-        for b in BUDGETS:
+        for b in budgets_of(name):
             rs = done([run_spec(name, found[name][1], steps=b, seed=s, eval_interval=(steps // 2 if b == steps else None))
                        for s in SEEDS])
             if rs:
@@ -524,7 +547,15 @@ def summarize_runs(steps: int) -> dict[str, Any]:
         out[key] = {name: {"n": len(rs), "val_loss": summarize([r["val_loss"] for r in rs]),
                            "train_s": summarize([r["train_s"] for r in rs]),
                            "tokens_per_s": summarize([r["tokens_per_s"] for r in rs]),
+                           "best": summarize([min(c["val_loss"] for c in r["curve"]) for r in rs]),
                            "curves": [r["curve"] for r in rs]} for name, rs in out[key].items()}
+    from wordformer.cli.train import DEMO_SIZES
+
+    out["demo_seconds"] = DEMO_SECONDS = float(DEMO_SIZES["max_time"])
+    for v in out["word"].values():  # what `wordformer demo` keeps: its best checkpoint within its time limit
+        within = [[c for c in curve if c["train_s"] <= DEMO_SECONDS] for curve in v["curves"]]
+        v["demo_best"] = summarize([min(c["val_loss"] for c in w) for w in within if w])
+        v["demo_steps"] = summarize([max(c["step"] for c in w) for w in within if w])
     return out
 
 
@@ -574,7 +605,9 @@ def goals(summary: dict[str, Any], cost: Optional[dict[str, Any]] = None) -> lis
 # ------------------------------------------------------------------------------------------ plot
 
 
-def plot(summary: dict[str, Any], path: Path = PLOT) -> Optional[Path]:
+def plot(summary: dict[str, Any], cost: Optional[dict[str, Any]] = None, path: Path = PLOT) -> Optional[Path]:
+    """Validation loss over steps and over seconds: steps x the interleaved ms/step when measured (the load-fair
+    clock), else each run's own clock."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -596,18 +629,21 @@ def plot(summary: dict[str, Any], path: Path = PLOT) -> Optional[Path]:
         ys = [v["val_loss"]["median"] for _, v in pts]
         lo = [v["val_loss"]["min"] for _, v in pts]
         hi = [v["val_loss"]["max"] for _, v in pts]
-        ts = [v["train_s"]["median"] for _, v in pts]
+        ms = ((cost or {}).get("step_ms") or {}).get(name, {}).get("median")
+        ts = [k * ms / 1000 for k in xs] if ms else [v["train_s"]["median"] for _, v in pts]
         by_steps.plot(xs, ys, "o-", color=colours[name], label=names[name])
         by_steps.fill_between(xs, lo, hi, color=colours[name], alpha=0.15)
         by_time.plot(ts, ys, "o-", color=colours[name], label=names[name])
-    for ax, xlabel in ((by_steps, "steps (each point a full schedule of that length)"),
-                       (by_time, "training seconds by each run's own clock (shared machine), median")):
+    clock = ("training seconds: steps x the interleaved ms/step" if (cost or {}).get("step_ms")
+             else "training seconds by each run's own clock, median")
+    for ax, xlabel in ((by_steps, "steps (each point a full schedule of that length)"), (by_time, clock)):
         ax.axhline(TARGET, color="black", linestyle="--", linewidth=1, label=f"val loss {TARGET}")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("validation loss (median of the seeds run, 1-3; band: min-max)")
+        ax.set_ylabel("validation loss (median of 3 seeds)" if ax is by_steps else "validation loss (median)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Time to quality: char-level tinyshakespeare, 4 layers x 128, CPU", fontsize=11)
+    fig.suptitle("Time to quality: char-level tinyshakespeare, 4 layers x 128, 2 CPU threads (band: min-max of the seeds)",
+                 fontsize=11)
     fig.savefig(path, dpi=110)
     return path
 
@@ -633,8 +669,8 @@ def section(r: dict[str, Any]) -> list[str]:
              f"no dropout; validation: the same 200 batches as section 4). Every run is a full `wordformer.train` run in "
              f"its own process, {r['threads']} torch threads; training time excludes validation and checkpoints. "
              f"Cells: median (min–max) over seeds {', '.join(map(str, SEEDS))} (the seeds column says how many are "
-             "stored). The runs were spread over hours, in chunks between other sessions' work on the same 2 cores, "
-             "so each run's own clock carries the load of its moment (stored per run in "
+             "stored). The runs were spread over two days, some in chunks between other sessions' work on the same "
+             "2 cores, so each run's own clock carries the load of its moment (stored per run in "
              "`benchmarks/results/recipe/`): compare speed by the interleaved step cost below, not by the "
              "training-seconds column.", ""]
     if s["sweep"]:
@@ -663,8 +699,9 @@ def section(r: dict[str, Any]) -> list[str]:
         not_helped = [n for n in singles if n not in helped]
         lines += [f"Against the control's median ({control:.3f}), each change alone: lower by more than 0.01 — "
                   f"{', '.join(helped) or 'none'}; not (within 0.01, or worse) — {', '.join(not_helped) or 'none'}. "
-                  "Cases with one seed are one run, not a median: read differences under ~0.02 as noise "
-                  "(the spread between seeds of one case is about that).", ""]
+                  + ("Cases with one seed are one run, not a median. " if any(c["n"] == 1 for c in singles.values())
+                     else "")
+                  + "Read differences under ~0.02 as noise (the spread between seeds of one case is about that).", ""]
     if rows:
         lines += ["### Ablation at 2000 steps", "",
                   *table(["case", "seeds", "val loss", "vs control", "training s", "tokens/s", "ms/step (in run)",
@@ -675,6 +712,19 @@ def section(r: dict[str, Any]) -> list[str]:
                   "order rotating; forward, backward, clipping, optimizer and schedule), ms per step: " +
                   ", ".join(f"{k} {v['median']:.1f}" for k, v in cost.items()) + ". Of that, the optimizer step: " +
                   ", ".join(f"{k} {v['median']:.1f}" for k, v in r["step_cost"]["optimizer_ms"].items()) + ".", ""]
+    tried: dict[str, list[float]] = {}
+    for c in s.get("candidates", []):
+        tried.setdefault(c["name"], []).append(c["val_loss"])
+    if tried:
+        fast = s["cases"].get("fast", {}).get("val_loss", {})
+        lines += ["**Combinations tried on the way to `fast`** (`--phase candidates`, chosen after the ablation's "
+                  "first seed: Muon, the largest gain alone, with RoPE, the next, then one more change at a time; "
+                  "AdamW lr 4e-3, muon_lr 0.01; seed 1337, and seed 1 where a second value is given; norms: RMS "
+                  "norm + QK-norm, zero: zero-initialised residual projections, cap: logit soft-capping at 15): " +
+                  "; ".join(f"{name[5:].replace('_', ' + ')} {' / '.join(f'{v:.3f}' for v in vals)}"
+                            for name, vals in tried.items()) +
+                  (f". None beat Muon + RoPE (the fast preset, {fast['median']:.3f} at 3 seeds) by more than the "
+                   "seed-to-seed spread, so fast is Muon + RoPE alone." if fast else "."), ""]
     brows = []
     for name, b in s["budgets"].items():
         for budget, v in sorted(b["per_budget"].items(), key=lambda kv: int(kv[0])):
@@ -709,12 +759,43 @@ def section(r: dict[str, Any]) -> list[str]:
     if unmeasured:
         lines += ["**Not measured** (the shared machine's time ran out; the plan lists them and a later run of "
                   "the same command adds them): " + "; ".join(unmeasured) + ".", ""]
-    for key, title in (("word", "Word-level built-in corpus at the demo's sizes (4000 steps)"),
-                       ("bf16", "bf16-mixed on this CPU (2000 steps)")):
-        if s[key]:
-            lines += [f"### {title}", "", *table(["case", "seeds", "val loss", "training s", "tokens/s"], [
-                [name, str(v["n"]), _cell(v["val_loss"]), _cell(v["train_s"], 0), f"{v['tokens_per_s']['median']:,.0f}"]
-                for name, v in s[key].items()]), ""]
+    if s["word"]:
+        DEMO_SECONDS = s["demo_seconds"]
+        lines += ["### Word-level built-in corpus at the demo's sizes (4000 steps)", "",
+                  "`wordformer demo`'s model sizes (`cli/train.py` DEMO_SIZES: word-level, 2 layers, d_model 64, "
+                  "block 32, batch 32, dropout 0.1, validation every 500 steps) with the chapter preset at AdamW "
+                  "lr 3e-3 (demo: what the demo trained before these runs) and with the fast preset (demo_fast: what "
+                  "`wordformer demo` trains now, since it won here). The demo stops after "
+                  f"{DEMO_SECONDS:.0f} s of training and keeps its best checkpoint; the schedule is the same 4000-step "
+                  "one either way, so the best validation loss within the first "
+                  f"{DEMO_SECONDS:.0f} s of each run's own clock is what the demo ends with.", "",
+                  *table(["case", "seeds", "val loss at 4000 steps", "best val loss in the run",
+                          f"best within {DEMO_SECONDS:.0f} s (the demo's)", f"steps by {DEMO_SECONDS:.0f} s",
+                          "training s (4000 steps)", "tokens/s"],
+                         [[name, str(v["n"]), _cell(v["val_loss"]), _cell(v["best"]), _cell(v.get("demo_best")),
+                           _cell(v.get("demo_steps"), 0), _cell(v["train_s"], 0),
+                           f"{v['tokens_per_s']['median']:,.0f}"] for name, v in s["word"].items()]), ""]
+    if s["bf16"]:
+        fp32 = s["cases"]
+        step_ms = {k: v.get("median") for k, v in cost.items()}
+
+        def per_step(name: str) -> str:
+            return f"{step_ms[name]:.1f}" if step_ms.get(name) else "—"
+
+        def speedup(name: str) -> str:
+            a, b = step_ms.get(name[:-5]), step_ms.get(name)
+            return f"{a / b:.2f}x" if a and b else "—"
+
+        lines += ["### bf16-mixed on this CPU (2000 steps)", "",
+                  "The same runs as the ablation's baseline and fast rows with `--precision bf16-mixed` (this CPU has "
+                  "native bf16: AMX); the float32 columns are those rows. Speed by the interleaved step cost (the "
+                  "forward pass under bf16 autocast, as Lightning's bf16-mixed does), which the machine's load at "
+                  "each run's moment does not skew.", "",
+                  *table(["case", "seeds", "val loss", "float32 val loss", "ms/step (interleaved)",
+                          "float32 ms/step (interleaved)", "speed-up over float32", "training s (own clock)"],
+                         [[name, str(v["n"]), _cell(v["val_loss"]), _cell(fp32.get(name[:-5], {}).get("val_loss")),
+                           per_step(name), per_step(name[:-5]), speedup(name), _cell(v["train_s"], 0)]
+                          for name, v in s["bf16"].items()]), ""]
     return lines
 
 
@@ -738,9 +819,9 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.time() + 60 * args.minutes if args.minutes else float("inf")
     steps = 60 if args.quick else 2000
     if args.quick:
-        global RUNS, BUDGETS, SEEDS  # noqa: PLW0603 - the quick run's smaller plan
+        global RUNS, BUDGETS, BASELINE_BUDGETS, SEEDS  # noqa: PLW0603 - the quick run's smaller plan
         RUNS = RESULTS / "quick" / "recipe"
-        BUDGETS, SEEDS = (30, 45, 60), (1337,)
+        BUDGETS, BASELINE_BUDGETS, SEEDS = (30, 45, 60), (75,), (1337,)
     from wordformer.hardware import cpu_has_native_bf16
 
     phases = (("sweep", "ablation", "fast", "budgets", "word", "bf16", "cost") if args.phase == "all"
@@ -776,10 +857,10 @@ def main(argv: list[str] | None = None) -> int:
         cost = json.loads(previous.read_text()).get("step_cost")
     summary = summarize_runs(steps)
     if not args.quick:
-        plot(summary)
+        plot(summary, cost)
     data = {
         "config": {"model": BASE_MODEL, "train": BASE_TRAIN, "steps": steps, "seeds": list(SEEDS),
-                   "budgets": list(BUDGETS), "target": TARGET, "lr_sweep": list(LR_SWEEP),
+                   "budgets": list(BUDGETS), "baseline_budgets": list(BASELINE_BUDGETS), "target": TARGET, "lr_sweep": list(LR_SWEEP),
                    "muon_lr_sweep": list(MUON_LR_SWEEP)},
         "runs_missing": left, "summary": summary, "step_cost": cost, "goals": goals(summary, cost),
         "results": [{"id": r["id"], "date": r["date"], "load_before": r["load_before"], "load_after": r["load_after"],
