@@ -129,7 +129,8 @@ def run_demo(args: argparse.Namespace) -> int:
           f"  wordformer generate --checkpoint {ckpt} --prompt \"the list\" --temperature 0.8 --top-k 40\n"
           f"  wordformer predict --checkpoint {ckpt} --prompt \"a function\" --k 5\n"
           f"  wordformer evaluate --checkpoint {ckpt}\n"
-          f"  wordformer train --data YOUR_TEXT.txt --out runs/mine      (your own text)\n"
+          f"  wordformer train --data YOUR_TEXT.txt --out runs/mine --preset fast      (your own text; "
+          "without --preset fast: the chapter's model)\n"
           f"  wordformer serve{'' if ckpt == DEMO_CHECKPOINT else f' --checkpoint {ckpt}'}"
           "      (the page at http://127.0.0.1:8000/ and an OpenAI-compatible API at /v1)")
     return 0

@@ -79,13 +79,26 @@ export function embeddingsSvg(data) {
   return node;
 }
 
+// Words of ``text`` in lines of at most ``n`` characters.
+function wrapWords(text, n) {
+  const lines = [];
+  for (const word of text.split(" ")) {
+    const last = lines[lines.length - 1];
+    if (last !== undefined && (last + " " + word).length <= n) lines[lines.length - 1] = last + " " + word;
+    else lines.push(word);
+  }
+  return lines;
+}
+
 export function positionalSvg(data, used) {
   const table = data.table, P = table.length, C = table[0].length;
   const cw = Math.max(2, Math.min(36, Math.floor(380 / C))), ch = Math.max(2, Math.min(22, Math.floor(300 / P)));
-  const x0 = 52, y0 = 30, width = Math.max(x0 + C * cw + 60, 420), height = Math.max(y0 + P * ch + 36, 210);
+  const x0 = 52, width = Math.max(x0 + C * cw + 60, 420);
+  const titleLines = wrapWords(data.title, Math.floor((width - 8) / 7));  // ~7 px per bold 12-px character
+  const y0 = 16 + 14 * titleLines.length, height = Math.max(y0 + P * ch + 36, 210);
   const node = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "font-family": "DejaVu Sans, Arial, sans-serif",
     "aria-label": data.title });
-  node.append(svg("text", { x: 4, y: 14, "font-size": 12, "font-weight": "bold", text: data.title }));
+  titleLines.forEach((line, i) => node.append(svg("text", { x: 4, y: 14 + 14 * i, "font-size": 12, "font-weight": "bold", text: line })));
   const lim = Math.max(1e-8, ...table.map((r) => Math.max(...r.map(Math.abs))));
   table.forEach((row, p) => row.forEach((v, d) => node.append(hover(svg("rect", {
     x: x0 + d * cw, y: y0 + p * ch, width: cw, height: ch, fill: diverging(v / lim),
