@@ -551,9 +551,9 @@ def summarize_runs(steps: int) -> dict[str, Any]:
                            "curves": [r["curve"] for r in rs]} for name, rs in out[key].items()}
     from wordformer.cli.train import DEMO_SIZES
 
-    out["demo_seconds"] = DEMO_SECONDS = float(DEMO_SIZES["max_time"])
+    out["demo_seconds"] = limit = float(DEMO_SIZES["max_time"])
     for v in out["word"].values():  # what `wordformer demo` keeps: its best checkpoint within its time limit
-        within = [[c for c in curve if c["train_s"] <= DEMO_SECONDS] for curve in v["curves"]]
+        within = [[c for c in curve if c["train_s"] <= limit] for curve in v["curves"]]
         v["demo_best"] = summarize([min(c["val_loss"] for c in w) for w in within if w])
         v["demo_steps"] = summarize([max(c["step"] for c in w) for w in within if w])
     return out
@@ -642,8 +642,8 @@ def plot(summary: dict[str, Any], cost: Optional[dict[str, Any]] = None, path: P
         ax.set_ylabel("validation loss (median of 3 seeds)" if ax is by_steps else "validation loss (median)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Time to quality: char-level tinyshakespeare, 4 layers x 128, 2 CPU threads (band: min-max of the seeds)",
-                 fontsize=11)
+    fig.suptitle("Time to quality: char-level tinyshakespeare, 4 layers x 128, 2 CPU threads "
+                 "(band: min-max of the seeds)", fontsize=11)
     fig.savefig(path, dpi=110)
     return path
 
@@ -760,17 +760,17 @@ def section(r: dict[str, Any]) -> list[str]:
         lines += ["**Not measured** (the shared machine's time ran out; the plan lists them and a later run of "
                   "the same command adds them): " + "; ".join(unmeasured) + ".", ""]
     if s["word"]:
-        DEMO_SECONDS = s["demo_seconds"]
+        limit = s["demo_seconds"]
         lines += ["### Word-level built-in corpus at the demo's sizes (4000 steps)", "",
                   "`wordformer demo`'s model sizes (`cli/train.py` DEMO_SIZES: word-level, 2 layers, d_model 64, "
                   "block 32, batch 32, dropout 0.1, validation every 500 steps) with the chapter preset at AdamW "
                   "lr 3e-3 (demo: what the demo trained before these runs) and with the fast preset (demo_fast: what "
                   "`wordformer demo` trains now, since it won here). The demo stops after "
-                  f"{DEMO_SECONDS:.0f} s of training and keeps its best checkpoint; the schedule is the same 4000-step "
+                  f"{limit:.0f} s of training and keeps its best checkpoint; the schedule is the same 4000-step "
                   "one either way, so the best validation loss within the first "
-                  f"{DEMO_SECONDS:.0f} s of each run's own clock is what the demo ends with.", "",
+                  f"{limit:.0f} s of each run's own clock is what the demo ends with.", "",
                   *table(["case", "seeds", "val loss at 4000 steps", "best val loss in the run",
-                          f"best within {DEMO_SECONDS:.0f} s (the demo's)", f"steps by {DEMO_SECONDS:.0f} s",
+                          f"best within {limit:.0f} s (the demo's)", f"steps by {limit:.0f} s",
                           "training s (4000 steps)", "tokens/s"],
                          [[name, str(v["n"]), _cell(v["val_loss"]), _cell(v["best"]), _cell(v.get("demo_best")),
                            _cell(v.get("demo_steps"), 0), _cell(v["train_s"], 0),
@@ -860,8 +860,8 @@ def main(argv: list[str] | None = None) -> int:
         plot(summary, cost)
     data = {
         "config": {"model": BASE_MODEL, "train": BASE_TRAIN, "steps": steps, "seeds": list(SEEDS),
-                   "budgets": list(BUDGETS), "baseline_budgets": list(BASELINE_BUDGETS), "target": TARGET, "lr_sweep": list(LR_SWEEP),
-                   "muon_lr_sweep": list(MUON_LR_SWEEP)},
+                   "budgets": list(BUDGETS), "baseline_budgets": list(BASELINE_BUDGETS), "target": TARGET,
+                   "lr_sweep": list(LR_SWEEP), "muon_lr_sweep": list(MUON_LR_SWEEP)},
         "runs_missing": left, "summary": summary, "step_cost": cost, "goals": goals(summary, cost),
         "results": [{"id": r["id"], "date": r["date"], "load_before": r["load_before"], "load_after": r["load_after"],
                      "omp_wait_policy": r["omp_wait_policy"]} for r in all_runs()],
