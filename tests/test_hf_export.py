@@ -15,10 +15,11 @@ import torch
 
 from conftest import SMALL_TEXT, assert_one_line_error, run_cli
 from wordformer.checkpoint import LoadedModel, load_checkpoint, save_safetensors
-from wordformer.config import DataConfig, ModelConfig, TrainConfig
+from wordformer.config import DataConfig, ModelConfig, TrainConfig, field_names
 from wordformer.generation import encode_prompt, generate_ids, never_generated
 from wordformer.hf import HF_FILES, hf_tokenizer
 from wordformer.model import WordPredictor
+from wordformer.presets import preset_values
 from wordformer.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -41,8 +42,8 @@ def random_model(kind: str, *, pairs: bool = False, seed: int = 0, **config) -> 
     """An untrained GPT-shaped model whose weights are large enough for decisive logits (no near-ties)."""
     tok = make_tokenizer(kind)
     torch.manual_seed(seed)
-    cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=32, d_model=16, num_heads=2, num_layers=2,
-                      positional="learned", **{"activation": "gelu_tanh", **config})
+    cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=32, d_model=16, num_layers=2,
+                      **{"num_heads": 2, "positional": "learned", "activation": "gelu_tanh", **config})
     model = WordPredictor(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -220,14 +221,23 @@ def test_generation_stops_at_eos_and_never_emits_pad(tmp_path: Path, capsys, mon
     assert new_ids == [tok.eos_id] and text == "" == loaded.generate("the cat ", max_new_tokens=NEW, temperature=0)
 
 
-@pytest.mark.parametrize("options", [dict(activation="relu"), dict(activation="gelu", tie_weights=False),
-                                     dict(bias=False, ff_mult=2, layer_norm_eps=1e-6)])
+FAST_MODEL = {k: v for k, v in preset_values("fast").items() if k in field_names(ModelConfig)}
+
+
+@pytest.mark.parametrize("options", [
+    dict(activation="relu"), dict(activation="gelu", tie_weights=False), dict(bias=False, ff_mult=2, layer_norm_eps=1e-6),
+    # rotary positions (the fast preset, the demo) become GPT-NeoX
+    FAST_MODEL, dict(positional="rope", activation="relu2", bias=False, tie_weights=False),
+    dict(positional="rope", rope_base=500.0, activation="gelu_tanh", ff_mult=2, num_heads=4),
+])
 def test_every_exportable_architecture_gives_the_same_logits(options: dict, tmp_path: Path, capsys,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = random_model("word", seed=1, **options)
     ckpt = save_safetensors(loaded, tmp_path / "m.safetensors")
     assert export(capsys, ckpt, "hf", tmp_path / "hf")[0] == 0
     model, tokenizer = load_hf(tmp_path / "hf", monkeypatch)
+    expected = "GPTNeoXForCausalLM" if options.get("positional") == "rope" else "GPT2LMHeadModel"
+    assert type(model).__name__ == expected
     ids = torch.tensor([loaded.tokenizer.encode("the cat sat on the mat . the dog")])
     with torch.no_grad():
         assert (model(ids).logits - loaded.model(ids)).abs().max() < 1e-4
@@ -238,7 +248,14 @@ def test_every_exportable_architecture_gives_the_same_logits(options: dict, tmp_
 
 
 @pytest.mark.parametrize("options, words", [
-    (dict(positional="sinusoidal"), "--positional sinusoidal: GPT-2 has learned positions; train with --positional learned"),
+    (dict(positional="sinusoidal"), "--positional sinusoidal: HuggingFace's GPT-2 has learned positions and GPT-NeoX "
+                                    "rotary ones; train with --positional learned or --positional rope"),
+    (dict(positional="rope", activation="swiglu"), "--activation swiglu: GPT-NeoX's feed-forward net is not gated"),
+    (dict(positional="rope", qk_norm=True), "--qk-norm: GPT-NeoX does not normalise queries and keys"),
+    (dict(positional="rope", norm_type="rmsnorm"), "--norm-type rmsnorm: GPT-NeoX has layer norms"),
+    (dict(positional="rope", attn_scale=0.5), "--attn-scale 0.5: GPT-NeoX scales q . k by 1/sqrt(head size)"),
+    (dict(positional="rope", logit_softcap=15.0), "--logit-softcap 15.0: GPT-NeoX does not cap logits"),
+    (dict(positional="rope", norm="post"), "--norm post: GPT-NeoX has a layer norm before each sublayer"),
     (dict(norm="post"), "--norm post: GPT-2 has a layer norm before each sublayer"),
     (dict(norm="none"), "--norm none: GPT-2 has a layer norm before each sublayer, not no layer norms; train with --norm pre"),
 ])

@@ -2,11 +2,14 @@
 
 ``wordformer export --checkpoint C --to hf DIR`` writes
 
-* ``config.json`` - a ``GPT2Config`` (``model_type`` gpt2) with ``eos_token_id``/``pad_token_id``/``bos_token_id``
+* ``config.json`` - a ``GPT2Config`` (``model_type`` gpt2), or for a model with rotary positions (the ``fast``
+  preset, the demo) a ``GPTNeoXConfig`` (:mod:`wordformer.neox`), with ``eos_token_id``/``pad_token_id``/``bos_token_id``
   set to the tokenizer's ``<eos>``/``<pad>``, so ``generate`` stops at ``<eos>`` as wordformer does;
 * ``generation_config.json`` - the same ids and ``suppress_tokens: [<pad>]`` (wordformer never generates
-  ``<pad>``); ask ``generate`` for at most ``n_positions`` (= block_size) tokens in all;
-* ``model.safetensors`` - the weights as a ``GPT2LMHeadModel`` state dict (:func:`wordformer.gpt2.to_hf_state_dict`);
+  ``<pad>``); ask ``generate`` for at most block_size tokens in all (GPT-2 stops at ``n_positions``; GPT-NeoX
+  goes on with the whole context where wordformer slides its window);
+* ``model.safetensors`` - the weights as a ``GPT2LMHeadModel`` state dict (:func:`wordformer.gpt2.to_hf_state_dict`)
+  or a ``GPTNeoXForCausalLM`` one (:func:`wordformer.neox.to_neox_state_dict`);
 * ``tokenizer.json`` - the tokenizer in the ``tokenizers`` library's format, plus ``tokenizer_config.json`` and
   ``special_tokens_map.json`` naming ``<eos>`` and ``<pad>``.
 
@@ -125,18 +128,28 @@ def tokenizer_files(tokenizer: Tokenizer, *, pairs: bool, block_size: int) -> di
 
 
 def model_files(loaded: LoadedModel) -> dict[str, bytes]:
-    """``config.json``, ``generation_config.json`` and ``model.safetensors`` of a GPT-2-shaped model."""
+    """``config.json``, ``generation_config.json`` and ``model.safetensors``: GPT-2 for a GPT-2-shaped model,
+    GPT-NeoX for a rotary-position one (:mod:`wordformer.neox`)."""
     from safetensors.torch import save
 
-    from .gpt2 import check_gpt2_exportable, hf_config_dict, to_hf_state_dict
-
-    check_gpt2_exportable(loaded.model_config)
     tok = loaded.tokenizer
-    config = hf_config_dict(loaded.model, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
-    state = to_hf_state_dict(loaded.model)
+    if loaded.model_config.positional == "sinusoidal":
+        raise WordformerError("--positional sinusoidal: HuggingFace's GPT-2 has learned positions and GPT-NeoX rotary "
+                              "ones; train with --positional learned or --positional rope to export to HuggingFace")
+    if loaded.model_config.positional == "rope":
+        from .neox import neox_config_dict, to_neox_state_dict
+
+        config = neox_config_dict(loaded.model, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+        state, embedding = to_neox_state_dict(loaded.model), "gpt_neox.embed_in.weight"
+    else:
+        from .gpt2 import check_gpt2_exportable, hf_config_dict, to_hf_state_dict
+
+        check_gpt2_exportable(loaded.model_config)
+        config = hf_config_dict(loaded.model, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+        state, embedding = to_hf_state_dict(loaded.model), "transformer.wte.weight"
     if loaded.model_config.tie_weights:
-        del state["lm_head.weight"]  # the same tensor as wte (safetensors stores no shared memory); tied on load
-    config["torch_dtype"] = str(state["transformer.wte.weight"].dtype).removeprefix("torch.")
+        del state["lm_head.weight"]  # the same tensor as the embedding (safetensors stores no shared memory)
+    config["torch_dtype"] = str(state[embedding].dtype).removeprefix("torch.")
     generation = {
         "bos_token_id": tok.eos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id,
         "do_sample": False,
