@@ -96,6 +96,7 @@ __all__ = [
     "to_hf_model",
     "to_hf_state_dict",
     "to_nanogpt_checkpoint",
+    "with_learned_positions",
 ]
 
 ENDOFTEXT = "<|endoftext|>"
@@ -425,12 +426,36 @@ def check_gpt2_exportable(config: ModelConfig) -> None:
     """
     if config.positional != "learned":
         raise WordformerError(f"--positional {config.positional}: GPT-2 has learned positions; train with "
-                              f"--positional learned to export to GPT-2 / HuggingFace")
+                              f"--positional learned to export to GPT-2 (`wordformer export --to hf` writes sinusoidal "
+                              f"models as GPT-2 and rope ones as GPT-NeoX)")
     if config.norm != "pre":
         what = "a layer norm after each sublayer" if config.norm == "post" else "no layer norms"
         raise WordformerError(f"--norm {config.norm}: GPT-2 has a layer norm before each sublayer, not {what}; "
                               f"train with --norm pre to export to GPT-2 / HuggingFace")
     _check_gpt2_shaped(config)  # the recipe options (issue 15): RMS norm, QK-norm, ReLU², SwiGLU, attn_scale, softcap
+
+
+def with_learned_positions(model: WordPredictor) -> WordPredictor:
+    """The same function as a sinusoidal-position ``model`` (the chapter's, ``train``'s default), written with
+    learned positions so that GPT-2 can hold it: the position table is the fixed sinusoids, the token embedding
+    carries its sqrt(d_model) factor, and the output layer keeps the unscaled embedding (so it is untied).
+
+    Other models are returned as they are."""
+    from dataclasses import replace
+
+    config = model.config
+    if config.positional != "sinusoidal":
+        return model
+    learned = WordPredictor(replace(config, positional="learned", tie_weights=False))
+    learned = learned.to(dtype=model.token_embedding.weight.dtype).eval()
+    state = {k: v for k, v in model.state_dict().items() if k not in ("token_embedding.weight", "output_layer.weight")}
+    with torch.no_grad():
+        embedding = model.token_embedding.weight.detach()
+        state["token_embedding.weight"] = embedding * model.token_embedding.scale
+        state["output_layer.weight"] = model.output_layer.weight.detach().clone()
+        state["positional_encoding.table.weight"] = model.positional_encoding.table.detach().clone()
+    learned.load_state_dict(state, strict=True)
+    return learned
 
 
 def hf_config_dict(model: WordPredictor, *, eos_token_id: Optional[int] = None,

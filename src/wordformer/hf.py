@@ -2,8 +2,9 @@
 
 ``wordformer export --checkpoint C --to hf DIR`` writes
 
-* ``config.json`` - a ``GPT2Config`` (``model_type`` gpt2), or for a model with rotary positions (the ``fast``
-  preset, the demo) a ``GPTNeoXConfig`` (:mod:`wordformer.neox`), with ``eos_token_id``/``pad_token_id``/``bos_token_id``
+* ``config.json`` - a ``GPT2Config`` (``model_type`` gpt2; a sinusoidal-position model, the chapter's, as the
+  same function with its sinusoids as GPT-2's position table, :func:`wordformer.gpt2.with_learned_positions`), or
+  for a model with rotary positions (the ``fast`` preset, the demo) a ``GPTNeoXConfig`` (:mod:`wordformer.neox`), with ``eos_token_id``/``pad_token_id``/``bos_token_id``
   set to the tokenizer's ``<eos>``/``<pad>``, so ``generate`` stops at ``<eos>`` as wordformer does;
 * ``generation_config.json`` - the same ids and ``suppress_tokens: [<pad>]`` (wordformer never generates
   ``<pad>``); ask ``generate`` for at most block_size tokens in all (GPT-2 stops at ``n_positions``; GPT-NeoX
@@ -39,6 +40,7 @@ where wordformer slides its window.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -132,22 +134,20 @@ def model_files(loaded: LoadedModel) -> dict[str, bytes]:
     GPT-NeoX for a rotary-position one (:mod:`wordformer.neox`)."""
     from safetensors.torch import save
 
-    tok = loaded.tokenizer
-    if loaded.model_config.positional == "sinusoidal":
-        raise WordformerError("--positional sinusoidal: HuggingFace's GPT-2 has learned positions and GPT-NeoX rotary "
-                              "ones; train with --positional learned or --positional rope to export to HuggingFace")
-    if loaded.model_config.positional == "rope":
+    tok, model = loaded.tokenizer, loaded.model
+    if model.config.positional == "rope":
         from .neox import neox_config_dict, to_neox_state_dict
 
-        config = neox_config_dict(loaded.model, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
-        state, embedding = to_neox_state_dict(loaded.model), "gpt_neox.embed_in.weight"
+        config = neox_config_dict(model, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+        state, embedding = to_neox_state_dict(model), "gpt_neox.embed_in.weight"
     else:
-        from .gpt2 import check_gpt2_exportable, hf_config_dict, to_hf_state_dict
+        from .gpt2 import check_gpt2_exportable, hf_config_dict, to_hf_state_dict, with_learned_positions
 
-        check_gpt2_exportable(loaded.model_config)
-        config = hf_config_dict(loaded.model, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
-        state, embedding = to_hf_state_dict(loaded.model), "transformer.wte.weight"
-    if loaded.model_config.tie_weights:
+        check_gpt2_exportable(replace(model.config, positional="learned"))  # sinusoids are a fixed learned table
+        model = with_learned_positions(model)
+        config = hf_config_dict(model, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+        state, embedding = to_hf_state_dict(model), "transformer.wte.weight"
+    if model.config.tie_weights:
         del state["lm_head.weight"]  # the same tensor as the embedding (safetensors stores no shared memory)
     config["torch_dtype"] = str(state[embedding].dtype).removeprefix("torch.")
     generation = {
