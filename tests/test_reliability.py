@@ -459,6 +459,17 @@ def kill_after_checkpoint(argv: list[str], out: Path, step: int) -> Path:
     return last
 
 
+def assert_resumed_like_the_reference(out: Path, reference: Path) -> None:
+    """The resumed run in ``out`` ended at step 60 with the losses and weights of the uninterrupted ``reference``."""
+    resumed, full = load_checkpoint(out / "last.ckpt"), load_checkpoint(reference / "last.ckpt")
+    assert resumed.info["step"] == full.info["step"] == 60
+    for metric in ("train_loss", "val_loss"):
+        assert resumed.info["metrics"][metric] == pytest.approx(full.info["metrics"][metric], abs=1e-6), metric
+    wa, wb = resumed.model.state_dict(), full.model.state_dict()
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=1e-6), key
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_the_uninterrupted_run(reference_runs, tmp_path, capsys):
     """SIGKILL ``wordformer train`` after its step-10 checkpoint, resume, and land on the same weights.
@@ -477,13 +488,7 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(reference_runs, tmp_
     code, _, err = run_cli(capsys, "train", "--resume", out, "--no-progress")
     assert code == 0, err
     assert not stale.exists() and other.read_bytes() == b"the user's"
-    resumed, full = load_checkpoint(out / "last.ckpt"), load_checkpoint(reference / "last.ckpt")
-    assert resumed.info["step"] == full.info["step"] == 60
-    for metric in ("train_loss", "val_loss"):
-        assert resumed.info["metrics"][metric] == pytest.approx(full.info["metrics"][metric], abs=1e-6), metric
-    wa, wb = resumed.model.state_dict(), full.model.state_dict()
-    for key in wa:
-        assert torch.allclose(wa[key], wb[key], atol=1e-6), key
+    assert_resumed_like_the_reference(out, reference)
 
 
 @pytest.mark.slow
@@ -513,13 +518,7 @@ def test_ctrl_c_saves_the_step_reached_and_the_resume_matches_the_uninterrupted_
     monkeypatch.undo()
     code, _, err = run_cli(capsys, "train", "--resume", out, "--no-progress")
     assert code == 0, err
-    resumed, full = load_checkpoint(out / "last.ckpt"), load_checkpoint(reference / "last.ckpt")
-    assert resumed.info["step"] == full.info["step"] == 60
-    for metric in ("train_loss", "val_loss"):
-        assert resumed.info["metrics"][metric] == pytest.approx(full.info["metrics"][metric], abs=1e-6), metric
-    wa, wb = resumed.model.state_dict(), full.model.state_dict()
-    for key in wa:
-        assert torch.allclose(wa[key], wb[key], atol=1e-6), key
+    assert_resumed_like_the_reference(out, reference)
     ours, theirs = train_losses(out), train_losses(reference)
     assert sorted(ours) == sorted(theirs) == list(range(60))  # one history, no step lost or repeated
     assert all(float(ours[s]) == pytest.approx(float(theirs[s]), abs=1e-6) for s in ours)

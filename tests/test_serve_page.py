@@ -120,6 +120,24 @@ def numbers(text: str) -> list[float]:
     return [float(x) for x in NUM.findall(text)]
 
 
+def shown_numbers(page, selector: str) -> list[float]:
+    """Every number the seven-steps view shows in the elements ``selector`` picks."""
+    return [x for text in page.locator(f"#steps {selector}").all_inner_texts() for x in numbers(text)]
+
+
+def explain_on_page(page, checkpoint: Path, layer: int, head: int, token: int, heads: int, capsys) -> dict:
+    """Pick (layer, head) in the grid and the token in the token list, wait for the seven steps to show them, and
+    return `wordformer explain --json` for the same choice (the prompt is the tests' "statquest is what")."""
+    page.locator(f"#attention-grid .mini[data-layer='{layer}'][data-head='{head}']").click()
+    page.locator(f"#tokens .tok[data-index='{token}']").click()
+    page.wait_for_function(f"document.querySelector('#steps .summary') && document.querySelector('#steps .summary')"
+                           f".textContent.includes('token #{token}') && document.querySelector('#steps .summary')"
+                           f".textContent.includes('head {head} of {heads}')")
+    assert main(["explain", "--checkpoint", str(checkpoint), "--prompt", "statquest is what", "--layer",
+                 str(layer), "--head", str(head), "--token", str(token), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def test_the_page_end_to_end(browser, served, shots, capsys):
     errors: list[str] = []
     model = served.ids["toy"]
@@ -146,18 +164,10 @@ def test_the_page_end_to_end(browser, served, shots, capsys):
 
     # pick a head in the grid and a token in the token list: the seven steps equal `explain --json`
     layer, head, token = layers - 1, heads - 1, 2
-    page.locator(f"#attention-grid .mini[data-layer='{layer}'][data-head='{head}']").click()
-    page.locator(f"#tokens .tok[data-index='{token}']").click()
-    page.wait_for_function(f"document.querySelector('#steps .summary') && document.querySelector('#steps .summary')"
-                           f".textContent.includes('token #{token}') && document.querySelector('#steps .summary')"
-                           f".textContent.includes('head {head} of {heads}')")
-    assert main(["explain", "--checkpoint", str(served.toy), "--prompt", "statquest is what", "--layer",
-                 str(layer), "--head", str(head), "--token", str(token), "--json"]) == 0
-    expected = json.loads(capsys.readouterr().out)
+    expected = explain_on_page(page, served.toy, layer, head, token, heads, capsys)
 
     def shown(field: str) -> list[float]:
-        cells = page.locator(f"#steps [data-field='{field}']").all_inner_texts()
-        return [x for text in cells for x in numbers(text)]
+        return shown_numbers(page, f"[data-field='{field}']")
 
     close = dict(abs=5.1e-5)
     page.locator("#full-vectors").check()  # every value of long vectors (the toy's have two anyway)
@@ -269,20 +279,12 @@ def test_the_steps_show_rotated_queries_and_keys(browser, served, shots, capsys)
     page.wait_for_function("document.querySelectorAll('#attention-grid .mini').length === 2")
     page.wait_for_function("document.querySelector('#steps .summary') && document.querySelector('#steps .summary')"
                            ".textContent.includes('token #3')")
-    layer, head, token = 0, 1, 2
-    page.locator(f"#attention-grid .mini[data-layer='{layer}'][data-head='{head}']").click()
-    page.locator(f"#tokens .tok[data-index='{token}']").click()
-    page.wait_for_function(f"document.querySelector('#steps .summary') && document.querySelector('#steps .summary')"
-                           f".textContent.includes('token #{token}') && document.querySelector('#steps .summary')"
-                           f".textContent.includes('head {head} of 2')")
-    assert main(["explain", "--checkpoint", str(served.rope), "--prompt", "statquest is what", "--layer",
-                 str(layer), "--head", str(head), "--token", str(token), "--json"]) == 0
-    expected = json.loads(capsys.readouterr().out)
+    expected = explain_on_page(page, served.rope, 0, 1, 2, 2, capsys)  # layer 0, head 1 of 2, token 2
     assert [s["stage"] for s in expected["query_stages"]] == ["W x + b", "RMS-normalised per head (qk_norm)"]
     page.locator("#full-vectors").check()
 
     def shown(selector: str) -> list[float]:
-        return [x for text in page.locator(f"#steps {selector}").all_inner_texts() for x in numbers(text)]
+        return shown_numbers(page, selector)
 
     close = dict(abs=5.1e-5)
     for k, stage in enumerate(expected["query_stages"]):
