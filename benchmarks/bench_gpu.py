@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from . import _env  # noqa: F401  (first: OMP settings must precede torch)
 
-import contextlib
-import os
 import time
 from typing import Any, Optional
 
@@ -23,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import (OPTIM, SEED, alternate, base_parser, flops_per_token, goal, log, paired, peer_attention,
-                     peer_model, quiet_libraries, start, summarize, wordformer_model)
+                     peer_model, quiet_libraries, start, summarize, timed_cuda_fit, wordformer_model)
 from .report import finish
 
 NAME = "gpu"
@@ -79,40 +77,17 @@ def plain_gpu(model: torch.nn.Module, logits_fn, batches, *, warmup: int, steps:
 
 def trainer_gpu(batches, *, warmup: int, steps: int) -> dict[str, Any]:
     """wordformer's LightningModule in a Trainer (compile=True, bf16-mixed), fed the same batches from host memory."""
-    import lightning as L
-    from torch.utils.data import DataLoader, IterableDataset
+    import itertools
 
     from wordformer.config import ModelConfig, TrainConfig
     from wordformer.training import WordPredictorModule
 
     host = [(x.cpu(), y.cpu()) for x, y in batches]  # the Trainer moves each batch to the GPU itself
-
-    class Stream(IterableDataset):
-        def __iter__(self):
-            i = 0
-            while True:
-                yield host[i % len(host)]
-                i += 1
-
-    class Stamp(L.Callback):
-        def __init__(self) -> None:
-            self.marks: list[float] = []
-
-        def on_train_batch_end(self, *args: Any) -> None:
-            torch.cuda.synchronize()
-            self.marks.append(time.perf_counter())
-
     cfg = TrainConfig(max_steps=warmup + steps, compile=True, precision="bf16-mixed", batch_size=batches[0][0].size(0),
                       progress=False)
     module = WordPredictorModule(ModelConfig(vocab_size=VOCAB, positional="learned", dropout=0.0, **GPT2_SMALL), cfg)
-    stamp = Stamp()
-    trainer = L.Trainer(max_steps=warmup + steps, accelerator="cuda", devices=1, precision="bf16-mixed",
-                        gradient_clip_val=OPTIM["grad_clip"], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[stamp])
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-        trainer.fit(module, train_dataloaders=DataLoader(Stream(), batch_size=None, pin_memory=True))
-    seconds = stamp.marks[warmup + steps - 1] - stamp.marks[warmup - 1]
+    seconds, trainer = timed_cuda_fit(module, lambda: itertools.cycle(host), warmup=warmup, steps=steps, devices=1,
+                                      gradient_clip_val=OPTIM["grad_clip"])
     out = {"tokens_per_s": steps * batches[0][0].numel() / seconds, "seconds": seconds, "steps": steps,
            "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
     del trainer, module

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 from . import _env  # noqa: F401  (first: OMP settings must precede torch)
 
-import contextlib
 import os
-import time
 from typing import Any
 
 import torch
 
-from .common import SEED, base_parser, log, quiet_libraries, start, summarize
+from .common import SEED, base_parser, log, quiet_libraries, start, summarize, timed_cuda_fit
 from .report import finish
 
 NAME = "multi_gpu"
@@ -36,39 +34,21 @@ VOCAB = 50304
 def run(strategy: str, devices: int, num_nodes: int, batch_size: int, warmup: int, steps: int,
         compile_model: bool) -> dict[str, Any]:
     """One Trainer run; every rank measures its own step times, rank 0 returns them."""
-    import lightning as L
-    from torch.utils.data import DataLoader, IterableDataset
-
     from wordformer.config import ModelConfig, TrainConfig
     from wordformer.distributed import lightning_strategy
     from wordformer.training import WordPredictorModule
 
-    class Stream(IterableDataset):
-        def __iter__(self):
-            gen = torch.Generator().manual_seed(SEED + int(os.environ.get("LOCAL_RANK", 0)))
-            while True:
-                w = torch.randint(VOCAB, (batch_size, GPT2_SMALL["block_size"] + 1), generator=gen)
-                yield w[:, :-1], w[:, 1:]
-
-    class Stamp(L.Callback):
-        def __init__(self) -> None:
-            self.marks: list[float] = []
-
-        def on_train_batch_end(self, *args: Any) -> None:
-            torch.cuda.synchronize()
-            self.marks.append(time.perf_counter())
+    def stream():  # random tokens, seeded per rank (read in the process that trains)
+        gen = torch.Generator().manual_seed(SEED + int(os.environ.get("LOCAL_RANK", 0)))
+        while True:
+            w = torch.randint(VOCAB, (batch_size, GPT2_SMALL["block_size"] + 1), generator=gen)
+            yield w[:, :-1], w[:, 1:]
 
     cfg = TrainConfig(max_steps=warmup + steps, compile=compile_model, precision="bf16-mixed", batch_size=batch_size,
                       progress=False, strategy=strategy)
     module = WordPredictorModule(ModelConfig(vocab_size=VOCAB, positional="learned", dropout=0.0, **GPT2_SMALL), cfg)
-    stamp = Stamp()
-    trainer = L.Trainer(max_steps=warmup + steps, accelerator="cuda", devices=devices, num_nodes=num_nodes,
-                        strategy=lightning_strategy(strategy), precision="bf16-mixed", gradient_clip_val=1.0,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[stamp])
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-        trainer.fit(module, train_dataloaders=DataLoader(Stream(), batch_size=None, pin_memory=True))
-    seconds = stamp.marks[warmup + steps - 1] - stamp.marks[warmup - 1]
+    seconds, trainer = timed_cuda_fit(module, stream, warmup=warmup, steps=steps, devices=devices, num_nodes=num_nodes,
+                                      strategy=lightning_strategy(strategy), gradient_clip_val=1.0)
     world = trainer.world_size
     peak = torch.tensor([torch.cuda.max_memory_allocated() / 2**30], device="cuda")
     peaks = trainer.strategy.all_gather(peak).flatten().tolist() if world > 1 else [float(peak)]

@@ -398,3 +398,35 @@ def flops_per_token(model: torch.nn.Module, *, num_layers: int, d_model: int, bl
     """Training FLOPs per token, nanoGPT/PaLM style: 6N + 12 L d T (N without the position table)."""
     n = sum(p.numel() for p in model.parameters()) - positional_params
     return 6 * n + 12 * num_layers * d_model * block_size
+
+
+def timed_cuda_fit(module: Any, batches: Callable[[], Any], *, warmup: int, steps: int,
+                   **trainer_options: Any) -> tuple[float, Any]:
+    """Fit ``module`` for ``warmup + steps`` steps in a bf16-mixed CUDA Trainer (no validation, logging or
+    checkpoints) on the endless iterator of (x, y) batches that ``batches()`` starts (in the process that trains:
+    each rank's own); the seconds of the last ``steps`` steps (stamped after each step, synchronized) and the
+    Trainer. ``trainer_options``: devices, strategy, gradient clipping, ..."""
+    import contextlib
+
+    import lightning as L
+    from torch.utils.data import DataLoader, IterableDataset
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return batches()
+
+    class Stamp(L.Callback):
+        def __init__(self) -> None:
+            self.marks: list[float] = []
+
+        def on_train_batch_end(self, *args: Any) -> None:
+            torch.cuda.synchronize()
+            self.marks.append(time.perf_counter())
+
+    stamp = Stamp()
+    trainer = L.Trainer(max_steps=warmup + steps, accelerator="cuda", precision="bf16-mixed", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[stamp], **trainer_options)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        trainer.fit(module, train_dataloaders=DataLoader(Stream(), batch_size=None, pin_memory=True))
+    return stamp.marks[warmup + steps - 1] - stamp.marks[warmup - 1], trainer
