@@ -295,10 +295,6 @@ def preset_overrides(name: str) -> dict[str, Any]:
     return preset_values(name)
 
 
-def fast_overrides() -> dict[str, Any]:
-    return preset_overrides("fast")
-
-
 def cases(steps: int) -> Optional[dict[str, tuple[str, dict[str, Any]]]]:
     """label and overrides of every ablation case, or None until the sweeps are done."""
     lr = tuned_lr(steps)
@@ -314,7 +310,7 @@ def cases(steps: int) -> Optional[dict[str, tuple[str, dict[str, Any]]]]:
     for name, (label, overrides) in CHANGES.items():
         extra = {"muon_lr": muon_lr} if overrides.get("optimizer") == "muon" else {}
         out[name] = (label + (f", muon_lr {muon_lr:g}" if extra else ""), {"lr": lr, **overrides, **extra})
-    out["fast"] = ("the fast preset (RoPE + Muon; AdamW lr 4e-3 for the rest)", fast_overrides())
+    out["fast"] = ("the fast preset (RoPE + Muon; AdamW lr 4e-3 for the rest)", preset_overrides("fast"))
     out["chapter"] = ("the chapter preset, wordformer's default: the baseline with sinusoidal positions",
                       preset_overrides("chapter"))
     return out
@@ -350,18 +346,19 @@ def candidate_specs(steps: int) -> list[dict[str, Any]]:
             for seed in CANDIDATE_SEEDS for name, overrides in CANDIDATES.items()]
 
 
-def budget_specs(seeds: tuple[int, ...], budgets: tuple[int, ...], steps: int) -> list[dict[str, Any]]:
+def budgets_of(name: str) -> tuple[int, ...]:
+    return BUDGETS + BASELINE_BUDGETS if name == "baseline" else BUDGETS
+
+
+def budget_specs(seeds: tuple[int, ...], steps: int) -> list[dict[str, Any]]:
+    """Every budget of baseline, control and fast but ``steps`` (the ablation's runs), seed by seed, budget by
+    budget."""
     found = cases(steps)
     if found is None:
         return []
     chosen = {k: found[k][1] for k in ("baseline", "control", "fast")}
-    return [run_spec(name, overrides, steps=b, seed=seed) for seed in seeds
-            for b in budgets + (BASELINE_BUDGETS if budgets == BUDGETS else ()) if b != steps
-            for name, overrides in chosen.items() if b in budgets or name == "baseline"]
-
-
-def budgets_of(name: str) -> tuple[int, ...]:
-    return BUDGETS + BASELINE_BUDGETS if name == "baseline" else BUDGETS
+    return [run_spec(name, overrides, steps=b, seed=seed) for seed in seeds for b in BUDGETS + BASELINE_BUDGETS
+            if b != steps for name, overrides in chosen.items() if b in budgets_of(name)]
 
 
 # the demo's learning rates before it took the fast preset (the chapter's model otherwise): the "demo" case
@@ -378,7 +375,7 @@ def word_specs(seeds: tuple[int, ...], steps: int) -> list[dict[str, Any]]:
                   "warmup_steps": demo["warmup_steps"], "eval_batches": 20}
     specs = []
     for seed in seeds:
-        for name, overrides in (("demo", {}), ("demo_fast", {**fast_overrides(), "dropout": demo["dropout"]})):
+        for name, overrides in (("demo", {}), ("demo_fast", {**preset_overrides("fast"), "dropout": demo["dropout"]})):
             specs.append(run_spec(name, overrides, steps=steps, seed=seed, eval_interval=steps // 8,
                                   base_model=base_model, base_data=base_data, base_train=base_train))
     return specs
@@ -402,7 +399,7 @@ def priority_specs(steps: int) -> list[dict[str, Any]]:
     first = ablation_specs(steps, SEEDS, core)
     rest = [s for s in ablation_specs(steps, SEEDS) if s["case"] not in core]
     bf16 = bf16_specs(SEEDS, steps) if cpu_has_native_bf16() else []
-    budgets = budget_specs(SEEDS, BUDGETS, steps)
+    budgets = budget_specs(SEEDS, steps)
     # fast and the control first: the baseline does not reach the target even in 2000 steps, so its shorter
     # budgets draw the plot but change no goal
     by_case = [s for s in budgets if s["case"] in ("fast", "control")]  # seed by seed, budget by budget: interleaved
@@ -844,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         elif phase == "fast":
             left += execute(ablation_specs(steps, SEEDS, ("fast",)), deadline)
         elif phase == "budgets":
-            left += execute(budget_specs(SEEDS, BUDGETS, steps), deadline)
+            left += execute(budget_specs(SEEDS, steps), deadline)
         elif phase == "word":
             left += execute(word_specs(SEEDS, 160 if args.quick else 4000), deadline)
         elif phase == "bf16" and cpu_has_native_bf16():

@@ -40,7 +40,6 @@ where wordformer slides its window.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -141,10 +140,10 @@ def model_files(loaded: LoadedModel) -> dict[str, bytes]:
         config = neox_config_dict(model, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
         state, embedding = to_neox_state_dict(model), "gpt_neox.embed_in.weight"
     else:
-        from .gpt2 import check_gpt2_exportable, hf_config_dict, to_hf_state_dict, with_learned_positions
+        from .gpt2 import hf_config_dict, to_hf_state_dict, with_learned_positions
 
-        check_gpt2_exportable(replace(model.config, positional="learned"))  # sinusoids are a fixed learned table
-        model = with_learned_positions(model)
+        model = with_learned_positions(model)  # sinusoids become a fixed "learned" table: GPT-2 holds them
+        # hf_config_dict refuses, naming the option, what GPT-2 cannot hold
         config = hf_config_dict(model, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
         state, embedding = to_hf_state_dict(model), "transformer.wte.weight"
     if model.config.tie_weights:

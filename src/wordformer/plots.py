@@ -284,8 +284,7 @@ def positional_table(
         cfg = model.config
         pe = model.positional_encoding
         if cfg.positional == "rope":  # nothing is added: the table is the sine and cosine of each rotation angle
-            rope = pe  # RotaryPositionalEncoding
-            cos, sin = rope.angles(torch.arange(cfg.block_size))  # type: ignore[operator]  # (P, D/2) each
+            cos, sin = pe.angles(torch.arange(cfg.block_size))  # type: ignore[operator]  # (P, D/2) each
             table = torch.stack((sin, cos), dim=-1).flatten(1)  # (P, D): sin, cos of pair 0, then of pair 1, ...
             head = cfg.d_model // cfg.num_heads
             return table, (f"rotary positions (RoPE): sin and cos of the angle that turns each of the {head // 2} "
